@@ -1,0 +1,53 @@
+"""Settings: defaults, environment (PHOTOSIFT_*), and where photosift keeps its files.
+
+Settings are read once at the edge (CLI, web app) and passed into constructors; library code never reads a
+global settings object.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from platformdirs import user_config_path, user_data_path
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+APP_NAME = "photosift"
+
+
+def default_data_dir() -> Path:
+    return user_data_path(APP_NAME, appauthor=False)
+
+
+def default_config_dir() -> Path:
+    return user_config_path(APP_NAME, appauthor=False)
+
+
+class Settings(BaseSettings):
+    """Everything a user may set with PHOTOSIFT_<NAME> environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="PHOTOSIFT_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    config_dir: Path = Field(default_factory=default_config_dir)
+    db: Path | None = None
+    model: str = "efficientnet-lite0"
+    provider: str = "auto"
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    # Decode threads. Pillow releases the GIL while decoding, so one thread per core keeps the cores busy
+    # while ONNX Runtime runs the previous batch.
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=256)
+    rules: Path | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.db if self.db is not None else self.data_dir / "catalog.db"
+
+    @property
+    def rules_path(self) -> Path | None:
+        """A rules file the user chose, or one they dropped in the config dir, else None (built-in)."""
+        if self.rules is not None:
+            return self.rules
+        candidate = self.config_dir / "categories.yaml"
+        return candidate if candidate.is_file() else None

@@ -1,0 +1,190 @@
+"""PyTorch -> ONNX export with a dynamic batch axis, an embedded model card and a parity check.
+
+The parity check runs PyTorch and ONNX Runtime on the same real images, preprocessed exactly as at inference,
+and fails (leaving no output file) unless max |Δlogit| <= tolerance and every top-1 agrees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from photosift.errors import PhotosiftError, ToolchainError
+from photosift.models.registry import CARD_KEY, ModelCard, sha256_file
+from photosift.toolchain.archs import ArchDefaults, build
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif"}
+
+
+def imagenet_labels() -> list[str]:
+    path = resources.files("photosift.models") / "imagenet_labels.json"
+    labels: list[str] = json.loads(path.read_text())
+    return labels
+
+
+@dataclass
+class ParityReport:
+    images: int
+    max_abs_diff: float
+    top1_agree: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"images": self.images, "max_abs_diff": self.max_abs_diff, "top1_agree": self.top1_agree}
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    sha256: str
+    card: ModelCard
+    parity: ParityReport
+
+
+def parity_images(folder: Path, limit: int = 16) -> list[Path]:
+    if not folder.is_dir():
+        raise ToolchainError(f"{folder}: parity image folder not found")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ToolchainError(f"{folder}: no images for the parity check")
+    return files[:limit]
+
+
+def _batch(card: ModelCard, images: Sequence[Path]) -> np.ndarray:
+    from photosift.imaging import load_tensor
+
+    tensors = []
+    for path in images:
+        try:
+            tensors.append(load_tensor(path, card.preprocess))
+        except PhotosiftError:
+            continue
+    if not tensors:
+        raise ToolchainError("none of the parity images could be decoded")
+    return np.stack(tensors)
+
+
+def check_parity(module: Any, onnx_path: Path, card: ModelCard, images: Sequence[Path],
+                 tolerance: float = PARITY_TOLERANCE) -> ParityReport:
+    import onnxruntime as ort
+    import torch
+
+    batch = _batch(card, images)
+    with torch.no_grad():
+        out = module(torch.from_numpy(batch))
+    ref = (out[0] if isinstance(out, tuple) else out).numpy()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run([card.logits_name], {card.input_name: batch})[0]
+    diff = float(np.abs(ref - got).max())
+    agree = int((ref.argmax(1) == got.argmax(1)).sum())
+    report = ParityReport(len(batch), diff, agree)
+    if diff > tolerance or agree != len(batch):
+        raise ToolchainError(
+            f"parity check failed: max |Δlogit| = {diff:.2e} (limit {tolerance:.0e}), "
+            f"top-1 agrees on {agree}/{len(batch)} images"
+        )
+    return report
+
+
+def _torch_export(module: Any, size: int, tmp: Path, two_outputs: bool) -> None:
+    import torch
+
+    dummy = torch.zeros(2, 3, size, size)
+    outputs = ["logits", "embedding"] if two_outputs else ["logits"]
+    axes = {name: {0: "batch"} for name in ["input", *outputs]}
+    with torch.no_grad():
+        torch.onnx.export(
+            module, (dummy,), str(tmp), input_names=["input"], output_names=outputs,
+            dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        )
+
+
+def _set_card(path: Path, card: ModelCard, out: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CARD_KEY, card.to_json()
+    model.doc_string = f"photosift model {card.name}: {card.arch}, {card.precision}"
+    model.producer_name = "photosift"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+
+
+def ort_optimize(src: Path, dst: Path, level: str = "basic") -> None:
+    """Offline ORT graph optimization. 'basic' is portable (provider-independent rewrites only)."""
+    import onnxruntime as ort
+
+    levels = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = levels[level]
+    opts.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def export(
+    arch: str,
+    weights: Path,
+    out: Path,
+    *,
+    name: str | None = None,
+    images: Sequence[Path] = (),
+    labels: list[str] | None = None,
+    defaults: ArchDefaults | None = None,
+) -> ExportResult:
+    """Export ``arch`` + ``weights`` to ``out`` (ORT-optimized, portable), checking parity on ``images``."""
+    module, arch_defaults = build(arch, weights)
+    defaults = defaults or arch_defaults
+    import torch
+
+    with torch.no_grad():
+        probe = module(torch.zeros(1, 3, defaults.input_size, defaults.input_size))
+    two_outputs = isinstance(probe, tuple)
+    logits = probe[0] if two_outputs else probe
+    num_classes = int(logits.shape[-1])
+    if labels is None:
+        labels = imagenet_labels() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
+    if len(labels) != num_classes:
+        raise ToolchainError(f"{len(labels)} labels for a model with {num_classes} outputs")
+    card = ModelCard(
+        name=name or out.stem,
+        arch=arch,
+        input_size=defaults.input_size,
+        resize_size=defaults.resize_size,
+        interpolation=defaults.interpolation,  # type: ignore[arg-type]
+        mean=defaults.mean,
+        std=defaults.std,
+        embedding_name="embedding" if two_outputs else None,
+        labels=labels,
+        source=defaults.source,
+        license=defaults.license,
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".photosift-export-") as tmpdir:
+        raw = Path(tmpdir) / "raw.onnx"
+        carded = Path(tmpdir) / "carded.onnx"
+        final = Path(tmpdir) / "final.onnx"
+        try:
+            _torch_export(module, defaults.input_size, raw, two_outputs)
+        except Exception as exc:
+            raise ToolchainError(f"torch.onnx.export failed for {arch}: {str(exc).splitlines()[0][:300]}") from None
+        _set_card(raw, card, carded)
+        ort_optimize(carded, final, "basic")
+        parity = check_parity(module, final, card, images) if images else ParityReport(0, 0.0, 0)
+        os.replace(final, out)
+    return ExportResult(out, sha256_file(out), card, parity)
