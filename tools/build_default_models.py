@@ -25,8 +25,12 @@ PACKAGED = ["efficientnet-lite0"]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", default=PACKAGED, help=f"models to build (known: {', '.join(BUILDABLE)})")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "names", nargs="*", default=PACKAGED, help=f"models to build (known: {', '.join(BUILDABLE)})"
+    )
     parser.add_argument("--images", type=Path, default=ROOT / "tests" / "data", help="parity-check images")
     args = parser.parse_args()
     index = json.loads(BUILTIN_INDEX.read_text()) if BUILTIN_INDEX.is_file() else {"models": {}}

@@ -79,7 +79,9 @@ class ModelCard(BaseModel):
             return cls.model_validate_json(text)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise ModelError(f"{where}: invalid model card ({'.'.join(map(str, first['loc']))}: {first['msg']})") from None
+            raise ModelError(
+                f"{where}: invalid model card ({'.'.join(map(str, first['loc']))}: {first['msg']})"
+            ) from None
 
 
 def sha256_file(path: Path) -> str:
@@ -204,7 +206,11 @@ def resolve_model(name_or_path: str, data_dir: Path | None = None, verify: bool 
         known = ", ".join(sorted(entries)) or "none"
         raise ModelError(f"unknown model {name_or_path!r} (known: {known}; or pass a path to an .onnx file)")
     if not entry.path.is_file():
-        hint = "reinstall photosift" if entry.origin == "packaged" else f"run `photosift models build {entry.name}`"
+        hint = (
+            "reinstall photosift"
+            if entry.origin == "packaged"
+            else f"run `photosift models build {entry.name}`"
+        )
         raise ModelError(f"model {entry.name}: file missing at {entry.path} ({hint})")
     if verify:
         actual = sha256_file(entry.path)

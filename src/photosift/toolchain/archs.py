@@ -55,7 +55,9 @@ def _load_state_dict(weights: Path) -> dict[str, Any]:
     try:
         state = torch.load(str(weights), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ToolchainError(f"{weights}: not a PyTorch state_dict ({str(exc).splitlines()[0][:200]})") from None
+        raise ToolchainError(
+            f"{weights}: not a PyTorch state_dict ({str(exc).splitlines()[0][:200]})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -116,8 +118,12 @@ def build(arch: str, weights: Path) -> tuple[Any, ArchDefaults]:
         module = MobileNetV2()
         _strict_load(module, _load_state_dict(weights), weights)
         defaults = ArchDefaults(
-            224, 256, TORCHVISION_MEAN, TORCHVISION_STD,
-            source="torchvision mobilenet_v2 ImageNet-1k weights (IMAGENET1K_V1)", license="BSD-3-Clause",
+            224,
+            256,
+            TORCHVISION_MEAN,
+            TORCHVISION_STD,
+            source="torchvision mobilenet_v2 ImageNet-1k weights (IMAGENET1K_V1)",
+            license="BSD-3-Clause",
         )
     elif arch.startswith("module:"):
         module, defaults = _user_module(arch.removeprefix("module:"), weights)

@@ -73,8 +73,9 @@ def _batch(card: ModelCard, images: Sequence[Path]) -> np.ndarray:
     return np.stack(tensors)
 
 
-def check_parity(module: Any, onnx_path: Path, card: ModelCard, images: Sequence[Path],
-                 tolerance: float = PARITY_TOLERANCE) -> ParityReport:
+def check_parity(
+    module: Any, onnx_path: Path, card: ModelCard, images: Sequence[Path], tolerance: float = PARITY_TOLERANCE
+) -> ParityReport:
     import onnxruntime as ort
     import torch
 
@@ -103,8 +104,15 @@ def _torch_export(module: Any, size: int, tmp: Path, two_outputs: bool) -> None:
     axes = {name: {0: "batch"} for name in ["input", *outputs]}
     with torch.no_grad():
         torch.onnx.export(
-            module, (dummy,), str(tmp), input_names=["input"], output_names=outputs,
-            dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True,
+            module,
+            (dummy,),
+            str(tmp),
+            input_names=["input"],
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
         )
 
 
@@ -182,7 +190,9 @@ def export(
         try:
             _torch_export(module, defaults.input_size, raw, two_outputs)
         except Exception as exc:
-            raise ToolchainError(f"torch.onnx.export failed for {arch}: {str(exc).splitlines()[0][:300]}") from None
+            raise ToolchainError(
+                f"torch.onnx.export failed for {arch}: {str(exc).splitlines()[0][:300]}"
+            ) from None
         _set_card(raw, card, carded)
         ort_optimize(carded, final, "basic")
         parity = check_parity(module, final, card, images) if images else ParityReport(0, 0.0, 0)

@@ -1,0 +1,3 @@
+from photosift.cli import main
+
+main()

@@ -1,0 +1,22 @@
+"""Wiring: build the engine, catalog, categorizer and pipeline from Settings (used by the CLI, web and API)."""
+
+from __future__ import annotations
+
+from photosift.catalog import Catalog
+from photosift.config import Settings
+from photosift.engine import OrtEngine
+from photosift.models.registry import resolve_model
+from photosift.pipeline import ClassifyOptions, Pipeline
+
+
+def build_engine(settings: Settings) -> OrtEngine:
+    model = resolve_model(settings.model, settings.data_dir)
+    cache = settings.data_dir / "trt-cache"
+    return OrtEngine(model, provider=settings.provider, cache_dir=str(cache))
+
+
+def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeline:
+    engine = build_engine(settings)
+    catalog = catalog or Catalog(settings.db_path)
+    options = ClassifyOptions(batch_size=settings.batch_size, workers=settings.workers)
+    return Pipeline(engine, catalog, categorizer=None, people=None, options=options)

@@ -1,0 +1,476 @@
+"""The catalog: one SQLite file (WAL) holding photos, model outputs, errors and the user's corrections.
+
+Design points:
+
+* **Results are keyed by content, not by path.** ``results`` is keyed by (content hash, model sha256), and
+  ``photos`` maps each path to its content. A renamed or moved file, or a copy of a photo under another path,
+  gets its own ``photos`` row and finds its result without inference; a reclassification with another model
+  adds results beside the old ones.
+* **Atomic batches.** Every batch of photos and their results is written in one transaction, so a SIGKILL at
+  any moment loses at most the batch in flight and a rerun finishes the job with no duplicates.
+* **Corrections belong to the content** (by hash), so they survive renames, reclassification and model changes,
+  and always win over the model.
+* **Migrations** are an ordered list of functions; the ``migrations`` table records which ran.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from photosift.errors import CatalogError
+
+TOPK_STORED = 100  # probabilities kept per photo so categories can be re-derived without the model
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits first, which would break the migration's transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _m1_initial(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE photos (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            content_hash TEXT,
+            status TEXT NOT NULL CHECK (status IN ('ok', 'error', 'missing')),
+            error TEXT,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX photos_by_hash ON photos(content_hash);
+        CREATE TABLE models (
+            sha256 TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            labels TEXT NOT NULL
+        );
+        CREATE TABLE results (
+            content_hash TEXT NOT NULL,
+            model_sha256 TEXT NOT NULL REFERENCES models(sha256),
+            label_index INTEGER NOT NULL,
+            score REAL NOT NULL,
+            top5 TEXT NOT NULL,
+            topk_index BLOB NOT NULL,
+            topk_prob BLOB NOT NULL,
+            embedding BLOB,
+            category TEXT,
+            category_score REAL,
+            fine_label TEXT,
+            people_faces INTEGER,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (content_hash, model_sha256)
+        );
+        CREATE TABLE corrections (
+            content_hash TEXT PRIMARY KEY,
+            category TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE user_categories (
+            name TEXT PRIMARY KEY,
+            created_at REAL NOT NULL
+        );
+        """,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial]
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoState:
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    status: str
+
+
+@dataclass(slots=True)
+class PhotoRecord:
+    """One file's outcome in a batch."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ResultRecord:
+    content_hash: str
+    probs: np.ndarray  # (C,) softmax
+    embedding: np.ndarray | None
+    category: str | None
+    category_score: float | None
+    fine_label: str | None = None
+    people_faces: int | None = None
+
+
+@dataclass
+class ResultRow:
+    """One photo as ``photosift results`` shows it."""
+
+    id: int
+    path: str
+    status: str
+    error: str | None
+    label: str | None
+    score: float | None
+    category: str | None
+    category_score: float | None
+    top5: list[dict[str, Any]]
+    model: str | None
+    corrected_category: str | None
+
+    @property
+    def effective_category(self) -> str | None:
+        return self.corrected_category or self.category
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "error": self.error,
+            "label": self.label,
+            "score": self.score,
+            "category": self.category,
+            "category_score": self.category_score,
+            "top5": self.top5,
+            "model": self.model,
+            "corrected_category": self.corrected_category,
+        }
+
+
+def _range_for(root: str) -> tuple[str, str]:
+    """Paths under directory ``root`` sort in [root + '/', root + '0') because '0' follows '/'."""
+    root = root.rstrip("/")
+    return root + "/", root + "0"
+
+
+class Catalog:
+    """A connection to one catalog file. Use one instance per thread."""
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            if readonly:
+                if not self.path.is_file():
+                    raise CatalogError(f"{self.path}: catalog not found (run `photosift classify` first)")
+                uri = f"file:{self.path}?mode=ro"
+                self.db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(
+                    str(self.path), timeout=30, isolation_level=None, check_same_thread=False
+                )
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.row_factory = sqlite3.Row
+            if not readonly:
+                self._migrate()
+            elif self.schema_version() < len(MIGRATIONS):
+                raise CatalogError(
+                    f"{self.path}: catalog needs an upgrade (open it once with photosift classify)"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(f"{self.path}: cannot open catalog ({exc})") from None
+        except OSError as exc:
+            raise CatalogError(f"{self.path}: cannot open catalog ({exc.strerror or exc})") from None
+
+    # -- schema -------------------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        row = self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='migrations'"
+        ).fetchone()
+        if row is None:
+            return 0
+        return int(self.db.execute("SELECT COALESCE(MAX(version), 0) FROM migrations").fetchone()[0])
+
+    def _migrate(self) -> None:
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL)"
+        )
+        current = self.schema_version()
+        if current > len(MIGRATIONS):
+            raise CatalogError(f"{self.path}: catalog was written by a newer photosift (schema {current})")
+        for version, step in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.atomic():
+                step(self.db)
+                self.db.execute(
+                    "INSERT INTO migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, step.__name__.lstrip("_"), time.time()),
+                )
+
+    @contextmanager
+    def atomic(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: everything inside is stored, or nothing is."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    self.db.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    self.db.execute("ROLLBACK")
+                    raise CatalogError(f"{self.path}: cannot write catalog ({exc})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- incremental scans ----------------------------------------------------------------------------------
+    def snapshot(self, roots: Sequence[str]) -> dict[str, PhotoState]:
+        """What the catalog knows about every path under ``roots`` (batched: one query per root)."""
+        states: dict[str, PhotoState] = {}
+        for root in roots:
+            lo, hi = _range_for(root)
+            rows = self.db.execute(
+                "SELECT path, size, mtime_ns, content_hash, status FROM photos "
+                "WHERE path = ? OR (path >= ? AND path < ?)",
+                (root, lo, hi),
+            )
+            for path, size, mtime_ns, content_hash, status in rows:
+                states[path] = PhotoState(size, mtime_ns, content_hash, status)
+        return states
+
+    def hashes_with_results(self, model_sha256: str) -> set[str]:
+        rows = self.db.execute("SELECT content_hash FROM results WHERE model_sha256 = ?", (model_sha256,))
+        return {r[0] for r in rows}
+
+    def register_model(self, sha256: str, name: str, labels: list[str]) -> None:
+        with self.atomic():
+            self.db.execute(
+                "INSERT INTO models(sha256, name, labels) VALUES (?, ?, ?) "
+                "ON CONFLICT(sha256) DO UPDATE SET name = excluded.name",
+                (sha256, name, json.dumps(labels)),
+            )
+
+    def model_labels(self, sha256: str) -> list[str]:
+        row = self.db.execute("SELECT labels FROM models WHERE sha256 = ?", (sha256,)).fetchone()
+        if row is None:
+            raise CatalogError(f"{self.path}: unknown model {sha256[:12]}")
+        labels: list[str] = json.loads(row[0])
+        return labels
+
+    def write_batch(
+        self,
+        photos: Iterable[PhotoRecord],
+        results: Iterable[ResultRecord],
+        model_sha256: str,
+        labels: list[str],
+    ) -> None:
+        """Store a batch of photos (ok or error) and their results in one transaction."""
+        now = time.time()
+        with self.atomic() as db:
+            for rec in results:
+                db.execute(
+                    "INSERT OR REPLACE INTO results (content_hash, model_sha256, label_index, score, top5, "
+                    "topk_index, topk_prob, embedding, category, category_score, fine_label, people_faces, "
+                    "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _result_values(rec, model_sha256, labels, now),
+                )
+            for p in photos:
+                db.execute(
+                    "INSERT INTO photos (path, size, mtime_ns, content_hash, status, error, updated_at) "
+                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
+                    "mtime_ns=excluded.mtime_ns, content_hash=excluded.content_hash, status=excluded.status, "
+                    "error=excluded.error, updated_at=excluded.updated_at",
+                    (p.path, p.size, p.mtime_ns, p.content_hash, "error" if p.error else "ok", p.error, now),
+                )
+
+    def mark_missing(self, paths: Iterable[str]) -> int:
+        now = time.time()
+        with self.atomic() as db:
+            cur = db.executemany(
+                "UPDATE photos SET status = 'missing', updated_at = ? WHERE path = ? AND status != 'missing'",
+                ((now, p) for p in paths),
+            )
+            return cur.rowcount
+
+    # -- queries --------------------------------------------------------------------------------------------
+    _RESULT_SELECT = """
+        SELECT p.id, p.path, p.status, p.error, r.label_index, r.score, r.top5, r.category, r.category_score,
+               m.name AS model, c.category AS corrected
+        FROM photos p
+        LEFT JOIN results r ON r.content_hash = p.content_hash AND r.created_at = (
+            SELECT MAX(r2.created_at) FROM results r2 WHERE r2.content_hash = p.content_hash
+                AND (:model IS NULL OR r2.model_sha256 = :model))
+        LEFT JOIN models m ON m.sha256 = r.model_sha256
+        LEFT JOIN corrections c ON c.content_hash = p.content_hash
+    """
+
+    def results(
+        self,
+        category: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        model_sha256: str | None = None,
+        label: str | None = None,
+    ) -> list[ResultRow]:
+        where = ["p.status != 'missing'", "(p.status = 'error' OR r.content_hash IS NOT NULL)"]
+        params: dict[str, Any] = {
+            "model": model_sha256,
+            "limit": -1 if limit is None else limit,
+            "offset": offset,
+        }
+        if category is not None:
+            where.append("COALESCE(c.category, r.category) = :category")
+            params["category"] = category
+        if status is not None:
+            where.append("p.status = :status")
+            params["status"] = status
+        sql = (
+            self._RESULT_SELECT
+            + " WHERE "
+            + " AND ".join(where)
+            + " ORDER BY p.path LIMIT :limit OFFSET :offset"
+        )
+        rows = [self._row(r) for r in self.db.execute(sql, params)]
+        if label is not None:
+            needle = label.lower()
+            rows = [r for r in rows if r.label and needle in r.label.lower()]
+        return rows
+
+    def photo(self, photo_id: int) -> ResultRow | None:
+        row = self.db.execute(
+            self._RESULT_SELECT + " WHERE p.id = :id", {"model": None, "id": photo_id}
+        ).fetchone()
+        return self._row(row) if row else None
+
+    def photo_id(self, path: str) -> int | None:
+        row = self.db.execute("SELECT id FROM photos WHERE path = ?", (path,)).fetchone()
+        return int(row[0]) if row else None
+
+    def _row(self, r: sqlite3.Row) -> ResultRow:
+        top5 = json.loads(r["top5"]) if r["top5"] else []
+        return ResultRow(
+            id=r["id"],
+            path=r["path"],
+            status=r["status"],
+            error=r["error"],
+            label=top5[0]["label"] if top5 else None,
+            score=r["score"],
+            category=r["category"],
+            category_score=r["category_score"],
+            top5=top5,
+            model=r["model"],
+            corrected_category=r["corrected"],
+        )
+
+    def counts(self) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT COALESCE(c.category, r.category) AS cat, COUNT(*) FROM photos p "
+            "JOIN results r ON r.content_hash = p.content_hash AND r.created_at = "
+            "(SELECT MAX(created_at) FROM results r2 WHERE r2.content_hash = p.content_hash) "
+            "LEFT JOIN corrections c ON c.content_hash = p.content_hash "
+            "WHERE p.status = 'ok' GROUP BY cat ORDER BY COUNT(*) DESC"
+        )
+        return {str(cat): int(n) for cat, n in rows}
+
+    def status_counts(self) -> dict[str, int]:
+        return {s: int(n) for s, n in self.db.execute("SELECT status, COUNT(*) FROM photos GROUP BY status")}
+
+    # -- corrections and categories ---------------------------------------------------------------------------
+    def content_hash_of(self, path: str) -> str | None:
+        row = self.db.execute("SELECT content_hash FROM photos WHERE path = ?", (path,)).fetchone()
+        return row[0] if row else None
+
+    def set_correction(self, content_hash: str, category: str) -> None:
+        with self.atomic() as db:
+            db.execute(
+                "INSERT INTO corrections(content_hash, category, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(content_hash) DO UPDATE SET category = excluded.category, created_at = excluded.created_at",
+                (content_hash, category, time.time()),
+            )
+
+    def clear_correction(self, content_hash: str) -> None:
+        with self.atomic() as db:
+            db.execute("DELETE FROM corrections WHERE content_hash = ?", (content_hash,))
+
+    def corrections(self) -> dict[str, str]:
+        return {h: c for h, c in self.db.execute("SELECT content_hash, category FROM corrections")}
+
+    def user_categories(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM user_categories ORDER BY name")]
+
+    def add_user_category(self, name: str) -> None:
+        with self.atomic() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO user_categories(name, created_at) VALUES (?, ?)", (name, time.time())
+            )
+
+    def stored_outputs(
+        self, batch: int = 512
+    ) -> Iterator[list[tuple[str, str, np.ndarray, np.ndarray, bytes | None]]]:
+        """(content_hash, model_sha256, topk_index, topk_prob, embedding bytes) in batches, for recategorize."""
+        cur = self.db.execute(
+            "SELECT content_hash, model_sha256, topk_index, topk_prob, embedding FROM results ORDER BY rowid"
+        )
+        while rows := cur.fetchmany(batch):
+            yield [
+                (h, m, np.frombuffer(i, dtype=np.uint16), np.frombuffer(p, dtype=np.float16), e)
+                for h, m, i, p, e in rows
+            ]
+
+    def update_categories(self, rows: Iterable[tuple[str, str, str, float, str | None]]) -> None:
+        """(content_hash, model_sha256, category, score, fine_label) -> results."""
+        with self.atomic() as db:
+            db.executemany(
+                "UPDATE results SET category = ?, category_score = ?, fine_label = ? "
+                "WHERE content_hash = ? AND model_sha256 = ?",
+                ((c, s, f, h, m) for h, m, c, s, f in rows),
+            )
+
+    def integrity_check(self) -> str:
+        return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _result_values(rec: ResultRecord, model_sha256: str, labels: list[str], now: float) -> tuple[Any, ...]:
+    probs = rec.probs
+    k = min(TOPK_STORED, probs.shape[0])
+    top = np.argpartition(-probs, k - 1)[:k]
+    top = top[np.argsort(-probs[top], kind="stable")]
+    top5 = [{"index": int(i), "label": labels[i], "score": round(float(probs[i]), 6)} for i in top[:5]]
+    emb = rec.embedding.astype(np.float16).tobytes() if rec.embedding is not None else None
+    return (
+        rec.content_hash,
+        model_sha256,
+        int(top[0]),
+        float(probs[top[0]]),
+        json.dumps(top5),
+        top.astype(np.uint16).tobytes(),
+        probs[top].astype(np.float16).tobytes(),
+        emb,
+        rec.category,
+        rec.category_score,
+        rec.fine_label,
+        rec.people_faces,
+        now,
+    )

