@@ -286,6 +286,23 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         rows = list_models(settings.data_dir)
     except PhotosiftError as exc:
         _fail(str(exc))
+    from photosift.toolchain.builtins import BUILDABLE
+
+    listed = {r["name"] for r in rows}
+    for name, recipe in BUILDABLE.items():
+        if name not in listed:
+            rows.append(
+                {
+                    "name": name,
+                    "path": None,
+                    "origin": "buildable",
+                    "present": False,
+                    "size_bytes": None,
+                    "sha256": "",
+                    "arch": recipe.arch,
+                    "build": f"photosift models build {name}",
+                }
+            )
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -295,7 +312,11 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     for col in ("name", "precision", "input", "size", "sha256", "origin"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        size = f"{r['size_bytes'] / 1e6:.1f} MB" if r["size_bytes"] else "missing"
+        size = (
+            f"{r['size_bytes'] / 1e6:.1f} MB"
+            if r["size_bytes"]
+            else ("not built" if r["origin"] == "buildable" else "missing")
+        )
         table.add_row(
             r["name"],
             r.get("precision", "?"),
@@ -328,6 +349,35 @@ def models_build(
     _console().print(
         f"built {name}: {result.path}\nsha256 {result.sha256}\nparity on {result.parity.images} images: "
         f"max |Δlogit| {result.parity.max_abs_diff:.2e}, top-1 {result.parity.top1_agree}/{result.parity.images}"
+    )
+
+
+@app.command("export")
+def export_cmd(
+    arch: Annotated[
+        str,
+        typer.Argument(
+            help="efficientnet-lite0…4, mobilenet_v2, a torchvision name, or module:pkg.mod:factory."
+        ),
+    ],
+    weights: Annotated[Path, typer.Option("--weights", help="PyTorch state_dict file.")],
+    out: Annotated[Path, typer.Option("-o", "--output", help="Where to write the .onnx file.")],
+    images: Annotated[Path | None, typer.Option("--images", help="Real images for the parity check.")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Model name in the card (default: file stem).")
+    ] = None,
+) -> None:
+    """Export a PyTorch classifier to ONNX (dynamic batch, opset 17, model card) and check parity (export extra)."""
+    try:
+        from photosift.toolchain.export import export, parity_images
+
+        result = export(arch, weights, out, name=name, images=parity_images(images or _sample_dir()))
+    except PhotosiftError as exc:
+        _fail(str(exc))
+    p = result.parity
+    _console().print(
+        f"wrote {result.path}\nsha256 {result.sha256}\n"
+        f"parity on {p.images} images: max |Δlogit| {p.max_abs_diff:.2e}, top-1 {p.top1_agree}/{p.images}"
     )
 
 

@@ -153,6 +153,7 @@ def export(
     images: Sequence[Path] = (),
     labels: list[str] | None = None,
     defaults: ArchDefaults | None = None,
+    tolerance: float = PARITY_TOLERANCE,
 ) -> ExportResult:
     """Export ``arch`` + ``weights`` to ``out`` (ORT-optimized, portable), checking parity on ``images``."""
     module, arch_defaults = build(arch, weights)
@@ -195,6 +196,6 @@ def export(
             ) from None
         _set_card(raw, card, carded)
         ort_optimize(carded, final, "basic")
-        parity = check_parity(module, final, card, images) if images else ParityReport(0, 0.0, 0)
+        parity = check_parity(module, final, card, images, tolerance) if images else ParityReport(0, 0.0, 0)
         os.replace(final, out)
     return ExportResult(out, sha256_file(out), card, parity)
