@@ -237,3 +237,44 @@ def test_models_listing() -> None:
     rows = {r["name"]: r for r in json.loads(res.stdout)}
     lite0 = rows["efficientnet-lite0"]
     assert lite0["present"] and lite0["input_size"] == 224 and len(lite0["sha256"]) == 64
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_committed_work(tmp_path: Path, data_dir: Path) -> None:
+    n = 120
+    corpus = _corpus(tmp_path, data_dir, n)
+    db = tmp_path / "c.db"
+    cmd = [
+        sys.executable,
+        "-m",
+        "photosift",
+        "classify",
+        str(corpus),
+        "--db",
+        str(db),
+        "--batch-size",
+        "4",
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with sqlite3.connect(db, timeout=1) as c:
+                if c.execute("SELECT COUNT(*) FROM photos").fetchone()[0] >= 8:
+                    break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err
+    assert "interrupted" in out
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        kept = c.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+    assert 8 <= kept < n
+    res = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300)
+    summary = json.loads(res.stdout)
+    assert summary["unchanged"] == kept and summary["classified"] == n - kept

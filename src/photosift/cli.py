@@ -10,7 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -104,8 +108,8 @@ def classify(
         pipeline = build_pipeline(settings)
         pipeline.options.retry_errors = retry_errors
         show_progress = not as_json and sys.stderr.isatty()
-        with _progress_bar(show_progress) as on_progress:
-            summary = pipeline.run([str(p) for p in paths], on_progress=on_progress)
+        with _progress_bar(show_progress) as on_progress, _stop_on_ctrl_c() as cancel:
+            summary = pipeline.run([str(p) for p in paths], on_progress=on_progress, cancel=cancel)
     except PhotosiftError as exc:
         _fail(str(exc))
     if as_json:
@@ -114,6 +118,23 @@ def classify(
         _print_summary(summary, settings)
     if summary.cancelled:
         raise typer.Exit(130)
+
+
+@contextmanager
+def _stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """First Ctrl-C: stop after the batch in flight, keeping committed work. Second: stop at once."""
+    cancel = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _progress_bar:
@@ -385,6 +406,78 @@ def _sample_dir() -> Path:
     from importlib import resources
 
     return Path(str(resources.files("photosift") / "samples"))
+
+
+@app.command()
+def serve(
+    db: DbOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; keep 127.0.0.1.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
+) -> None:
+    """Browse, search and correct the catalog, and run scans, in a local web gallery."""
+    try:
+        from photosift.web.app import is_loopback_host, run_server
+    except ImportError as exc:
+        _fail(f"the web gallery needs the web extra: pip install 'photosift[web]' ({exc})")
+    err = _console(stderr=True)
+    if not is_loopback_host(host):
+        err.print(
+            f"[bold red]WARNING:[/] binding {host}: anyone who can reach this machine on port {port} can see "
+            "your photos and start scans. Use --host 127.0.0.1 unless you mean it.",
+            markup=True,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    err.print(f"photosift gallery on http://{shown}:{port}/ (Ctrl-C to stop)", markup=False)
+    try:
+        run_server(_settings(db), host=host, port=port)
+    except PhotosiftError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def bench(
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Corpus folder (default: 72 generated phone JPEGs).")
+    ] = None,
+    model: Annotated[str, typer.Option("--model", help="Model name or .onnx file.")] = "efficientnet-lite0",
+    as_json: JsonOpt = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a bar chart (PNG).")] = None,
+    make_corpus: Annotated[
+        Path | None, typer.Option("--make-corpus", help="Only generate a corpus in this folder.")
+    ] = None,
+    count: Annotated[int, typer.Option("--count", min=1, help="Phone photos to generate.")] = 72,
+    mixed: Annotated[bool, typer.Option("--mixed", help="With --make-corpus: the mixed-format set.")] = False,
+    scale: Annotated[
+        bool, typer.Option("--scale", help="Also: RSS over 10k photos, 100k-file rescan, cold start.")
+    ] = False,
+    workroot: Annotated[Path, typer.Option("--workroot", help="Where corpora are generated.")] = Path(
+        ".bench"
+    ),
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny iteration counts (smoke test).")] = False,
+) -> None:
+    """Measure decode, inference, the pipeline and the naive loop on one corpus; report the limit."""
+    from photosift import bench as b
+    from photosift.corpus import make_mixed_corpus, make_phone_corpus
+
+    if make_corpus is not None:
+        made = make_mixed_corpus(make_corpus) if mixed else make_phone_corpus(make_corpus, count)
+        print(json.dumps({"folder": str(make_corpus), "files": len(made)}) if as_json else make_corpus)
+        return
+    opts = b.BenchOptions(images=images, model=model, workroot=workroot, corpus_count=count, scale=scale)
+    if quick:
+        opts.infer_photos, opts.naive_limit, opts.torch, opts.cli = 8, 2, False, False
+        opts.memory_count, opts.rescan_count = 20, 200
+    err = _console(stderr=True)
+    try:
+        report = b.run_bench(opts, log=(lambda s: None) if as_json else (lambda s: err.print(f"· {s}")))
+    except PhotosiftError as exc:
+        _fail(str(exc))
+    if plot is not None:
+        b.plot(report, plot)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        _console().print(b.render(report))
 
 
 def main() -> None:
