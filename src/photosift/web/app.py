@@ -1,0 +1,509 @@
+"""The gallery's FastAPI app: pages, thumbnails, corrections, and scans with live progress.
+
+Security model (a local app that can read the whole photo library and start work):
+
+* It binds 127.0.0.1 unless told otherwise (the CLI warns loudly when not).
+* Photos are addressed by their integer catalog id, never by a path from the request, so only files the
+  catalog already knows can be read. Static files come from the package folder, without directory listings.
+* Every request must carry one of the expected ``Host`` headers: a page on another site that re-points its
+  DNS name at 127.0.0.1 (DNS rebinding) gets 400, so it cannot read the gallery.
+* State-changing requests (correct, start and stop a scan) must carry the per-launch token that the pages
+  embed; another site cannot read it, so it cannot forge them (no CSRF), and a stale tab after a restart
+  gets a clear 403.
+* Errors are rendered as short pages or JSON; a traceback goes to the server log, never to the browser.
+
+Handlers that touch SQLite or decode images are plain ``def`` functions or run in a thread pool, so the event
+loop keeps serving pages and progress events while a scan runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import math
+import secrets
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, quote
+
+import anyio
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from photosift.catalog import Catalog, ResultRow
+from photosift.config import Settings
+from photosift.errors import CatalogError, UnreadableImage
+from photosift.web import media
+from photosift.web.scan import PipelineFactory, ScanError, ScanManager
+
+PAGE_SIZE = 48
+SAMPLES_PER_CATEGORY = 4
+MAX_FORM_BYTES = 16_384
+MAX_PHOTO_ID = 2**63 - 1  # SQLite INTEGER; a larger id would overflow inside sqlite3, not be "not found"
+TOKEN_HEADER = "x-photosift-token"
+UNCATEGORIZED = "uncategorized"
+
+# Until photosift.categories lands: the album categories its built-in rules will define.
+DEFAULT_CATEGORIES = (
+    "animals",
+    "food",
+    "plants",
+    "landscape",
+    "architecture",
+    "vehicles",
+    "documents",
+    "people",
+    "objects",
+    "other",
+)
+
+
+def category_names(settings: Settings) -> list[str]:
+    """The built-in album categories. The one place to swap for ``categories.load_rules().categories``."""
+    return list(DEFAULT_CATEGORIES)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(host: str, port: int) -> set[str]:
+    """The Host header values a browser sends for this server; anything else is DNS rebinding or a typo."""
+    names = {"127.0.0.1", "localhost", "[::1]"}
+    bound = host.strip("[]")
+    if bound not in ("0.0.0.0", "::", ""):
+        names.add(f"[{bound}]" if ":" in bound else bound)
+    hosts = {f"{n}:{port}".lower() for n in names}
+    if port == 80:
+        hosts |= {n.lower() for n in names}
+    return hosts
+
+
+class GuardMiddleware:
+    """Rejects unexpected Host headers and adds security headers to every response (pure ASGI: no buffering)."""
+
+    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (
+            b"content-security-policy",
+            b"default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
+            b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ]
+
+    def __init__(self, app: ASGIApp, hosts: set[str]) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+        if host.lower() not in self.hosts:
+            body = b"unexpected Host header: open the gallery at the address photosift serve printed\n"
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), *self.HEADERS],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class CatalogMissing(CatalogError):
+    pass
+
+
+class CatalogPool:
+    """One read-write connection per worker thread (sqlite3 connections must not be shared concurrently)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[Catalog] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Catalog:
+        cat: Catalog | None = getattr(self._local, "catalog", None)
+        if cat is None:
+            if not self.path.is_file():
+                raise CatalogMissing(f"{self.path}: no catalog yet")
+            cat = Catalog(self.path)
+            self._local.catalog = cat
+            with self._lock:
+                self._all.append(cat)
+        return cat
+
+    def close(self) -> None:
+        with self._lock:
+            for cat in self._all:
+                cat.close()
+            self._all.clear()
+
+
+def _pages(total: int, page: int) -> dict[str, int]:
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    return {"page": page, "pages": pages, "total": total, "offset": (page - 1) * PAGE_SIZE}
+
+
+def _wants_json(request: Request) -> bool:
+    """JSON for scripts and the page's fetch() calls; pages and redirects for plain forms."""
+    return (
+        "application/json" in request.headers.get("accept", "")
+        or request.headers.get("content-type", "").startswith("application/json")
+        or request.url.path.startswith("/api/")
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    pipeline_factory: PipelineFactory | None = None,
+    render_cache_bytes: int = 48 * 1024 * 1024,
+) -> FastAPI:
+    """The gallery for the catalog at ``settings.db_path``, served at ``host:port`` (for the Host check)."""
+    token = token or secrets.token_urlsafe(32)
+    pool = CatalogPool(settings.db_path)
+    scans = ScanManager(settings, pipeline_factory)
+    cache = media.RenderCache(render_cache_bytes)
+    # Decodes get their own small limiter: a burst of thumbnails queues here instead of taking every
+    # threadpool slot that page handlers need.
+    decode_limiter = anyio.CapacityLimiter(4)
+    package = resources.files("photosift.web")
+    templates = Jinja2Templates(directory=str(package / "templates"))
+    templates.env.filters["q"] = lambda s: quote(str(s), safe="")
+    templates.env.filters["pct"] = lambda x: "" if x is None else f"{100 * float(x):.0f}%"
+    templates.env.filters["basename"] = lambda p: Path(p).name
+    templates.env.filters["dirname"] = lambda p: str(Path(p).parent)
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        yield
+        await anyio.to_thread.run_sync(scans.shutdown)
+        pool.close()
+
+    app = FastAPI(title="photosift", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.token = token
+    app.state.scans = scans
+    app.state.settings = settings
+    app.add_middleware(GuardMiddleware, hosts=allowed_hosts(host, port))
+    app.mount("/static", StaticFiles(directory=str(package / "static")), name="static")
+
+    def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+        ctx.update(token=token, scan=scans.snapshot(), db_path=str(settings.db_path))
+        return templates.TemplateResponse(request, name, ctx, status_code=status_code)
+
+    def message(request: Request, status_code: int, title: str, text: str) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": text}, status_code=status_code)
+        return page(request, "message.html", status_code, title=title, text=text)
+
+    # -- errors: short pages, never a traceback ----------------------------------------------------------
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        titles = {403: "Not allowed", 404: "Not found", 405: "Not allowed", 409: "Busy", 413: "Too large"}
+        text = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return message(request, exc.status_code, titles.get(exc.status_code, "Error"), text)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        where = ", ".join(".".join(str(p) for p in e.get("loc", ())[1:]) or "request" for e in exc.errors())
+        return message(request, 422, "Bad request", f"invalid value for {where}")
+
+    @app.exception_handler(CatalogError)
+    async def catalog_error(request: Request, exc: CatalogError) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": str(exc)}, status_code=503)
+        return page(request, "nocatalog.html", 503, reason=str(exc), missing=isinstance(exc, CatalogMissing))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        return message(
+            request, 500, "Something went wrong", "the server hit an error; details are in its log"
+        )
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def known_categories(cat: Catalog) -> list[str]:
+        names = category_names(settings)
+        return names + [c for c in cat.user_categories() if c not in names]
+
+    def photo_or_404(cat: Catalog, photo_id: int) -> ResultRow:
+        row = cat.photo(photo_id)
+        if row is None or row.status == "missing":
+            raise HTTPException(404, f"no photo {photo_id} in the catalog")
+        return row
+
+    async def read_form(request: Request) -> dict[str, str]:
+        """Form or JSON body, bounded (python-multipart is not needed for urlencoded forms)."""
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise HTTPException(413, "request body too large")
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            if ctype == "application/json":
+                data = json.loads(body or b"{}")
+                if not isinstance(data, dict):
+                    raise ValueError
+                return {str(k): str(v) for k, v in data.items()}
+            if ctype in ("application/x-www-form-urlencoded", ""):
+                return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        except (ValueError, UnicodeDecodeError):
+            raise HTTPException(422, "malformed request body") from None
+        raise HTTPException(415, "send a form or JSON")
+
+    def check_token(request: Request, form: dict[str, str]) -> None:
+        supplied = request.headers.get(TOKEN_HEADER) or form.get("token") or ""
+        if not secrets.compare_digest(supplied.encode(), token.encode()):
+            raise HTTPException(403, "missing or stale page token: reload the page and try again")
+
+    # -- pages -------------------------------------------------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse)
+    def overview(request: Request) -> Response:
+        if not settings.db_path.is_file():
+            return page(request, "nocatalog.html", reason="", missing=True)
+        cat = pool.get()
+        counts = cat.counts()
+        groups = []
+        for raw, n in counts.items():
+            name = UNCATEGORIZED if raw == "None" else raw
+            if raw == "None":
+                samples = [r for r in cat.results(status="ok") if r.effective_category is None]
+                samples = samples[:SAMPLES_PER_CATEGORY]
+                url = "/uncategorized"
+            else:
+                samples = cat.results(category=raw, status="ok", limit=SAMPLES_PER_CATEGORY)
+                url = "/category/" + quote(raw, safe="")
+            groups.append({"name": name, "count": n, "samples": samples, "url": url})
+        return page(request, "overview.html", groups=groups, statuses=cat.status_counts())
+
+    @app.get("/category/{name:path}", response_class=HTMLResponse)
+    def category(
+        request: Request, name: str, page_no: int = Query(1, alias="page", ge=1, le=10**6)
+    ) -> Response:
+        cat = pool.get()
+        counts = cat.counts()
+        if name not in counts and name not in known_categories(cat):
+            raise HTTPException(404, f"no category {name!r}")
+        nav = _pages(counts.get(name, 0), page_no)
+        rows = cat.results(category=name, status="ok", limit=PAGE_SIZE, offset=nav["offset"])
+        return page(request, "grid.html", title=name, rows=rows, nav=nav, base=request.url.path, q=None)
+
+    @app.get("/uncategorized", response_class=HTMLResponse)
+    def uncategorized(request: Request, page_no: int = Query(1, alias="page", ge=1, le=10**6)) -> Response:
+        cat = pool.get()
+        rows = [r for r in cat.results(status="ok") if r.effective_category is None]
+        nav = _pages(len(rows), page_no)
+        rows = rows[nav["offset"] : nav["offset"] + PAGE_SIZE]
+        return page(
+            request, "grid.html", title=UNCATEGORIZED, rows=rows, nav=nav, base="/uncategorized", q=None
+        )
+
+    @app.get("/search", response_class=HTMLResponse)
+    def search(
+        request: Request,
+        q: str = Query("", max_length=200),
+        page_no: int = Query(1, alias="page", ge=1, le=10**6),
+    ) -> Response:
+        needle = q.strip().lower()
+        rows: list[ResultRow] = []
+        categories: list[str] = []
+        if needle:
+            cat = pool.get()
+            categories = [c for c in cat.counts() if c != "None" and needle in c.lower()]
+            rows = [
+                r
+                for r in cat.results(status="ok")
+                if (r.label and needle in r.label.lower())
+                or (r.effective_category and needle in r.effective_category.lower())
+            ]
+        nav = _pages(len(rows), page_no)
+        rows = rows[nav["offset"] : nav["offset"] + PAGE_SIZE]
+        return page(
+            request,
+            "grid.html",
+            title="Search",
+            rows=rows,
+            nav=nav,
+            base="/search",
+            q=q,
+            categories=categories,
+        )
+
+    @app.get("/errors", response_class=HTMLResponse)
+    def errors(request: Request, page_no: int = Query(1, alias="page", ge=1, le=10**6)) -> Response:
+        cat = pool.get()
+        total = cat.status_counts().get("error", 0)
+        nav = _pages(total, page_no)
+        rows = cat.results(status="error", limit=PAGE_SIZE, offset=nav["offset"])
+        return page(request, "errors.html", rows=rows, nav=nav, base="/errors")
+
+    @app.get("/photo/{photo_id}", response_class=HTMLResponse)
+    def photo(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
+        cat = pool.get()
+        row = photo_or_404(cat, photo_id)
+        saved = request.query_params.get("saved") == "1"
+        return page(request, "photo.html", row=row, choices=known_categories(cat), saved=saved)
+
+    @app.post("/photo/{photo_id}/correct")
+    async def correct(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
+        form = await read_form(request)
+        check_token(request, form)
+        wanted = form.get("category", "").strip()
+
+        def store() -> str:
+            cat = pool.get()
+            row = photo_or_404(cat, photo_id)
+            if wanted not in known_categories(cat):
+                raise HTTPException(422, f"unknown category {wanted!r}")
+            content_hash = cat.content_hash_of(row.path)
+            if row.status != "ok" or content_hash is None:
+                raise HTTPException(409, "this file could not be read, so it has no category to correct")
+            # Exactly what `photosift correct` stores: the correction belongs to the content, not the path.
+            cat.set_correction(content_hash, wanted)
+            return content_hash
+
+        await anyio.to_thread.run_sync(store)
+        if _wants_json(request):
+            return JSONResponse({"id": photo_id, "corrected_category": wanted})
+        return RedirectResponse(f"/photo/{photo_id}?saved=1", status_code=303)
+
+    # -- images ------------------------------------------------------------------------------------------------
+    async def image(request: Request, photo_id: int, rendition: media.Rendition) -> Response:
+        def locate() -> tuple[str, str]:
+            cat = pool.get()
+            row = photo_or_404(cat, photo_id)
+            content_hash = cat.content_hash_of(row.path)
+            if row.status != "ok" or content_hash is None:
+                raise HTTPException(404, f"photo {photo_id} has no image")
+            return row.path, content_hash
+
+        path, content_hash = await anyio.to_thread.run_sync(locate)
+        etag = media.etag_for(content_hash, rendition)
+        headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
+        if media.etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        data = cache.get(content_hash, rendition)
+        if data is None:
+            try:
+                data = await anyio.to_thread.run_sync(media.render, path, rendition, limiter=decode_limiter)
+            except UnreadableImage as exc:
+                raise HTTPException(404, f"photo {photo_id} cannot be shown ({exc.reason})") from None
+            cache.put(content_hash, rendition, data)
+        return Response(data, media_type="image/jpeg", headers=headers)
+
+    @app.get("/thumb/{photo_id}.jpg")
+    async def thumb(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
+        return await image(request, photo_id, media.THUMB)
+
+    @app.get("/view/{photo_id}.jpg")
+    async def view(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
+        return await image(request, photo_id, media.VIEW)
+
+    # -- scans ---------------------------------------------------------------------------------------------------
+    @app.get("/scan", response_class=HTMLResponse)
+    def scan_page(request: Request) -> Response:
+        return page(request, "scan.html", error=request.query_params.get("error", "")[:500])
+
+    @app.get("/api/scan")
+    def scan_state() -> dict[str, Any]:
+        return scans.snapshot().to_dict()
+
+    @app.post("/scan/start")
+    async def scan_start(request: Request) -> Response:
+        form = await read_form(request)
+        check_token(request, form)
+        try:
+            state = await anyio.to_thread.run_sync(scans.start, form.get("folder", ""))
+        except ScanError as exc:
+            if _wants_json(request):
+                return JSONResponse({"detail": str(exc)}, status_code=409)
+            return RedirectResponse("/scan?error=" + quote(str(exc)), status_code=303)
+        if _wants_json(request):
+            return JSONResponse(state.to_dict(), status_code=202)
+        return RedirectResponse("/scan", status_code=303)
+
+    @app.post("/scan/stop")
+    async def scan_stop(request: Request) -> Response:
+        form = await read_form(request)
+        check_token(request, form)
+        stopping = scans.stop()
+        if _wants_json(request):
+            return JSONResponse({"stopping": stopping, **scans.snapshot().to_dict()})
+        return RedirectResponse("/scan", status_code=303)
+
+    @app.get("/scan/events")
+    async def scan_events(request: Request) -> StreamingResponse:
+        """Server-sent events: the scan state on every change; the stream ends after a final state."""
+
+        async def stream() -> Any:
+            yield "retry: 2000\n\n"
+            last, quiet = -1, 0.0
+            while not await request.is_disconnected():
+                state = scans.snapshot()
+                if state.version != last:
+                    last, quiet = state.version, 0.0
+                    yield f"event: progress\ndata: {json.dumps(state.to_dict())}\n\n"
+                    if not state.active:
+                        return
+                elif quiet >= 15:
+                    quiet = 0.0
+                    yield ": keep-alive\n\n"  # proxies and browsers drop silent streams
+                await asyncio.sleep(0.25)
+                quiet += 0.25
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    return app
+
+
+def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info") -> Any:
+    """A uvicorn server for ``app`` (tests run it in a thread; :func:`run_server` in the foreground)."""
+    import uvicorn
+
+    # A short graceful-shutdown window: an open progress stream must not hold Ctrl-C hostage.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=3
+    )
+    return uvicorn.Server(config)
+
+
+def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve the gallery until Ctrl-C (the CLI prints the address and the warnings)."""
+    make_server(create_app(settings, host=host, port=port), host, port).run()
+
+
+__all__ = ["allowed_hosts", "category_names", "create_app", "is_loopback_host", "make_server", "run_server"]

@@ -1,0 +1,458 @@
+"""The web gallery over a real catalog (real photos classified by the real pipeline and packaged model):
+pages, thumbnails, corrections, scans, and the security rules (Host check, token, no path traversal)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from fastapi.testclient import TestClient
+
+from photosift.catalog import Catalog
+from photosift.config import Settings
+from photosift.pipeline import ClassifyOptions, Pipeline
+from photosift.web import app as webapp
+
+DATA = Path(__file__).parent / "data"
+TOKEN = "test-token-123"
+PORT = 8765
+BASE = f"http://127.0.0.1:{PORT}"
+SECRET = "photosift-secret-marker-9f2c"
+
+
+class CoarseCategorizer:
+    """Stands in for photosift.categories here: ImageNet index ranges -> a few album categories."""
+
+    def categorize(self, probs: np.ndarray, people: Any = None) -> list[SimpleNamespace]:
+        out = []
+        for p in probs:
+            i = int(p.argmax())
+            if i < 398:
+                name = "animals"
+            elif 923 <= i <= 969:
+                name = "food"
+            elif 984 <= i <= 998:
+                name = "plants"
+            else:
+                name = "objects"
+            out.append(SimpleNamespace(category=name, score=float(p[i]), fine=None))
+        return out
+
+
+def make_library(folder: Path) -> Path:
+    """The test photos, one EXIF-rotated copy, and one file that is not an image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in DATA.iterdir():
+        if p.suffix.lower() in {".jpg", ".png"}:
+            shutil.copy2(p, folder / p.name)
+    with Image.open(DATA / "chelsea.jpg") as im:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # stored sideways: displays rotated 90° clockwise, so a landscape cat turns portrait
+        im.save(folder / "rotated.jpg", quality=90, exif=exif)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    return folder
+
+
+def build_catalog(engine: Any, root: Path) -> tuple[Path, Path]:
+    """Classify a fresh library into a fresh catalog; returns (db path, photos folder)."""
+    photos = make_library(root / "photos")
+    db = root / "catalog.db"
+    with Catalog(db) as cat:
+        pipe = Pipeline(engine, cat, CoarseCategorizer(), options=ClassifyOptions(batch_size=8, workers=2))
+        summary = pipe.run([str(photos)])
+    assert summary.classified == len(list(photos.iterdir())) - 1 and summary.errors == 1
+    (root / "secret.txt").write_text(SECRET)
+    return db, photos
+
+
+def settings_for(db: Path) -> Settings:
+    return Settings(db=db, data_dir=db.parent / "data", config_dir=db.parent / "config", workers=2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """A real uvicorn server in a thread, built the way `photosift serve` builds it."""
+
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", **kwargs: Any) -> None:
+        self.port = free_port()
+        self.host = host
+        self.app = webapp.create_app(settings, token=TOKEN, host=host, port=self.port, **kwargs)
+        self.server = webapp.make_server(self.app, host, self.port, log_level="warning")
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+def raw_get(port: int, target: str, host: str | None = None) -> tuple[int, bytes]:
+    """GET with the request target sent byte for byte (HTTP clients normalise ../ away)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        head = f"GET {target} HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\nConnection: close\r\n\r\n"
+        s.sendall(head.encode("latin-1"))
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data
+
+
+@pytest.fixture(scope="module")
+def library(engine, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return build_catalog(engine, tmp_path_factory.mktemp("web"))
+
+
+@pytest.fixture()
+def client(library: tuple[Path, Path]) -> Any:
+    app = webapp.create_app(settings_for(library[0]), token=TOKEN, port=PORT)
+    with TestClient(app, base_url=BASE, raise_server_exceptions=False) as c:
+        yield c
+
+
+def photo_id(db: Path, name: str) -> int:
+    with Catalog(db, readonly=True) as cat:
+        pid = next(r.id for r in cat.results() if Path(r.path).name == name)
+    return pid
+
+
+# -- pages ---------------------------------------------------------------------------------------------------
+def test_overview_lists_categories_with_counts_and_thumbnails(client: TestClient, library) -> None:
+    r = client.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    for name in ("animals", "food", "plants", "objects"):
+        assert f'data-category="{name}"' in r.text
+    assert '<img src="/thumb/' in r.text and 'loading="lazy"' in r.text
+    assert 'href="/errors">1 unreadable' in r.text
+
+
+def test_category_grid_is_lazy_and_paginated(client: TestClient, monkeypatch) -> None:
+    monkeypatch.setattr(webapp, "PAGE_SIZE", 2)
+    first = client.get("/category/objects")
+    assert first.status_code == 200
+    assert first.text.count('class="tile"') == 2 and first.text.count('loading="lazy"') == 2
+    assert 'rel="next" href="/category/objects?page=2"' in first.text
+    second = client.get("/category/objects?page=2")
+    assert second.status_code == 200 and 'rel="prev"' in second.text
+    assert set(_ids(first.text)).isdisjoint(_ids(second.text))
+    assert client.get("/category/no-such-category").status_code == 404
+
+
+def _ids(html: str) -> list[str]:
+    return [part.split('"')[0] for part in html.split('href="/photo/')[1:]]
+
+
+def test_photo_page_explains_the_category(client: TestClient, library) -> None:
+    pid = photo_id(library[0], "chelsea.jpg")
+    r = client.get(f"/photo/{pid}")
+    assert r.status_code == 200
+    assert r.text.count("data-score=") == 5 and 'data-effective-category="animals"' in r.text
+    assert f'src="/view/{pid}.jpg"' in r.text and f'value="{TOKEN}"' in r.text
+    assert '<option value="people"' in r.text
+
+
+def test_search_by_label_and_category(client: TestClient) -> None:
+    by_label = client.get("/search", params={"q": "espresso"})
+    assert by_label.status_code == 200 and by_label.text.count('class="tile"') >= 1
+    by_category = client.get("/search", params={"q": "plan"})
+    assert '<a class="chip" href="/category/plants">plants</a>' in by_category.text
+    assert client.get("/search", params={"q": "zzzz-nothing"}).text.count('class="tile"') == 0
+
+
+def test_errors_page_lists_unreadable_files_with_reasons(client: TestClient) -> None:
+    r = client.get("/errors")
+    assert r.status_code == 200 and "broken.jpg" in r.text and "corrupt or unsupported image data" in r.text
+
+
+# -- images --------------------------------------------------------------------------------------------------
+def test_thumbnail_is_upright_small_jpeg_with_cache_headers(client: TestClient, library) -> None:
+    import io
+
+    pid = photo_id(library[0], "rotated.jpg")
+    r = client.get(f"/thumb/{pid}.jpg")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert r.headers["cache-control"].startswith("private") and "max-age" in r.headers["cache-control"]
+    with Image.open(io.BytesIO(r.content)) as im:
+        assert im.format == "JPEG" and im.height > im.width  # EXIF orientation applied
+        assert min(im.size) <= 320
+    again = client.get(f"/thumb/{pid}.jpg", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and not again.content
+    view = client.get(f"/view/{pid}.jpg")
+    assert view.status_code == 200 and view.headers["etag"] != r.headers["etag"]
+
+
+def test_no_thumbnail_files_are_written(client: TestClient, library) -> None:
+    root = library[0].parent
+    before = sorted(p for p in root.rglob("*") if p.is_file())
+    for pid in range(1, 14):
+        client.get(f"/thumb/{pid}.jpg")
+    after = sorted(p for p in root.rglob("*") if p.is_file())
+    assert [p for p in after if p not in before and "catalog.db" not in p.name] == []
+
+
+# -- corrections -----------------------------------------------------------------------------------------------
+def test_correction_needs_the_token(client: TestClient, library) -> None:
+    pid = photo_id(library[0], "coffee.jpg")
+    for headers, data in (({}, {"category": "people"}), ({}, {"category": "people", "token": "wrong"})):
+        r = client.post(f"/photo/{pid}/correct", data=data, headers=headers, follow_redirects=False)
+        assert r.status_code == 403
+    r = client.post(
+        f"/photo/{pid}/correct", json={"category": "people"}, headers={"X-Photosift-Token": "nope"}
+    )
+    assert r.status_code == 403
+    with Catalog(library[0], readonly=True) as cat:
+        assert cat.photo(pid).corrected_category is None  # type: ignore[union-attr]
+
+
+def test_correction_is_stored_like_the_cli(client: TestClient, library) -> None:
+    from typer.testing import CliRunner
+
+    from photosift.cli import app as cli
+
+    db = library[0]
+    pid = photo_id(db, "flower.jpg")
+    bad = client.post(f"/photo/{pid}/correct", data={"category": "nonsense", "token": TOKEN})
+    assert bad.status_code == 422
+    r = client.post(
+        f"/photo/{pid}/correct", data={"category": "people", "token": TOKEN}, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.headers["location"] == f"/photo/{pid}?saved=1"
+    assert "Saved." in client.get(r.headers["location"]).text
+    with Catalog(db) as cat:
+        cat.add_user_category("holidays")
+    r = client.post(
+        f"/photo/{pid}/correct",
+        json={"category": "holidays"},
+        headers={"X-Photosift-Token": TOKEN, "Accept": "application/json"},
+    )
+    assert r.status_code == 200 and r.json()["corrected_category"] == "holidays"
+    out = CliRunner().invoke(cli, ["results", "--db", str(db), "--format", "json"])
+    row = next(it for it in json.loads(out.stdout) if it["path"].endswith("flower.jpg"))
+    assert row["corrected_category"] == "holidays"
+    with Catalog(db) as cat:
+        cat.clear_correction(cat.content_hash_of(row["path"]))  # type: ignore[arg-type]
+
+
+def test_an_unreadable_file_cannot_be_corrected(client: TestClient, library) -> None:
+    pid = photo_id(library[0], "broken.jpg")
+    r = client.post(f"/photo/{pid}/correct", data={"category": "people", "token": TOKEN})
+    assert r.status_code == 409
+
+
+# -- scans -----------------------------------------------------------------------------------------------------
+def test_scan_builds_the_engine_lazily_runs_and_streams_progress(tmp_path: Path, data_dir: Path) -> None:
+    db = tmp_path / "fresh.db"
+    app = webapp.create_app(settings_for(db), token=TOKEN, port=PORT)
+    folder = make_library(tmp_path / "new")
+    with TestClient(app, base_url=BASE) as c:
+        assert "No catalog yet" in c.get("/").text  # friendly page, before any scan
+        assert c.post("/scan/start", data={"folder": str(folder)}).status_code == 403
+        assert c.app.state.scans._pipeline is None  # no engine until the first scan
+        r = c.post(
+            "/scan/start", data={"folder": str(tmp_path / "nope"), "token": TOKEN}, follow_redirects=False
+        )
+        assert r.status_code == 303 and "no+such" in r.headers["location"].replace("%20", "+")
+        r = c.post(
+            "/scan/start",
+            data={"folder": str(folder)},
+            headers={"X-Photosift-Token": TOKEN, "Accept": "application/json"},
+        )
+        assert r.status_code == 202 and r.json()["active"]
+        busy = c.post("/scan/start", json={"folder": str(folder)}, headers={"X-Photosift-Token": TOKEN})
+        assert busy.status_code in (202, 409)  # 409 unless the tiny scan already finished
+        with c.stream("GET", "/scan/events") as events:
+            assert events.headers["content-type"].startswith("text/event-stream")
+            states = [json.loads(line[5:]) for line in events.iter_lines() if line.startswith("data:")]
+        assert states[-1]["state"] == "done" and states[-1]["files_done"] == states[-1]["files_total"]
+        assert c.get("/api/scan").json()["classified"] == 11
+        assert "11 photos" in c.get("/").text
+        stop = c.post("/scan/stop", headers={"X-Photosift-Token": TOKEN, "Accept": "application/json"})
+        assert stop.json()["stopping"] is False  # nothing to stop
+    with Catalog(db, readonly=True) as cat:
+        assert cat.status_counts() == {"ok": 11, "error": 1}
+
+
+def test_stop_cancels_a_running_scan(tmp_path: Path, engine) -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow_factory(settings: Settings, catalog: Catalog) -> Pipeline:
+        pipe = Pipeline(engine, catalog, options=ClassifyOptions(batch_size=2, workers=1))
+        real_run = pipe.engine.run
+
+        class Gate:  # holds the first batch until the test has pressed stop
+            card, model, provider = engine.card, engine.model, engine.provider
+
+            def run(self, batch: np.ndarray) -> Any:
+                started.set()
+                release.wait(10)
+                return real_run(batch)
+
+        pipe.engine = Gate()  # type: ignore[assignment]
+        return pipe
+
+    db = tmp_path / "c.db"
+    app = webapp.create_app(settings_for(db), token=TOKEN, port=PORT, pipeline_factory=slow_factory)
+    folder = make_library(tmp_path / "lib")
+    with TestClient(app, base_url=BASE) as c:
+        c.post("/scan/start", data={"folder": str(folder), "token": TOKEN})
+        assert started.wait(20)
+        assert c.post("/scan/stop", data={}).status_code == 403
+        r = c.post("/scan/stop", data={"token": TOKEN}, headers={"Accept": "application/json"})
+        assert r.json()["stopping"] is True and r.json()["state"] == "stopping"
+        t0 = time.monotonic()
+        assert c.get("/").status_code == 200 and time.monotonic() - t0 < 5  # pages answer meanwhile
+        release.set()
+        deadline = time.monotonic() + 20
+        while (state := c.get("/api/scan").json())["active"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert state["state"] == "stopped" and state["files_done"] < 12
+
+
+# -- security ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        (f"127.0.0.1:{PORT}", True),
+        (f"localhost:{PORT}", True),
+        (f"[::1]:{PORT}", True),
+        (f"LOCALHOST:{PORT}", True),
+        ("evil.example:8765", False),
+        ("127.0.0.1:9999", False),
+        ("127.0.0.1", False),
+        ("", False),
+    ],
+)
+def test_unexpected_host_headers_are_rejected(client: TestClient, host: str, ok: bool) -> None:
+    r = client.get("/", headers={"Host": host})
+    assert r.status_code == (200 if ok else 400)
+    assert client.get("/thumb/2.jpg", headers={"Host": host}).status_code in ((200,) if ok else (400,))
+
+
+def test_security_headers(client: TestClient) -> None:
+    r = client.get("/")
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/photo/abc",
+        "/photo/-1",
+        "/photo/99999999999999999999999999",
+        "/thumb/1.5.jpg",
+        "/category/animals?page=0",
+        "/category/animals?page=x",
+        "/search?q=" + "x" * 500,
+    ],
+)
+def test_bad_parameters_give_422_pages(client: TestClient, url: str) -> None:
+    r = client.get(url)
+    assert r.status_code == 422 and "Traceback" not in r.text and "Bad request" in r.text
+
+
+def test_unknown_ids_give_404(client: TestClient) -> None:
+    assert client.get("/photo/424242").status_code == 404
+    assert client.get("/thumb/424242.jpg").status_code == 404
+    assert client.get("/view/0.jpg").status_code == 404
+    assert client.get("/no/such/page").status_code == 404
+
+
+def test_missing_catalog_gives_a_friendly_page(tmp_path: Path) -> None:
+    app = webapp.create_app(settings_for(tmp_path / "absent.db"), token=TOKEN, port=PORT)
+    with TestClient(app, base_url=BASE) as c:
+        assert "No catalog yet" in c.get("/").text
+        r = c.get("/category/animals")
+        assert r.status_code == 503 and "No catalog yet" in r.text
+        assert c.get("/api/scan").status_code == 200
+    assert not (tmp_path / "absent.db").exists()
+
+
+TRAVERSALS = [
+    "/static/../../../../../../etc/passwd",
+    "/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/static/..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "/static/%2fetc%2fpasswd",
+    "/static//etc/passwd",
+    "/static/",
+    "/static",
+    "/thumb/1/../../../etc/passwd",
+    "/thumb/..%2f..%2fetc%2fpasswd.jpg",
+    "/thumb/%2Fetc%2Fpasswd.jpg",
+    "/photo/1/../../etc/passwd",
+    "/photo/1%2f..%2f..%2fetc%2fpasswd",
+    "/view/1.jpg/../../../../etc/passwd",
+    "/category/../../../etc/passwd",
+    "/category/..%2f..%2fsecret.txt",
+    "//etc/passwd",
+    "/etc/passwd",
+    "/..%5c..%5c..%5cetc%5cpasswd",
+]
+
+
+def test_path_traversal_never_serves_files_outside_the_catalog(library) -> None:
+    db, _ = library
+    secret = str(db.parent / "secret.txt")
+    targets = [*TRAVERSALS, secret, "/static/" + secret, "/thumb/" + secret, "/static/../../" + secret]
+    with LiveServer(settings_for(db)) as live:
+        for target in targets:
+            status, body = raw_get(live.port, target)
+            assert status in (400, 404, 405, 422) or (target, status) == ("/static", 307), target
+            assert b"root:" not in body and SECRET.encode() not in body, target
+            assert b"Traceback" not in body and b"Index of" not in body, target
+        status, _ = raw_get(live.port, "/static/style.css")
+        assert status == 200  # the static mount itself works
+
+
+def test_server_binds_loopback_by_default(library) -> None:
+    with LiveServer(settings_for(library[0])) as live:
+        socks = [s for srv in live.server.servers for s in srv.sockets]
+        assert socks and all(s.getsockname()[0] == "127.0.0.1" for s in socks)
+    assert webapp.is_loopback_host("127.0.0.1") and webapp.is_loopback_host("::1")
+    assert webapp.is_loopback_host("localhost") and not webapp.is_loopback_host("0.0.0.0")
+
+
+def test_serve_command_defaults_to_loopback_and_warns_otherwise(monkeypatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from photosift.cli import app as cli
+
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(webapp, "run_server", lambda settings, host, port: calls.append((host, port)))
+    quiet = CliRunner().invoke(cli, ["serve", "--db", str(tmp_path / "c.db")])
+    assert quiet.exit_code == 0 and calls[-1] == ("127.0.0.1", 8765) and "WARNING" not in quiet.output
+    loud = CliRunner().invoke(
+        cli, ["serve", "--db", str(tmp_path / "c.db"), "--host", "0.0.0.0", "--port", "9000"]
+    )
+    assert loud.exit_code == 0 and calls[-1] == ("0.0.0.0", 9000) and "WARNING" in loud.output

@@ -1,0 +1,173 @@
+"""The gallery in Debian's Chromium, driven by Playwright: browse, open a photo, correct it, scan and stop.
+
+A real uvicorn server runs in a thread over a catalog made by the real pipeline from tests/data. Each page is
+screenshotted into PHOTOSIFT_ARTIFACTS (default: <repo>/artifacts/screenshots, git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageOps
+
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"
+    ),
+]
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("fastapi")
+
+from photosift.catalog import Catalog  # noqa: E402
+from test_web import LiveServer, build_catalog, settings_for  # noqa: E402
+
+ARTIFACTS = Path(
+    os.environ.get("PHOTOSIFT_ARTIFACTS") or Path(__file__).parents[1] / "artifacts" / "screenshots"
+)
+DATA = Path(__file__).parent / "data"
+
+
+def make_big_folder(folder: Path, n: int) -> Path:
+    """n distinct small photos (crops, mirrors, rotations of the test photos), so each needs inference."""
+    folder.mkdir(parents=True)
+    sources = [Image.open(p).convert("RGB") for p in sorted(DATA.glob("*.jpg"))]
+    for i in range(n):
+        im = sources[i % len(sources)]
+        w, h = im.size
+        k = 1 + i // len(sources)
+        im = im.crop((k % 7, k % 5, w - k % 11, h - k % 3)).rotate(k % 4 * 90, expand=True)
+        if k % 2:
+            im = ImageOps.mirror(im)
+        im.save(folder / f"p{i:04d}.jpg", quality=85)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gallery(engine, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("browser")
+    db, _ = build_catalog(engine, root)
+    big = make_big_folder(root / "big", 240)
+    with LiveServer(settings_for(db)) as live:
+        yield live, db, big
+
+
+@pytest.fixture(scope="module")
+def page(gallery) -> Any:
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 860})
+        pg = context.new_page()
+        pg.set_default_timeout(15_000)
+        problems: list[str] = []
+        pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        pg.on("pageerror", lambda e: problems.append(str(e)))
+        pg.problems = problems  # type: ignore[attr-defined]
+        yield pg
+        context.close()
+        browser.close()
+
+
+def shot(pg: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def wait_for_images(pg: Any) -> None:
+    pg.wait_for_function(
+        "() => [...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+
+
+def test_browse_open_and_correct(gallery, page) -> None:
+    live, db, _ = gallery
+    page.goto(live.url + "/")
+    assert page.locator(".card").count() >= 3
+    wait_for_images(page)
+    shot(page, "1-overview")
+
+    page.click('.card[data-category="animals"]')
+    page.wait_for_url(re.compile(r"/category/animals$"))
+    assert page.locator(".tile img[loading=lazy]").count() >= 2
+    wait_for_images(page)
+    shot(page, "2-category")
+
+    page.locator(".tile").first.click()
+    page.wait_for_url(re.compile(r"/photo/\d+$"))
+    photo_id = int(page.url.rsplit("/", 1)[1])
+    wait_for_images(page)
+    widths = page.eval_on_selector_all(".bars [data-score]", "els => els.map(e => e.style.width)")
+    assert len(widths) == 5 and all(w.endswith("%") for w in widths)  # score bars painted (CSP-safe JS)
+    shot(page, "3-photo")
+
+    page.select_option("form.correct select", "people")
+    page.click("form.correct button")
+    page.wait_for_selector(".notice")
+    assert page.text_content(".cat-name").strip() == "people"
+    assert page.locator(".tag", has_text="corrected").count() == 1
+    shot(page, "4-photo-corrected")
+    with Catalog(db, readonly=True) as cat:
+        assert cat.photo(photo_id).corrected_category == "people"  # type: ignore[union-attr]
+
+    page.fill("header form.search input", "espresso")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/search\?q=espresso"))
+    assert page.locator(".tile").count() >= 1
+    wait_for_images(page)
+    shot(page, "5-search")
+
+    page.click("text=Unreadable")
+    page.wait_for_selector("table.errors")
+    assert "broken.jpg" in page.inner_text("table.errors")
+    shot(page, "6-errors")
+
+    page.goto(live.url + "/photo/999999")
+    assert "Not found" in page.inner_text("h1")
+    shot(page, "8-not-found")
+    page.problems.remove("Failed to load resource: the server responded with a status of 404 (Not Found)")
+    assert page.problems == []  # no CSP violations, no JS errors, no other failed loads
+
+
+def test_start_watch_and_stop_a_scan(gallery, page) -> None:
+    live, db, big = gallery
+    page.problems.clear()  # type: ignore[attr-defined]
+    page.goto(live.url + "/scan")
+    page.fill("#scan-start input[name=folder]", str(big))
+    page.click("#scan-start button")
+    # Live progress over server-sent events: files done climbs while the scan runs.
+    page.wait_for_function(
+        "() => { const [d] = document.getElementById('scan-files').textContent.split('/').map(Number);"
+        " return d > 0 && document.getElementById('scan-box').dataset.state === 'running'; }",
+        timeout=60_000,
+    )
+    assert page.locator("#scan-stop button").is_enabled()
+    shot(page, "7-scan-running")
+    page.click("#scan-stop button")
+    page.wait_for_function(
+        "() => ['stopped', 'done'].includes(document.getElementById('scan-box').dataset.state)",
+        timeout=60_000,
+    )
+    assert page.text_content("#scan-state") == "stopped"
+    assert "stopped" in page.inner_text("#scan-message")
+    shot(page, "7-scan-stopped")
+    with Catalog(db, readonly=True) as cat:
+        scanned = [r for r in cat.results() if r.path.startswith(str(big))]
+    assert 0 < len(scanned) < 240  # committed batches kept, the rest left for the next run
+    assert page.problems == []  # type: ignore[attr-defined]
