@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -21,8 +20,11 @@ pytest.importorskip("uvicorn")
 
 from fastapi.testclient import TestClient
 
+from photosift.album import AlbumClassifier
 from photosift.catalog import Catalog
+from photosift.categories import load_rules
 from photosift.config import Settings
+from photosift.people import PeopleDetector
 from photosift.pipeline import ClassifyOptions, Pipeline
 from photosift.web import app as webapp
 
@@ -31,25 +33,6 @@ TOKEN = "test-token-123"
 PORT = 8765
 BASE = f"http://127.0.0.1:{PORT}"
 SECRET = "photosift-secret-marker-9f2c"
-
-
-class CoarseCategorizer:
-    """Stands in for photosift.categories here: ImageNet index ranges -> a few album categories."""
-
-    def categorize(self, probs: np.ndarray, people: Any = None) -> list[SimpleNamespace]:
-        out = []
-        for p in probs:
-            i = int(p.argmax())
-            if i < 398:
-                name = "animals"
-            elif 923 <= i <= 969:
-                name = "food"
-            elif 984 <= i <= 998:
-                name = "plants"
-            else:
-                name = "objects"
-            out.append(SimpleNamespace(category=name, score=float(p[i]), fine=None))
-        return out
 
 
 def make_library(folder: Path) -> Path:
@@ -71,7 +54,11 @@ def build_catalog(engine: Any, root: Path) -> tuple[Path, Path]:
     photos = make_library(root / "photos")
     db = root / "catalog.db"
     with Catalog(db) as cat:
-        pipe = Pipeline(engine, cat, CoarseCategorizer(), options=ClassifyOptions(batch_size=8, workers=2))
+        album = AlbumClassifier(load_rules())
+        detector = PeopleDetector()
+        pipe = Pipeline(
+            engine, cat, album, people=lambda: detector, options=ClassifyOptions(batch_size=8, workers=2)
+        )
         summary = pipe.run([str(photos)])
     assert summary.classified == len(list(photos.iterdir())) - 1 and summary.errors == 1
     (root / "secret.txt").write_text(SECRET)
@@ -150,7 +137,7 @@ def photo_id(db: Path, name: str) -> int:
 def test_overview_lists_categories_with_counts_and_thumbnails(client: TestClient, library) -> None:
     r = client.get("/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
-    for name in ("animals", "food", "plants", "objects"):
+    for name in ("animals", "food", "plants", "people"):
         assert f'data-category="{name}"' in r.text
     assert '<img src="/thumb/' in r.text and 'loading="lazy"' in r.text
     assert 'href="/errors">1 unreadable' in r.text
@@ -158,11 +145,11 @@ def test_overview_lists_categories_with_counts_and_thumbnails(client: TestClient
 
 def test_category_grid_is_lazy_and_paginated(client: TestClient, monkeypatch) -> None:
     monkeypatch.setattr(webapp, "PAGE_SIZE", 2)
-    first = client.get("/category/objects")
+    first = client.get("/category/people")
     assert first.status_code == 200
     assert first.text.count('class="tile"') == 2 and first.text.count('loading="lazy"') == 2
-    assert 'rel="next" href="/category/objects?page=2"' in first.text
-    second = client.get("/category/objects?page=2")
+    assert 'rel="next" href="/category/people?page=2"' in first.text
+    second = client.get("/category/people?page=2")
     assert second.status_code == 200 and 'rel="prev"' in second.text
     assert set(_ids(first.text)).isdisjoint(_ids(second.text))
     assert client.get("/category/no-such-category").status_code == 404

@@ -46,8 +46,12 @@ def main(dirs: list[str]) -> int:
         ref = sess.run(["logits"], {"input": reference_tensor(f)[None]})[0].argmax()
         agree += int(ours == ref)
         if ours != ref:
-            print(f"differs: {f.name}: ours {model.card.labels[ours]!r}, reference {model.card.labels[ref]!r}")
-    print(f"top-1 agreement with the reference preprocessing: {agree}/{len(files)} = {agree / len(files):.3f}")
+            print(
+                f"differs: {f.name}: ours {model.card.labels[ours]!r}, reference {model.card.labels[ref]!r}"
+            )
+    print(
+        f"top-1 agreement with the reference preprocessing: {agree}/{len(files)} = {agree / len(files):.3f}"
+    )
     return 0
 
 

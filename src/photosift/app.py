@@ -1,4 +1,4 @@
-"""Wiring: build the engine, catalog, categorizer and pipeline from Settings (used by the CLI, web and API)."""
+"""Wiring: build the engine, catalog, album classifier and pipeline from Settings (CLI, web and API)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ def build_engine(settings: Settings) -> OrtEngine:
 
 
 def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeline:
+    from photosift.album import AlbumClassifier
+    from photosift.people import PeopleDetector
+
     engine = build_engine(settings)
+    album = AlbumClassifier.load(settings.rules_path, settings.data_dir, engine.model.sha256)
     catalog = catalog or Catalog(settings.db_path)
     options = ClassifyOptions(batch_size=settings.batch_size, workers=settings.workers)
-    return Pipeline(engine, catalog, categorizer=None, people=None, options=options)
+    detector = PeopleDetector() if settings.people else None
+    return Pipeline(
+        engine, catalog, categorizer=album, people=(lambda: detector) if detector else None, options=options
+    )

@@ -57,6 +57,7 @@ def _m1_initial(db: sqlite3.Connection) -> None:
         CREATE TABLE models (
             sha256 TEXT PRIMARY KEY,
             name TEXT NOT NULL,
+            path TEXT,
             labels TEXT NOT NULL
         );
         CREATE TABLE results (
@@ -71,7 +72,7 @@ def _m1_initial(db: sqlite3.Connection) -> None:
             category TEXT,
             category_score REAL,
             fine_label TEXT,
-            people_faces INTEGER,
+            people TEXT,
             created_at REAL NOT NULL,
             PRIMARY KEY (content_hash, model_sha256)
         );
@@ -118,7 +119,17 @@ class ResultRecord:
     category: str | None
     category_score: float | None
     fine_label: str | None = None
-    people_faces: int | None = None
+    people: dict[str, Any] | None = None  # PeopleSignal.to_dict(): recategorize needs it
+
+
+@dataclass(slots=True)
+class StoredOutput:
+    content_hash: str
+    model_sha256: str
+    topk_index: np.ndarray  # uint16, best first
+    topk_prob: np.ndarray  # float16
+    embedding: np.ndarray | None  # float16
+    people: dict[str, Any] | None
 
 
 @dataclass
@@ -263,13 +274,22 @@ class Catalog:
         rows = self.db.execute("SELECT content_hash FROM results WHERE model_sha256 = ?", (model_sha256,))
         return {r[0] for r in rows}
 
-    def register_model(self, sha256: str, name: str, labels: list[str]) -> None:
+    def register_model(self, sha256: str, name: str, labels: list[str], path: str | None = None) -> None:
         with self.atomic():
             self.db.execute(
-                "INSERT INTO models(sha256, name, labels) VALUES (?, ?, ?) "
-                "ON CONFLICT(sha256) DO UPDATE SET name = excluded.name",
-                (sha256, name, json.dumps(labels)),
+                "INSERT INTO models(sha256, name, path, labels) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(sha256) DO UPDATE SET name = excluded.name, path = excluded.path",
+                (sha256, name, path, json.dumps(labels)),
             )
+
+    def model_path(self, sha256: str) -> str | None:
+        row = self.db.execute("SELECT path FROM models WHERE sha256 = ?", (sha256,)).fetchone()
+        return row[0] if row else None
+
+    def latest_model(self) -> str | None:
+        """The sha256 of the model that produced the newest result."""
+        row = self.db.execute("SELECT model_sha256 FROM results ORDER BY created_at DESC LIMIT 1").fetchone()
+        return row[0] if row else None
 
     def model_labels(self, sha256: str) -> list[str]:
         row = self.db.execute("SELECT labels FROM models WHERE sha256 = ?", (sha256,)).fetchone()
@@ -291,7 +311,7 @@ class Catalog:
             for rec in results:
                 db.execute(
                     "INSERT OR REPLACE INTO results (content_hash, model_sha256, label_index, score, top5, "
-                    "topk_index, topk_prob, embedding, category, category_score, fine_label, people_faces, "
+                    "topk_index, topk_prob, embedding, category, category_score, fine_label, people, "
                     "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     _result_values(rec, model_sha256, labels, now),
                 )
@@ -427,16 +447,32 @@ class Catalog:
             )
 
     def stored_outputs(
-        self, batch: int = 512
-    ) -> Iterator[list[tuple[str, str, np.ndarray, np.ndarray, bytes | None]]]:
-        """(content_hash, model_sha256, topk_index, topk_prob, embedding bytes) in batches, for recategorize."""
-        cur = self.db.execute(
-            "SELECT content_hash, model_sha256, topk_index, topk_prob, embedding FROM results ORDER BY rowid"
-        )
+        self, model_sha256: str | None = None, hashes: Iterable[str] | None = None, batch: int = 512
+    ) -> Iterator[list[StoredOutput]]:
+        """What the model said about each photo, in batches: enough to re-derive categories without it."""
+        sql = "SELECT content_hash, model_sha256, topk_index, topk_prob, embedding, people FROM results"
+        where, params = [], []
+        if model_sha256 is not None:
+            where.append("model_sha256 = ?")
+            params.append(model_sha256)
+        if hashes is not None:
+            wanted = list(hashes)
+            where.append(f"content_hash IN ({','.join('?' * len(wanted))})")
+            params.extend(wanted)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        cur = self.db.execute(sql + " ORDER BY rowid", params)
         while rows := cur.fetchmany(batch):
             yield [
-                (h, m, np.frombuffer(i, dtype=np.uint16), np.frombuffer(p, dtype=np.float16), e)
-                for h, m, i, p, e in rows
+                StoredOutput(
+                    h,
+                    m,
+                    np.frombuffer(i, dtype=np.uint16),
+                    np.frombuffer(p, dtype=np.float16),
+                    np.frombuffer(e, dtype=np.float16) if e is not None else None,
+                    json.loads(pe) if pe else None,
+                )
+                for h, m, i, p, e, pe in rows
             ]
 
     def update_categories(self, rows: Iterable[tuple[str, str, str, float, str | None]]) -> None:
@@ -471,6 +507,6 @@ def _result_values(rec: ResultRecord, model_sha256: str, labels: list[str], now:
         rec.category,
         rec.category_score,
         rec.fine_label,
-        rec.people_faces,
+        json.dumps(rec.people) if rec.people is not None else None,
         now,
     )

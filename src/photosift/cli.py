@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from photosift.config import Settings
-from photosift.errors import PhotosiftError
+from photosift.errors import PhotosiftError, UnknownCategory
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -232,7 +232,13 @@ def results(
     settings = _settings(db)
     try:
         with Catalog(settings.db_path, readonly=True) as cat:
+            if category is not None:
+                from photosift.categories import load_rules
+
+                load_rules(settings.rules_path).check_category(category, extra=cat.user_categories())
             rows = cat.results(category=category, status=status, label=label, limit=limit)
+    except UnknownCategory as exc:
+        _fail(str(exc), code=2)
     except PhotosiftError as exc:
         _fail(str(exc))
     items = [r.to_dict() for r in rows]
@@ -402,6 +408,80 @@ def export_cmd(
     )
 
 
+RulesOpt = Annotated[
+    Path | None, typer.Option("--rules", help="Category rules file (default: config dir or built in).")
+]
+
+
+@app.command()
+def correct(
+    path: Annotated[Path, typer.Argument(help="A photo in the catalog.")],
+    category: Annotated[str | None, typer.Option("--category", help="The right album category.")] = None,
+    create: Annotated[
+        bool, typer.Option("--create", help="Create CATEGORY as a user category if it is new.")
+    ] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the correction instead.")] = False,
+    db: DbOpt = None,
+    rules: RulesOpt = None,
+) -> None:
+    """Set a photo's album category; it always wins, and teaches the personal head."""
+    if (category is None) == (not clear):
+        _fail("give --category NAME or --clear", code=2)
+    settings = _settings(db, rules=rules)
+    from photosift.album import correct as apply_correction
+    from photosift.catalog import Catalog
+    from photosift.categories import load_rules
+
+    abs_path = str(path.expanduser().absolute())
+    try:
+        rules_obj = load_rules(settings.rules_path)
+        with Catalog(settings.db_path) as cat:
+            content_hash = cat.content_hash_of(abs_path)
+            if content_hash is None:
+                _fail(f"{abs_path}: not in the catalog (or unreadable); classify it first", code=2)
+            report = apply_correction(
+                cat, rules_obj, settings.data_dir, content_hash, category, create=create, path=abs_path
+            )
+    except UnknownCategory as exc:
+        _fail(f"{exc}; pass --create to make a new category", code=2)
+    except PhotosiftError as exc:
+        _fail(str(exc))
+    out = _console()
+    out.print(f"{abs_path}: {'correction cleared' if clear else category}", markup=False)
+    if report.train is not None:
+        if report.train.trained:
+            out.print(f"personal head retrained on {report.train.corrections} corrections")
+        else:
+            out.print(f"personal head not trained: {report.train.reason}")
+    if report.recategorized is not None:
+        out.print(
+            f"recategorized {report.recategorized.photos} results, {report.recategorized.changed} changed"
+        )
+
+
+@app.command()
+def recategorize(db: DbOpt = None, rules: RulesOpt = None, as_json: JsonOpt = False) -> None:
+    """Re-derive every photo's category from stored model outputs (after editing the rules); no inference."""
+    settings = _settings(db, rules=rules)
+    from photosift.album import recategorize as rederive
+    from photosift.catalog import Catalog
+    from photosift.categories import load_rules
+
+    try:
+        rules_obj = load_rules(settings.rules_path)
+        with Catalog(settings.db_path) as cat:
+            report = rederive(cat, rules_obj, settings.data_dir)
+    except PhotosiftError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    _console().print(
+        f"{report.photos} results recategorized, {report.changed} changed: "
+        + ", ".join(f"{c} {n}" for c, n in sorted(report.categories.items(), key=lambda kv: -kv[1]))
+    )
+
+
 def _sample_dir() -> Path:
     from importlib import resources
 
@@ -454,6 +534,9 @@ def bench(
         ".bench"
     ),
     quick: Annotated[bool, typer.Option("--quick", help="Tiny iteration counts (smoke test).")] = False,
+    settle: Annotated[
+        float, typer.Option("--settle", min=0, help="Per stage, wait up to S seconds for a quiet machine.")
+    ] = 0.0,
 ) -> None:
     """Measure decode, inference, the pipeline and the naive loop on one corpus; report the limit."""
     from photosift import bench as b
@@ -463,7 +546,9 @@ def bench(
         made = make_mixed_corpus(make_corpus) if mixed else make_phone_corpus(make_corpus, count)
         print(json.dumps({"folder": str(make_corpus), "files": len(made)}) if as_json else make_corpus)
         return
-    opts = b.BenchOptions(images=images, model=model, workroot=workroot, corpus_count=count, scale=scale)
+    opts = b.BenchOptions(
+        images=images, model=model, workroot=workroot, corpus_count=count, scale=scale, settle_s=settle
+    )
     if quick:
         opts.infer_photos, opts.naive_limit, opts.torch, opts.cli = 8, 2, False, False
         opts.memory_count, opts.rescan_count = 20, 200

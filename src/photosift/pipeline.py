@@ -9,6 +9,7 @@ in one transaction: Ctrl-C, a cancel from the web UI, or a SIGKILL loses at most
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -27,14 +28,19 @@ from photosift.errors import UnreadableImage
 
 
 class CategoryLike(Protocol):
-    category: str
-    score: float
-    fine: str | None
+    @property
+    def category(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def fine(self) -> str | None: ...
 
 
 class Categorizer(Protocol):
+    """Album categories from the softmax, the face signals and the embeddings (album.AlbumClassifier)."""
+
     def categorize(
-        self, probs: np.ndarray, people: Sequence[Any] | None = None
+        self, probs: np.ndarray, people: Sequence[Any] | None = None, embeddings: np.ndarray | None = None
     ) -> Sequence[CategoryLike]: ...
 
 
@@ -50,6 +56,8 @@ class ClassifyOptions:
     retry_errors: bool = False
     include_hidden: bool = False
     commit_every: int = 256  # files without inference (errors, renames) are committed at least this often
+    # JPEG decode on the GPU (nvJPEG via torchvision); falls back to the CPU decoder, with a logged reason.
+    gpu_decode: bool = False
 
 
 @dataclass
@@ -167,7 +175,13 @@ class Pipeline:
         self.pre = card.preprocess
         self.labels = card.labels
         self.model_sha = engine.model.sha256
-        catalog.register_model(self.model_sha, engine.model.name, card.labels)
+        catalog.register_model(self.model_sha, engine.model.name, card.labels, str(engine.model.path))
+        self.gpu_decoder: imaging.GpuJpegDecoder | None = None
+        self.gpu_decode_note = ""
+        if self.options.gpu_decode:
+            self.gpu_decoder, self.gpu_decode_note = imaging.GpuJpegDecoder.create()
+            if self.gpu_decode_note:
+                logging.getLogger("photosift").warning(self.gpu_decode_note)
 
     # -- loader side (runs in worker threads) ----------------------------------------------------------------
     def _detector(self) -> PeopleDetector | None:
@@ -185,9 +199,11 @@ class Pipeline:
             digest = hashlib.sha256(data).hexdigest()
             if digest in known:
                 return _Loaded(entry, digest, reuse=True)
+            detector = self._detector()
+            if self.gpu_decoder is not None and detector is None:
+                return _Loaded(entry, digest, tensor=self.gpu_decoder.load_tensor(data, entry.path, self.pre))
             image = imaging.decode(data, entry.path, min_side=self.pre.resize_size)
             tensor = imaging.to_tensor(image, self.pre)
-            detector = self._detector()
             people = detector.detect(image) if detector is not None else None
             return _Loaded(entry, digest, tensor=tensor, people=people)
         except UnreadableImage as exc:
@@ -238,7 +254,7 @@ class Pipeline:
             logits, embedding = self.engine.run(tensors)
             probs = softmax(logits.astype(np.float32, copy=False))
             cats: Sequence[CategoryLike | None] = (
-                self.categorizer.categorize(probs, [item.people for item in batch])
+                self.categorizer.categorize(probs, [item.people for item in batch], embedding)
                 if self.categorizer
                 else [None] * len(batch)
             )
@@ -253,7 +269,7 @@ class Pipeline:
                         category=cat.category if cat else None,
                         category_score=float(cat.score) if cat else None,
                         fine_label=cat.fine if cat else None,
-                        people_faces=getattr(item.people, "faces", None),
+                        people=item.people.to_dict() if hasattr(item.people, "to_dict") else None,
                     )
                 )
                 pending_photos.append(
@@ -296,13 +312,15 @@ class Pipeline:
                 on_progress(progress)
 
         work_iter = iter(work)
+        exhausted = False
         in_flight: set[Future[_Loaded]] = set()
         pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="photosift-load")
         try:
             while True:
-                while not cancel.is_set() and len(in_flight) < depth:
+                while not cancel.is_set() and not exhausted and len(in_flight) < depth:
                     entry = next(work_iter, None)
                     if entry is None:
+                        exhausted = True
                         break
                     in_flight.add(pool.submit(self._load, entry, known))
                 if not in_flight:
@@ -310,19 +328,24 @@ class Pipeline:
                 done, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     handle(fut.result())
+                if exhausted and batch and len(in_flight) <= opts.workers:
+                    # The tail: only the last files are decoding, so cores are about to idle. Classify what
+                    # is ready now, overlapped with those decodes, instead of one last full batch after them
+                    # with the decoders idle (measured: several % of a 72-photo run).
+                    run_batch()
                 if done:
                     report()
                 if cancel.is_set():
                     break
-            if not cancel.is_set():
-                run_batch()
-        except KeyboardInterrupt:
+            # Also on a cancel: what is already decoded costs one short inference, cheaper than decoding again.
+            run_batch()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now, drop the batch in flight
             cancel.set()
+            batch.clear()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             if cancel.is_set():
                 summary.cancelled = True
-                batch.clear()  # decoded but not classified: the next run picks them up
                 pending_photos[:] = [p for p in pending_photos if p.error or p.content_hash in known]
             commit()
         summary.classify_elapsed = time.perf_counter() - classify_start

@@ -52,24 +52,12 @@ MAX_PHOTO_ID = 2**63 - 1  # SQLite INTEGER; a larger id would overflow inside sq
 TOKEN_HEADER = "x-photosift-token"
 UNCATEGORIZED = "uncategorized"
 
-# Until photosift.categories lands: the album categories its built-in rules will define.
-DEFAULT_CATEGORIES = (
-    "animals",
-    "food",
-    "plants",
-    "landscape",
-    "architecture",
-    "vehicles",
-    "documents",
-    "people",
-    "objects",
-    "other",
-)
-
 
 def category_names(settings: Settings) -> list[str]:
-    """The built-in album categories. The one place to swap for ``categories.load_rules().categories``."""
-    return list(DEFAULT_CATEGORIES)
+    """The album categories of the rules in force (built in, config dir or PHOTOSIFT_RULES)."""
+    from photosift.categories import load_rules
+
+    return list(load_rules(settings.rules_path).categories)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -391,8 +379,12 @@ def create_app(
             content_hash = cat.content_hash_of(row.path)
             if row.status != "ok" or content_hash is None:
                 raise HTTPException(409, "this file could not be read, so it has no category to correct")
-            # Exactly what `photosift correct` stores: the correction belongs to the content, not the path.
-            cat.set_correction(content_hash, wanted)
+            # Exactly what `photosift correct` does: the correction belongs to the content, not the path; the
+            # personal head is retrained and categories re-derived.
+            from photosift.album import correct as apply_correction
+            from photosift.categories import load_rules
+
+            apply_correction(cat, load_rules(settings.rules_path), settings.data_dir, content_hash, wanted)
             return content_hash
 
         await anyio.to_thread.run_sync(store)

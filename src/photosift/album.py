@@ -1,0 +1,227 @@
+"""Album categories end to end: rules, the personal head, corrections and re-derivation from the catalog.
+
+Order of authority for a photo's category (see personal.py for why):
+
+1. the user's correction (stored per content hash in the catalog, applied at query time, never overridden);
+2. the personal head trained from those corrections, when confident;
+3. the rules (categories.py) over the model's full softmax, with the face signal for people.
+
+Categories are stored at classify time; :func:`recategorize` re-derives them from what the catalog stored
+(the float16 embedding, through the base model's own classifier weights, gives the full softmax back; top-k
+probabilities are the fallback for models whose classifier cannot be read), so changing the rules or the
+corrections never re-runs the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from photosift.catalog import Catalog, StoredOutput
+from photosift.categories import Categorizer, CategoryResult, Rules, load_rules
+from photosift.engine import softmax
+from photosift.errors import CatalogError, ModelError, UnknownCategory
+from photosift.people import PeopleSignal
+from photosift.personal import PersonalHead, base_head, combine, load_head, train_head
+
+MIN_CORRECTIONS = 3  # fewer corrections than this teach the head nothing it can generalise
+
+
+def head_path(data_dir: Path, model_sha256: str) -> Path:
+    """Heads live beside the catalog data, one per base model: each model has its own embedding space."""
+    return data_dir / "personal" / f"head-{model_sha256[:16]}.onnx"
+
+
+class AlbumClassifier:
+    """rules -> personal head; what the pipeline and recategorize call."""
+
+    def __init__(self, rules: Rules, head: PersonalHead | None = None) -> None:
+        self.rules = rules
+        self.categorizer = Categorizer(rules)
+        self.head = head
+
+    @classmethod
+    def load(cls, rules_path: Path | None, data_dir: Path, model_sha256: str | None) -> AlbumClassifier:
+        rules = load_rules(rules_path)
+        head = load_head(head_path(data_dir, model_sha256)) if model_sha256 else None
+        return cls(rules, head)
+
+    def categorize(
+        self,
+        probs: np.ndarray,
+        people: Sequence[Any | None] | None = None,
+        embeddings: np.ndarray | None = None,
+    ) -> list[CategoryResult]:
+        results = self.categorizer.categorize(probs, people)
+        if self.head is None or embeddings is None:
+            return results
+        posterior = self.categorizer.posterior(probs, people, results)
+        predictions = self.head.predict(np.asarray(embeddings, dtype=np.float32), posterior)
+        return [combine(r, p) for r, p in zip(results, predictions, strict=True)]
+
+    def known_categories(self, catalog: Catalog) -> list[str]:
+        extra = [c for c in catalog.user_categories() if c not in self.rules.categories]
+        return [*self.rules.categories, *extra]
+
+
+class _Softmaxer:
+    """Full softmax from a stored output: embedding @ W.T + b with the base model's classifier, else top-k."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._heads: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+
+    def _weights(self, model_sha: str) -> tuple[np.ndarray, np.ndarray] | None:
+        if model_sha not in self._heads:
+            path = self.catalog.model_path(model_sha)
+            try:
+                self._heads[model_sha] = base_head(Path(path)) if path and Path(path).is_file() else None
+            except (ModelError, ImportError, OSError):
+                self._heads[model_sha] = None
+        return self._heads[model_sha]
+
+    def probs(self, rows: Sequence[StoredOutput], num_classes: int) -> np.ndarray:
+        out = np.zeros((len(rows), num_classes), dtype=np.float32)
+        for i, row in enumerate(rows):
+            weights = self._weights(row.model_sha256)
+            if weights is not None and row.embedding is not None:
+                w, b = weights
+                out[i] = softmax((row.embedding.astype(np.float32) @ w.T + b)[None])[0]
+            else:
+                out[i, row.topk_index.astype(np.int64)] = row.topk_prob.astype(np.float32)
+        return out
+
+
+def _people(rows: Sequence[StoredOutput]) -> list[PeopleSignal | None]:
+    return [PeopleSignal.from_dict(r.people) if r.people else None for r in rows]
+
+
+def _embeddings(rows: Sequence[StoredOutput]) -> np.ndarray | None:
+    if any(r.embedding is None for r in rows):
+        return None
+    return np.stack([r.embedding for r in rows]).astype(np.float32)  # type: ignore[misc]
+
+
+@dataclass
+class RecategorizeReport:
+    photos: int = 0
+    changed: int = 0
+    categories: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": self.photos, "changed": self.changed, "categories": self.categories}
+
+
+def recategorize(catalog: Catalog, rules: Rules, data_dir: Path) -> RecategorizeReport:
+    """Re-derive every stored result's category from stored outputs (no inference)."""
+    report = RecategorizeReport()
+    softmaxer = _Softmaxer(catalog)
+    classifiers: dict[str, AlbumClassifier] = {}
+    old = {
+        (h, m): c
+        for h, m, c in catalog.db.execute("SELECT content_hash, model_sha256, category FROM results")
+    }
+    updates: list[tuple[str, str, str, float, str | None]] = []
+    for rows in catalog.stored_outputs():
+        by_model: dict[str, list[StoredOutput]] = {}
+        for row in rows:
+            by_model.setdefault(row.model_sha256, []).append(row)
+        for model_sha, group in by_model.items():
+            if model_sha not in classifiers:
+                classifiers[model_sha] = AlbumClassifier(rules, load_head(head_path(data_dir, model_sha)))
+            album = classifiers[model_sha]
+            probs = softmaxer.probs(group, rules.num_classes)
+            results = album.categorize(probs, _people(group), _embeddings(group))
+            for row, res in zip(group, results, strict=True):
+                updates.append((row.content_hash, model_sha, res.category, float(res.score), res.fine))
+                report.changed += int(old.get((row.content_hash, model_sha)) != res.category)
+                report.categories[res.category] = report.categories.get(res.category, 0) + 1
+    catalog.update_categories(updates)
+    report.photos = len(updates)
+    return report
+
+
+@dataclass
+class TrainReport:
+    corrections: int
+    trained: bool
+    path: Path | None
+    reason: str = ""
+
+
+def train_personal_head(catalog: Catalog, rules: Rules, data_dir: Path, model_sha256: str) -> TrainReport:
+    """Fit the personal head on every corrected photo that has an embedding from ``model_sha256``."""
+    corrections = catalog.corrections()
+    target = head_path(data_dir, model_sha256)
+    rows = [r for batch in catalog.stored_outputs(model_sha256, hashes=corrections) for r in batch]
+    rows = [r for r in rows if r.embedding is not None]
+    if len(rows) < MIN_CORRECTIONS:
+        target.unlink(missing_ok=True)
+        return TrainReport(len(rows), False, None, f"needs at least {MIN_CORRECTIONS} corrected photos")
+    categorizer = Categorizer(rules)
+    probs = _Softmaxer(catalog).probs(rows, rules.num_classes)
+    posterior = categorizer.posterior(probs, _people(rows))
+    # The head centres embeddings on the whole library's mean, not just the corrected photos'.
+    total, count = np.zeros(rows[0].embedding.shape[0]), 0  # type: ignore[union-attr]
+    for batch in catalog.stored_outputs(model_sha256):
+        for r in batch:
+            if r.embedding is not None:
+                total += r.embedding
+                count += 1
+    embeddings = _embeddings(rows)
+    assert embeddings is not None
+    head = train_head(
+        embeddings,
+        [corrections[r.content_hash] for r in rows],
+        posterior,
+        list(rules.categories),
+        library_mean=total / count,
+        # Few corrections, strong pull towards "agree with the rules"; l2=0.01 was tuned at 50 corrections.
+        l2=max(0.01, 0.5 / len(rows)),
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    head.save(target)
+    return TrainReport(len(rows), True, target)
+
+
+@dataclass
+class CorrectionReport:
+    path: str
+    category: str
+    train: TrainReport | None
+    recategorized: RecategorizeReport | None
+
+
+def correct(
+    catalog: Catalog,
+    rules: Rules,
+    data_dir: Path,
+    content_hash: str,
+    category: str | None,
+    *,
+    create: bool = False,
+    path: str = "",
+    retrain: bool = True,
+) -> CorrectionReport:
+    """Store (or with ``category=None`` clear) a correction, retrain the personal head, re-derive categories."""
+    if category is not None:
+        if category not in [*rules.categories, *catalog.user_categories()]:
+            if not create:
+                rules.check_category(category, extra=catalog.user_categories())  # raises, with a suggestion
+            if not category.strip() or len(category) > 64 or category != category.strip():
+                raise UnknownCategory(f"invalid category name {category!r}")
+            catalog.add_user_category(category)
+        catalog.set_correction(content_hash, category)
+    else:
+        catalog.clear_correction(content_hash)
+    if not retrain:
+        return CorrectionReport(path, category or "", None, None)
+    model_sha = catalog.latest_model()
+    if model_sha is None:
+        raise CatalogError(f"{catalog.path}: no classified photos yet")
+    train = train_personal_head(catalog, rules, data_dir, model_sha)
+    return CorrectionReport(path, category or "", train, recategorize(catalog, rules, data_dir))

@@ -1,0 +1,104 @@
+"""The face signal: real faces found, none on photos without people, thread safety, small faces."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from photosift.errors import ModelError
+from photosift.imaging import decode, read_bytes
+from photosift.people import PeopleDetector, PeopleSignal
+
+DATA = Path(__file__).parent / "data"
+WITH_PEOPLE = ["astronaut.jpg", "grace_hopper.jpg", "camera.png"]
+WITHOUT = ["brick.jpg", "chelsea.jpg", "china.jpg", "coffee.jpg", "flower.jpg", "rocket.jpg", "text.png"]
+
+
+def decoded(name: str) -> Image.Image:
+    # As the pipeline has it: DCT-scaled to a shorter side of at least 256 px.
+    p = DATA / name
+    return decode(read_bytes(p), p, min_side=256)
+
+
+@pytest.fixture(scope="module")
+def detector() -> PeopleDetector:
+    return PeopleDetector()
+
+
+@pytest.mark.parametrize("name", WITH_PEOPLE)
+def test_finds_the_face(detector: PeopleDetector, name: str) -> None:
+    s = detector.detect(decoded(name))
+    assert s.faces == 1
+    assert s.person_score > 0.95
+    assert 0.005 < s.largest_face == s.face_area < 0.5
+
+
+@pytest.mark.parametrize("name", WITHOUT)
+def test_no_face_where_there_is_none(detector: PeopleDetector, name: str) -> None:
+    assert detector.detect(decoded(name)) == PeopleSignal()
+
+
+def test_face_box_is_on_the_face(detector: PeopleDetector) -> None:
+    im = decoded("grace_hopper.jpg")
+    (face,) = detector.faces(im)
+    cx, cy = (face.x0 + face.x1) / 2 / im.width, (face.y0 + face.y1) / 2 / im.height
+    assert 0.3 < cx < 0.7 and 0.15 < cy < 0.55  # her face is in the upper middle of the portrait
+
+
+def test_scale_invariant_signal(detector: PeopleDetector) -> None:
+    im = decoded("grace_hopper.jpg")
+    big = im.resize((im.width * 3, im.height * 3))
+    a, b = detector.detect(im), detector.detect(big)
+    assert b.faces == 1
+    assert b.face_area == pytest.approx(a.face_area, rel=0.25)
+
+
+def test_face_pasted_into_a_scene(detector: PeopleDetector) -> None:
+    scene = decoded("china.jpg").resize((1024, 684))
+    person = decoded("grace_hopper.jpg")
+    for height, found in [(600, True), (60, False)]:  # a face of ~80 px at work size; then ~8 px
+        canvas = scene.copy()
+        p = person.resize((round(person.width * height / person.height), height))
+        canvas.paste(p, (100, 40))
+        s = detector.detect(canvas)
+        assert (s.faces >= 1) is found, (height, s)
+
+
+def test_greyscale_and_mirrored(detector: PeopleDetector) -> None:
+    im = decoded("astronaut.jpg")
+    assert detector.detect(im.convert("L")).faces == 1
+    assert detector.detect(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)).faces == 1
+
+
+def test_tiny_and_empty_images(detector: PeopleDetector) -> None:
+    assert detector.detect(Image.new("RGB", (8, 8))) == PeopleSignal()
+    assert detector.detect(Image.new("RGB", (300, 200), "white")) == PeopleSignal()
+
+
+def test_shared_between_threads(detector: PeopleDetector) -> None:
+    images = [decoded(n) for n in WITH_PEOPLE + WITHOUT] * 2
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(detector.detect, images))
+    assert threaded == [detector.detect(im) for im in images]
+
+
+def test_signal_round_trips_through_dict() -> None:
+    s = PeopleSignal(faces=3, largest_face=0.0123, face_area=0.031, person_score=0.9991)
+    assert PeopleSignal.from_dict(s.to_dict()) == PeopleSignal(3, 0.0123, 0.031, 0.9991)
+    assert PeopleSignal.from_dict({}) == PeopleSignal()
+
+
+def test_missing_model_is_a_model_error(tmp_path: Path) -> None:
+    det = PeopleDetector(model_dir=tmp_path)
+    with pytest.raises(ModelError, match="face detector model not loadable"):
+        det.detect(decoded("astronaut.jpg"))
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        PeopleDetector(work_size=10)
+    with pytest.raises(ValueError):
+        PeopleDetector(min_face=0)

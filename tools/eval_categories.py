@@ -1,0 +1,160 @@
+"""Reproduce the album-category numbers in docs/CATEGORIES.md.
+
+    PYTHONPATH=src .venv/bin/python tools/eval_categories.py                       # album-dev, default rules
+    PYTHONPATH=src .venv/bin/python tools/eval_categories.py --labels CSV --images DIR [--rules FILE]
+    PYTHONPATH=src .venv/bin/python tools/eval_categories.py --topk 5,10,20,50      # recategorize-from-storage check
+    PYTHONPATH=src .venv/bin/python tools/eval_categories.py --personal 5           # 5 corrections per category
+    PYTHONPATH=src .venv/bin/python tools/eval_categories.py --no-people            # classifier only
+
+The labels CSV has columns ``file,category`` (``file`` relative to --images, or absolute). Each image is decoded
+once, as the pipeline does (DCT-scaled to a shorter side of at least 256 px); the model runs on the tensor and
+the face detector on the decoded image. Model outputs are cached next to nothing: pass --cache FILE.npz to reuse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from photosift import imaging
+from photosift.categories import Categorizer, load_rules
+from photosift.models.registry import resolve_model
+from photosift.people import PeopleDetector, PeopleSignal
+
+DEFAULT_SET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "album-dev"
+if not DEFAULT_SET.is_dir():
+    DEFAULT_SET = Path("/work/shared/datasets/album-dev")
+
+
+def run_model(paths: list[Path], model: str, people: bool) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    resolved = resolve_model(model)
+    card = resolved.card
+    sess = ort.InferenceSession(str(resolved.path), providers=["CPUExecutionProvider"])
+    detector = PeopleDetector() if people else None
+    logits, embs, signals = [], [], []
+    det_s = 0.0
+    for start in range(0, len(paths), 16):
+        batch = []
+        for p in paths[start : start + 16]:
+            image = imaging.decode(imaging.read_bytes(p), p, min_side=card.preprocess.resize_size)
+            batch.append(imaging.to_tensor(image, card.preprocess))
+            if detector is not None:
+                t = time.perf_counter()
+                signals.append(detector.detect(image).to_dict())
+                det_s += time.perf_counter() - t
+        lg, emb = sess.run(
+            [card.logits_name, card.embedding_name or "embedding"], {card.input_name: np.stack(batch)}
+        )
+        logits.append(lg)
+        embs.append(emb)
+    if detector is not None:
+        print(f"face detector: {det_s / max(1, len(paths)) * 1000:.1f} ms/photo (1 thread)", file=sys.stderr)
+    return {
+        "logits": np.concatenate(logits),
+        "embedding": np.concatenate(embs),
+        "people": np.array([json.dumps(s) for s in signals]) if signals else np.array([]),
+    }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def report(truth: list[str], pred: list[str], title: str) -> float:
+    acc = float(np.mean([t == p for t, p in zip(truth, pred, strict=True)]))
+    print(
+        f"\n{title}: accuracy {acc:.3f} ({sum(t == p for t, p in zip(truth, pred, strict=True))}/{len(truth)})"
+    )
+    for cat, n in sorted(Counter(truth).items()):
+        ok = sum(1 for t, p in zip(truth, pred, strict=True) if t == cat and p == cat)
+        wrong = Counter(p for t, p in zip(truth, pred, strict=True) if t == cat and p != cat)
+        print(
+            f"  {cat:13} {ok:3}/{n:<3} {ok / n:.2f}  "
+            + ", ".join(f"->{k} {v}" for k, v in wrong.most_common())
+        )
+    return acc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--labels", type=Path, default=DEFAULT_SET / "labels.csv")
+    ap.add_argument("--images", type=Path, default=None, help="default: images/ beside the labels CSV")
+    ap.add_argument("--model", default="efficientnet-lite0")
+    ap.add_argument("--rules", type=Path, default=None)
+    ap.add_argument("--cache", type=Path, default=None, help="npz file to store/reuse model outputs")
+    ap.add_argument("--no-people", action="store_true")
+    ap.add_argument("--topk", default="", help="comma-separated k values to check against the full softmax")
+    ap.add_argument(
+        "--personal", type=int, default=0, help="corrections per category for the personal-head test"
+    )
+    ap.add_argument("--seeds", type=int, default=10, help="random draws of the corrected photos (--personal)")
+    ap.add_argument("--errors", action="store_true", help="list the misclassified files")
+    args = ap.parse_args()
+
+    images = args.images or args.labels.parent / "images"
+    rows = list(csv.DictReader(args.labels.open()))
+    paths = [Path(r["file"]) if Path(r["file"]).is_absolute() else images / r["file"] for r in rows]
+    truth = [r["category"] for r in rows]
+
+    if args.cache and args.cache.is_file():
+        out = dict(np.load(args.cache))
+    else:
+        out = run_model(paths, args.model, people=not args.no_people)
+        if args.cache:
+            np.savez(args.cache, **out)
+    probs = softmax(out["logits"])
+    signals: list[PeopleSignal | None] | None = None
+    if not args.no_people and len(out["people"]):
+        signals = [PeopleSignal.from_dict(json.loads(s)) for s in out["people"]]
+
+    cat = Categorizer(load_rules(args.rules))
+    results = cat.categorize(probs, signals)
+    pred = [r.category for r in results]
+    report(truth, pred, f"{args.labels} ({'rules + faces' if signals else 'rules only'})")
+    if args.errors:
+        for path, t, r in zip(paths, truth, results, strict=True):
+            if t != r.category:
+                print(f"  {path.name}: {t} -> {r.category} ({r.score:.2f})")
+
+    for k in [int(x) for x in args.topk.split(",") if x.strip()]:
+        idx = np.argsort(-probs, axis=1)[:, :k]
+        stored = (idx.astype(np.int16), np.take_along_axis(probs, idx, axis=1).astype(np.float16))
+        again = [r.category for r in cat.categorize(stored, signals)]
+        same = sum(a == b for a, b in zip(again, pred, strict=True))
+        print(f"top-{k} stored as float16: same category as the full softmax for {same}/{len(pred)}")
+
+    if args.personal:
+        from photosift.personal import cross_validate
+
+        for protocol in ("random", "errors"):
+            res = cross_validate(
+                out["embedding"],
+                truth,
+                probs,
+                signals,
+                per_category=args.personal,
+                seeds=args.seeds,
+                protocol=protocol,
+            )
+            runs = res.pop("runs")
+            print(
+                f"\npersonal head, {args.personal} corrections per category ({protocol}), {args.seeds} draws, "
+                f"accuracy on the photos not corrected: {json.dumps(res)}"
+            )
+            print(f"  per draw: base {runs['base']}\n            combined {runs['combined']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
