@@ -43,6 +43,9 @@ DbOpt = Annotated[
     Path | None, typer.Option("--db", help="Catalog file (default: PHOTOSIFT_DB or the user data dir).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+RulesOpt = Annotated[
+    Path | None, typer.Option("--rules", help="Category rules file (default: config dir, else built in).")
+]
 
 
 def _console(stderr: bool = False) -> Console:
@@ -93,6 +96,11 @@ def classify(
     retry_errors: Annotated[
         bool, typer.Option("--retry-errors", help="Decode files that failed before again.")
     ] = False,
+    people: Annotated[
+        bool | None,
+        typer.Option("--people/--no-people", help="Detect faces for the people category (default on)."),
+    ] = None,
+    rules: RulesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Classify every photo under PATHS into the catalog; unchanged files are not decoded again."""
@@ -101,7 +109,15 @@ def classify(
     absent = missing_roots(paths)
     if absent:
         _fail(f"no such file or directory: {', '.join(absent)}", code=2)
-    settings = _settings(db, model=model, batch_size=batch_size, workers=workers, provider=provider.value)
+    settings = _settings(
+        db,
+        model=model,
+        batch_size=batch_size,
+        workers=workers,
+        provider=provider.value,
+        rules=rules,
+        people=people,
+    )
     from photosift.app import build_pipeline
 
     try:
