@@ -14,6 +14,7 @@ corrections never re-runs the model.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +32,11 @@ from photosift.personal import PersonalHead, base_head, combine, load_head, trai
 MIN_CORRECTIONS = 3  # fewer corrections than this teach the head nothing it can generalise
 
 
-def head_path(data_dir: Path, model_sha256: str) -> Path:
-    """Heads live beside the catalog data, one per base model: each model has its own embedding space."""
-    return data_dir / "personal" / f"head-{model_sha256[:16]}.onnx"
+def head_path(data_dir: Path, catalog_path: Path, model_sha256: str) -> Path:
+    """One head per catalog (it learns that catalog's corrections) and per base model (each model has its own
+    embedding space), kept in the data dir."""
+    catalog_key = hashlib.sha256(str(Path(catalog_path).resolve()).encode()).hexdigest()[:12]
+    return data_dir / "personal" / f"{catalog_key}-{model_sha256[:16]}.onnx"
 
 
 class AlbumClassifier:
@@ -45,9 +48,11 @@ class AlbumClassifier:
         self.head = head
 
     @classmethod
-    def load(cls, rules_path: Path | None, data_dir: Path, model_sha256: str | None) -> AlbumClassifier:
+    def load(
+        cls, rules_path: Path | None, data_dir: Path, catalog_path: Path, model_sha256: str
+    ) -> AlbumClassifier:
         rules = load_rules(rules_path)
-        head = load_head(head_path(data_dir, model_sha256)) if model_sha256 else None
+        head = load_head(head_path(data_dir, catalog_path, model_sha256))
         return cls(rules, head)
 
     def categorize(
@@ -132,7 +137,9 @@ def recategorize(catalog: Catalog, rules: Rules, data_dir: Path) -> Recategorize
             by_model.setdefault(row.model_sha256, []).append(row)
         for model_sha, group in by_model.items():
             if model_sha not in classifiers:
-                classifiers[model_sha] = AlbumClassifier(rules, load_head(head_path(data_dir, model_sha)))
+                classifiers[model_sha] = AlbumClassifier(
+                    rules, load_head(head_path(data_dir, catalog.path, model_sha))
+                )
             album = classifiers[model_sha]
             probs = softmaxer.probs(group, rules.num_classes)
             results = album.categorize(probs, _people(group), _embeddings(group))
@@ -156,7 +163,7 @@ class TrainReport:
 def train_personal_head(catalog: Catalog, rules: Rules, data_dir: Path, model_sha256: str) -> TrainReport:
     """Fit the personal head on every corrected photo that has an embedding from ``model_sha256``."""
     corrections = catalog.corrections()
-    target = head_path(data_dir, model_sha256)
+    target = head_path(data_dir, catalog.path, model_sha256)
     rows = [r for batch in catalog.stored_outputs(model_sha256, hashes=corrections) for r in batch]
     rows = [r for r in rows if r.embedding is not None]
     if len(rows) < MIN_CORRECTIONS:

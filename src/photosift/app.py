@@ -20,8 +20,8 @@ def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeli
     from photosift.people import PeopleDetector
 
     engine = build_engine(settings)
-    album = AlbumClassifier.load(settings.rules_path, settings.data_dir, engine.model.sha256)
     catalog = catalog or Catalog(settings.db_path)
+    album = AlbumClassifier.load(settings.rules_path, settings.data_dir, catalog.path, engine.model.sha256)
     options = ClassifyOptions(batch_size=settings.batch_size, workers=settings.workers)
     detector = PeopleDetector() if settings.people else None
     return Pipeline(
