@@ -424,11 +424,6 @@ def export_cmd(
     )
 
 
-RulesOpt = Annotated[
-    Path | None, typer.Option("--rules", help="Category rules file (default: config dir or built in).")
-]
-
-
 @app.command()
 def correct(
     path: Annotated[Path, typer.Argument(help="A photo in the catalog.")],

@@ -26,6 +26,10 @@ PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
 }
 AUTO_ORDER = list(PROVIDER_ALIASES.values())
+# Providers whose inputs live in device memory: large batches are bound (IO binding) so ORT copies the input
+# once, asynchronously, instead of staging it per run, and outputs are written straight to host memory.
+IO_BINDING_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
+IO_BINDING_MIN_BATCH = 8
 
 
 def provider_options(name: str, cache_dir: str | None) -> dict[str, Any]:
@@ -117,6 +121,8 @@ class OrtEngine:
         self._outputs = [self.card.logits_name]
         if self.has_embedding and self.card.embedding_name:
             self._outputs.append(self.card.embedding_name)
+        # None on the CPU path: plain session.run, unchanged.
+        self.io_device: str | None = IO_BINDING_PROVIDERS.get(used)
 
     @property
     def provider(self) -> str:
@@ -174,10 +180,42 @@ class OrtEngine:
         if not np.isfinite(out).all():
             raise ProviderError("warm-up produced non-finite outputs")
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(N,3,S,S) float32 -> (logits (N,C) float32, embedding (N,D) float32 or None)."""
+    def run(self, batch: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N,3,S,S) float32 -> (logits (N,C) float32, embedding (N,D) float32 or None).
+
+        ``batch`` is a numpy array, or (GPU decode) a contiguous float32 CUDA torch tensor, which is bound
+        in place when the session runs on CUDA/TensorRT.
+        """
+        if self.io_device is not None and (_is_device_tensor(batch) or len(batch) >= IO_BINDING_MIN_BATCH):
+            return self.run_bound(batch, self.io_device)
+        if _is_device_tensor(batch):
+            batch = batch.cpu().numpy()
         outs = self.session.run(self._outputs, {self.card.input_name: batch})
         return outs[0], (outs[1] if len(outs) > 1 else None)
+
+    def run_bound(self, batch: Any, device: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Run with IO binding: the input is placed on ``device`` once, outputs are bound to host memory."""
+        binding = self.session.io_binding()
+        name = self.card.input_name
+        if _is_device_tensor(batch):
+            binding.bind_input(
+                name, "cuda", batch.device.index or 0, np.float32, list(batch.shape), batch.data_ptr()
+            )
+        else:
+            value = self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), device, 0)
+            binding.bind_ortvalue_input(name, value)
+        for out in self._outputs:
+            binding.bind_output(out, "cpu")
+        self.session.run_with_iobinding(binding)
+        outs = binding.copy_outputs_to_cpu()
+        return outs[0], (outs[1] if len(outs) > 1 else None)
+
+
+def _is_device_tensor(batch: Any) -> bool:
+    """A torch tensor on a GPU (the GPU decode path); numpy arrays are never device tensors."""
+    return (
+        not isinstance(batch, np.ndarray) and getattr(getattr(batch, "device", None), "type", None) == "cuda"
+    )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -92,7 +94,8 @@ def decode(
     """
     if not data:
         raise UnreadableImage(path, "empty file")
-    _register_heif()
+    if data[4:8] == b"ftyp":  # an ISO-BMFF container (HEIC/HEIF): only then pay for pillow-heif (~0.1 s)
+        _register_heif()
     try:
         im = Image.open(io.BytesIO(data))
         im.seek(0)  # first frame of animations and multi-page files
@@ -100,7 +103,11 @@ def decode(
             w, h = im.size
             scale = min_side / min(w, h)
             if scale < 1:
-                im.draft(im.mode, (math.ceil(w * scale), math.ceil(h * scale)))
+                request = (math.ceil(w * scale), math.ceil(h * scale))
+                fast = _fast_scaled_jpeg(data, im, request, max_pixels)
+                if fast is not None:
+                    return _to_rgb(_orient(fast, im))
+                im.draft(im.mode, request)
         w, h = im.size
         if w * h > max_pixels:
             raise UnreadableImage(
@@ -123,6 +130,63 @@ def decode(
         raise UnreadableImage(path, f"corrupt or unsupported image data ({reason})") from None
     except MemoryError:
         raise UnreadableImage(path, "not enough memory to decode") from None
+
+
+try:  # optional accelerator: the same libjpeg-turbo scaled decode with less overhead (docs/BENCHMARKS.md)
+    import simplejpeg as _simplejpeg
+except ImportError:  # pragma: no cover - exercised where simplejpeg is not installed
+    _simplejpeg = None
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _fast_scaled_jpeg(
+    data: bytes, header: Image.Image, request: tuple[int, int], max_pixels: int
+) -> Image.Image | None:
+    """DCT-scaled JPEG decode with simplejpeg, at exactly the scale ``Image.draft(request)`` picks.
+
+    Same libjpeg-turbo, same accurate IDCT and fancy upsampling, so the pixels are identical to Pillow's
+    (tests check it); it saves ~2.5 core-ms of a ~33 core-ms 12 MP decode (measured). None means "use Pillow":
+    simplejpeg missing, CMYK or unusual files, no DCT scaling to do, or anything simplejpeg reports (strict
+    mode), so corrupt and truncated files still get Pillow's verdict.
+    """
+    if _simplejpeg is None or header.mode not in ("RGB", "L") or len(getattr(header, "tile", ())) != 1:
+        return None
+    w, h = header.size
+    ratio = min(w // request[0], h // request[1])
+    factor = next(f for f in (8, 4, 2, 1) if ratio >= f)  # Pillow's JpegImageFile.draft rule
+    if factor == 1:
+        return None
+    out_w, out_h = (w + factor - 1) // factor, (h + factor - 1) // factor
+    if out_w * out_h > max_pixels:
+        return None  # Pillow's path reports it
+    try:
+        arr = _simplejpeg.decode_jpeg(
+            data, "RGB" if header.mode == "RGB" else "GRAY", min_height=out_h, min_width=out_w, strict=True
+        )
+    except Exception:
+        return None
+    if arr.shape[:2] != (out_h, out_w):
+        return None
+    return Image.fromarray(arr if header.mode == "RGB" else arr[:, :, 0], header.mode)
+
+
+def _orient(im: Image.Image, header: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation of ``header`` (the undecoded file) to ``im``, as _upright does."""
+    try:
+        orientation = header.getexif().get(0x0112, 1)
+    except Exception:
+        return im
+    method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    return im.transpose(method) if method is not None else im
 
 
 def _upright(im: Image.Image) -> Image.Image:
@@ -194,3 +258,91 @@ def load_tensor(path: str | Path, pre: Preprocess, data: bytes | None = None) ->
     if data is None:
         data = read_bytes(path)
     return to_tensor(decode(data, path, min_side=pre.resize_size), pre)
+
+
+class GpuJpegDecoder:
+    """Optional JPEG decode on an NVIDIA GPU (nvJPEG through ``torchvision.io.decode_jpeg(device='cuda')``).
+
+    On a CPU the Huffman decoding of a 12 MP JPEG is the floor of the whole pipeline (~35 core-ms even with DCT
+    scaling); nvJPEG moves it off the cores. The GPU path decodes at full size, applies the EXIF orientation,
+    resizes with antialiasing, crops and normalises on the GPU, and returns the same CHW float32 array as
+    :func:`load_tensor`. Pixels are close to, not bit-identical with, the CPU path (another decoder, another
+    resampler). Anything it cannot take (not a baseline/progressive JPEG nvJPEG accepts, CMYK, a CUDA error)
+    goes through the CPU decoder, so turning it on never makes a readable photo unreadable.
+
+    Not run on the development machines (no GPU there): see docs/BENCHMARKS.md.
+    """
+
+    def __init__(self, device: str = "cuda", decode_jpeg: Callable[..., Any] | None = None) -> None:
+        """``decode_jpeg`` replaces torchvision's (tests run the tensor half on the CPU with it)."""
+        import torch  # lazy: the CPU path never imports torch
+
+        if decode_jpeg is None:
+            from torchvision.io import decode_jpeg as nvjpeg_decode
+
+            if not torch.cuda.is_available():
+                raise RuntimeError("torch sees no CUDA device")
+            decode_jpeg = nvjpeg_decode
+        self._torch = torch
+        self._decode_jpeg: Callable[..., Any] = decode_jpeg
+        self.device = device
+
+    @classmethod
+    def create(cls) -> tuple[GpuJpegDecoder | None, str]:
+        """(decoder, '') or (None, why not) — callers print the reason and decode on the CPU."""
+        try:
+            return cls(), ""
+        except Exception as exc:  # ImportError (no torchvision) or no CUDA device
+            return (
+                None,
+                f"GPU JPEG decode unavailable ({str(exc).splitlines()[0][:200]}); decoding on the CPU",
+            )
+
+    def load_tensor(self, data: bytes, path: str | Path, pre: Preprocess) -> np.ndarray:
+        if data[:3] != b"\xff\xd8\xff":
+            return load_tensor(path, pre, data)
+        try:
+            return self._gpu_tensor(data, pre)
+        except Exception:  # nvJPEG refuses some JPEGs (e.g. CMYK, 4:1:1, corrupt): the CPU decoder decides
+            return load_tensor(path, pre, data)
+
+    def _gpu_tensor(self, data: bytes, pre: Preprocess) -> np.ndarray:
+        torch = self._torch
+        with Image.open(io.BytesIO(data)) as head:  # header only: orientation and mode
+            if head.mode not in ("RGB", "L"):
+                raise ValueError(head.mode)
+            orientation = head.getexif().get(0x0112, 1) or 1
+        raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        img = self._decode_jpeg(raw, device=self.device)  # (C,H,W) uint8 on the GPU
+        if img.shape[0] == 1:
+            img = img.expand(3, -1, -1)
+        img = _orient_chw(img, orientation)
+        x = img.unsqueeze(0).float()
+        _, _, h, w = x.shape
+        scale = pre.resize_size / min(w, h)
+        new_h, new_w = max(pre.input_size, round(h * scale)), max(pre.input_size, round(w * scale))
+        mode = "bicubic" if pre.interpolation == "bicubic" else "bilinear"
+        x = torch.nn.functional.interpolate(
+            x, size=(new_h, new_w), mode=mode, antialias=True, align_corners=False
+        )
+        top, left = round((new_h - pre.input_size) / 2.0), round((new_w - pre.input_size) / 2.0)
+        x = x[0, :, top : top + pre.input_size, left : left + pre.input_size].clamp_(0, 255)
+        mean = torch.tensor(pre.mean, device=x.device).view(3, 1, 1)
+        std = torch.tensor(pre.std, device=x.device).view(3, 1, 1)
+        result: np.ndarray = ((x - mean) / std).contiguous().cpu().numpy()
+        return result
+
+
+def _orient_chw(img: Any, orientation: int) -> Any:
+    """EXIF orientation (1–8) on a (C,H,W) tensor, as ImageOps.exif_transpose does on an image."""
+    ops: dict[int, Callable[[Any], Any]] = {
+        2: lambda x: x.flip(-1),
+        3: lambda x: x.flip(-1).flip(-2),
+        4: lambda x: x.flip(-2),
+        5: lambda x: x.transpose(-1, -2),
+        6: lambda x: x.transpose(-1, -2).flip(-1),
+        7: lambda x: x.transpose(-1, -2).flip(-1).flip(-2),
+        8: lambda x: x.transpose(-1, -2).flip(-2),
+    }
+    op = ops.get(orientation)
+    return op(img) if op else img

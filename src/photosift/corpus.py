@@ -1,0 +1,219 @@
+"""Benchmark corpora: phone-like 12 MP JPEGs, a mixed-format set, and cheap large trees for scale tests.
+
+Phone photos are made from real photos (the nature photos of the dev album, or any images given), upscaled to
+4032×3024 and given mild sensor-like grain so that a q92 baseline 4:2:0 JPEG weighs what a phone's does
+(3–5 MB); smooth upscales compress far too well and would flatter every decoder. A third of them carry an EXIF
+orientation (6, 3 or 8) the way phones store portrait and upside-down shots: the pixels stay 4032×3024.
+
+Corpora are generated, never committed (``.bench/`` is git-ignored).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PHONE_SIZE = (4032, 3024)
+PHONE_QUALITY = 92
+ORIENTATIONS = (1, 6, 1, 3, 1, 8)  # every other photo rotated, like a phone's camera roll
+_SOURCE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def default_sources() -> list[Path]:
+    """Real photos to build the corpus from: the dev album's 1920 px nature JPEGs, then the test images."""
+    here = Path(__file__).resolve()
+    candidates = [
+        Path(os.environ.get("PHOTOSIFT_BENCH_SOURCES", "/work/shared/datasets/album-dev/images")),
+        here.parents[2] / "tests" / "data",
+        here.parent / "samples",
+    ]
+    found: list[Path] = []
+    for folder in candidates:
+        if folder.is_dir():
+            jpgs = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+            found.extend(jpgs)
+    if not found:
+        for folder in candidates:
+            if folder.is_dir():
+                found.extend(sorted(p for p in folder.iterdir() if p.suffix.lower() in _SOURCE_SUFFIXES))
+    return found
+
+
+def _exif_with_orientation(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "photosift-bench"  # Make
+    return exif.tobytes()
+
+
+def phone_photo(
+    source: Path, seed: int, size: tuple[int, int] = PHONE_SIZE, grain: float = 5.0
+) -> Image.Image:
+    """One phone-like RGB frame (landscape ``size``) from ``source``: random crop, upscale, grain."""
+    rng = np.random.default_rng(seed)
+    with Image.open(source) as src:
+        im = src.convert("RGB")
+    w, h = im.size
+    target_ratio = size[0] / size[1]
+    if w / h > target_ratio:  # too wide: crop width
+        cw, ch = round(h * target_ratio), h
+    else:
+        cw, ch = w, round(w / target_ratio)
+    # A random crop of 85–100% so copies of one source differ in content, not just in grain.
+    f = float(rng.uniform(0.85, 1.0))
+    cw, ch = max(1, int(cw * f)), max(1, int(ch * f))
+    x0 = int(rng.integers(0, w - cw + 1))
+    y0 = int(rng.integers(0, h - ch + 1))
+    im = im.resize(size, Image.Resampling.BICUBIC, box=(x0, y0, x0 + cw, y0 + ch))
+    if rng.random() < 0.5:
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    arr = np.asarray(im, dtype=np.int16)
+    # Luma-ish grain (same on all channels) plus a little chroma noise, like a phone sensor after denoise.
+    if grain > 0:
+        luma = (rng.standard_normal(arr.shape[:2], dtype=np.float32) * grain).astype(np.int16)
+        chroma = (rng.standard_normal(arr.shape, dtype=np.float32) * (grain / 3)).astype(np.int16)
+        arr += luma[:, :, None]
+        arr += chroma
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def save_phone_jpeg(im: Image.Image, path: Path, orientation: int = 1, progressive: bool = False) -> None:
+    im.save(
+        path,
+        "JPEG",
+        quality=PHONE_QUALITY,
+        subsampling=2,  # 4:2:0
+        progressive=progressive,
+        optimize=False,
+        exif=_exif_with_orientation(orientation),
+    )
+
+
+def make_phone_corpus(
+    out: str | Path,
+    count: int,
+    sources: Sequence[Path] | None = None,
+    size: tuple[int, int] = PHONE_SIZE,
+    seed: int = 0,
+) -> list[Path]:
+    """``count`` phone-like baseline JPEGs in ``out`` (kept when already there: the corpus is deterministic)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    srcs = list(sources) if sources is not None else default_sources()
+    if not srcs:
+        raise FileNotFoundError("no source photos found for the benchmark corpus")
+    paths = [out / f"IMG_{i:05d}.jpg" for i in range(count)]
+    todo = [(i, p) for i, p in enumerate(paths) if not p.is_file()]
+    jobs = [(p, srcs[i % len(srcs)], seed + i, size, ORIENTATIONS[i % len(ORIENTATIONS)]) for i, p in todo]
+    if len(jobs) > 1 and (os.cpu_count() or 1) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+            list(pool.map(_make_one_phone, jobs))
+    else:
+        for job in jobs:
+            _make_one_phone(job)
+    return paths
+
+
+def _make_one_phone(job: tuple[Path, Path, int, tuple[int, int], int]) -> None:
+    path, source, seed, size, orientation = job
+    tmp = path.with_suffix(".tmp")
+    save_phone_jpeg(phone_photo(source, seed, size), tmp, orientation)
+    tmp.replace(path)
+
+
+def make_mixed_corpus(
+    out: str | Path, sources: Sequence[Path] | None = None, seed: int = 100, scale: float = 1.0
+) -> list[Path]:
+    """Formats a real library holds besides phone JPEGs: progressive JPEG, PNG, HEIC, small web images.
+
+    ``scale`` shrinks the large ones (tests use a small scale so the set builds in a fraction of a second).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    srcs = list(sources) if sources is not None else default_sources()
+    big = (max(64, int(PHONE_SIZE[0] * scale)), max(48, int(PHONE_SIZE[1] * scale)))
+    made: list[Path] = []
+    for i in range(2):
+        p = out / f"progressive_{i}.jpg"
+        if not p.is_file():
+            save_phone_jpeg(phone_photo(srcs[i % len(srcs)], seed + i, big), p, progressive=True)
+        made.append(p)
+    for i in range(2):
+        p = out / f"screenshot_{i}.png"
+        if not p.is_file():
+            w, h = max(32, int(2000 * scale)), max(24, int(1500 * scale))
+            phone_photo(srcs[(i + 2) % len(srcs)], seed + 10 + i, (w, h), grain=0).save(p, "PNG")
+        made.append(p)
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        for i in range(2):
+            p = out / f"iphone_{i}.heic"
+            if not p.is_file():
+                # Half size and little grain: x265 is slow to encode noise, and real HEICs are ~2 MB.
+                half = (big[0] // 2, big[1] // 2)
+                phone_photo(srcs[(i + 4) % len(srcs)], seed + 20 + i, half, grain=1).save(
+                    p, "HEIF", quality=80
+                )
+            made.append(p)
+    except Exception:  # no HEIF encoder in this pillow-heif build: the set simply has no HEIC
+        pass
+    for i in range(6):
+        p = out / f"web_{i}.jpg"
+        if not p.is_file():
+            im = phone_photo(srcs[(i + 6) % len(srcs)], seed + 30 + i, (800, 600), grain=2)
+            im.save(p, "JPEG", quality=80)
+        made.append(p)
+    return made
+
+
+def small_jpeg_bytes(source: Path, size: tuple[int, int] = (320, 240), seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    phone_photo(source, seed, size, grain=3).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def with_comment(jpeg: bytes, text: bytes) -> bytes:
+    """The same JPEG with a COM segment after SOI: identical pixels, distinct bytes (so a distinct hash)."""
+    assert jpeg[:2] == b"\xff\xd8"
+    return jpeg[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[2:]
+
+
+def make_many_small(out: str | Path, count: int, variants: int = 16) -> Path:
+    """``count`` small distinct JPEGs (320×240), in folders of 1,000: for the memory-at-scale benchmark."""
+    out = Path(out)
+    marker = out / f".complete-{count}"
+    if marker.is_file():
+        return out
+    srcs = default_sources()
+    bases = [small_jpeg_bytes(srcs[i % len(srcs)], seed=i) for i in range(variants)]
+    for i in range(count):
+        folder = out / f"{i // 1000:03d}"
+        if i % 1000 == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"small_{i:06d}.jpg").write_bytes(with_comment(bases[i % variants], b"%d" % i))
+    marker.touch()
+    return out
+
+
+def make_many_tiny(out: str | Path, count: int) -> Path:
+    """``count`` tiny distinct files named .jpg, in folders of 1,000: for the rescan benchmark (never decoded)."""
+    out = Path(out)
+    marker = out / f".complete-{count}"
+    if marker.is_file():
+        return out
+    for i in range(count):
+        folder = out / f"{i // 1000:03d}"
+        if i % 1000 == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f_{i:06d}.jpg").write_bytes(b"\xff\xd8\xff%d" % i)
+    marker.touch()
+    return out
