@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from photosift.errors import ModelError, ProviderError
-from photosift.models.registry import ModelCard, ResolvedModel
+from photosift.models.registry import ModelCard, ResolvedModel, card_from_metadata
 
 # Best first. Names users type -> ORT provider names.
 PROVIDER_ALIASES = {
@@ -83,6 +83,8 @@ def candidate_providers(requested: str, available: list[str]) -> list[str]:
 class OrtEngine:
     """Runs a classifier model on batches of CHW float32 tensors."""
 
+    card: ModelCard
+
     def __init__(
         self,
         model: ResolvedModel,
@@ -97,7 +99,9 @@ class OrtEngine:
         import onnxruntime as ort
 
         self.model = model
-        self.card: ModelCard = model.card
+        # The card is read from the session's own metadata: a second session just for the card would cost
+        # ~60 ms of every cold start.
+        known_card: ModelCard | None = model.__dict__.get("card")
         self._ort = ort
         available = ort.get_available_providers()
         threads = intra_op_threads if intra_op_threads is not None else (os.cpu_count() or 1)
@@ -106,8 +110,15 @@ class OrtEngine:
         for name in candidates if candidates is not None else candidate_providers(provider, available):
             try:
                 session = self._create(name, threads, spinning, cache_dir)
+                if known_card is None:
+                    known_card = card_from_metadata(session.get_modelmeta().custom_metadata_map, model.path)
+                    model.__dict__["card"] = known_card  # ResolvedModel.card is a cached_property
+                self.card = known_card
+                self._check_io(session)
                 self._warm_up(session, warmup_batch)
-            except Exception as exc:  # any failure means: try the next provider
+            except ModelError:
+                raise  # the model itself is wrong: another provider will not help
+            except Exception as exc:  # any other failure means: try the next provider
                 attempts.append(ProviderAttempt(name, False, _one_line(exc)))
                 continue
             attempts.append(ProviderAttempt(name, True))
@@ -153,7 +164,6 @@ class OrtEngine:
             raise
         if provider != "CPUExecutionProvider" and session.get_providers()[0] != provider:
             raise ProviderError(f"{provider} was not applied by onnxruntime")
-        self._check_io(session)
         return session
 
     def _check_io(self, session: Any) -> None:

@@ -125,7 +125,10 @@ def read_card(path: Path) -> ModelCard:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ModelError(f"{path}: not a loadable ONNX model ({_first_line(exc)})") from None
-    meta = sess.get_modelmeta().custom_metadata_map
+    return card_from_metadata(sess.get_modelmeta().custom_metadata_map, path)
+
+
+def card_from_metadata(meta: dict[str, str], path: Path) -> ModelCard:
     if CARD_KEY not in meta:
         raise ModelError(f"{path}: the model has no photosift model card (export it with `photosift export`)")
     return ModelCard.from_json(meta[CARD_KEY], str(path))
