@@ -22,7 +22,9 @@ def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeli
     engine = build_engine(settings)
     catalog = catalog or Catalog(settings.db_path)
     album = AlbumClassifier.load(settings.rules_path, settings.data_dir, catalog.path, engine.model.sha256)
-    options = ClassifyOptions(batch_size=settings.batch_size, workers=settings.workers)
+    options = ClassifyOptions(
+        batch_size=settings.batch_size, workers=settings.workers, gpu_decode=settings.gpu_decode
+    )
     detector = PeopleDetector() if settings.people else None
     return Pipeline(
         engine, catalog, categorizer=album, people=(lambda: detector) if detector else None, options=options

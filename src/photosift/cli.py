@@ -101,6 +101,10 @@ def classify(
         typer.Option("--people/--no-people", help="Detect faces for the people category (default on)."),
     ] = None,
     rules: RulesOpt = None,
+    gpu_decode: Annotated[
+        bool | None,
+        typer.Option("--gpu-decode", help="Decode JPEGs on an NVIDIA GPU (nvJPEG) when possible."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Classify every photo under PATHS into the catalog; unchanged files are not decoded again."""
@@ -117,6 +121,7 @@ def classify(
         provider=provider.value,
         rules=rules,
         people=people,
+        gpu_decode=gpu_decode,
     )
     from photosift.app import build_pipeline
 

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     rules: Path | None = None
     # Face detection for the "people" category (MTCNN on the already-decoded image, ~15-30 ms a photo).
     people: bool = True
+    # JPEG decode on an NVIDIA GPU (nvJPEG via torchvision); falls back to the CPU decoder with a logged reason.
+    gpu_decode: bool = False
 
     @property
     def db_path(self) -> Path:
