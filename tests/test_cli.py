@@ -127,36 +127,35 @@ def _corpus(tmp_path: Path, data_dir: Path, n: int) -> Path:
     return corpus
 
 
-def test_sigkill_mid_run_loses_nothing_committed(tmp_path: Path, data_dir: Path) -> None:
-    n = 120
-    corpus = _corpus(tmp_path, data_dir, n)
-    db = tmp_path / "c.db"
-    cmd = [
-        sys.executable,
-        "-m",
-        "photosift",
-        "classify",
-        str(corpus),
-        "--db",
-        str(db),
-        "--batch-size",
-        "4",
-        "--workers",
-        "1",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
+def _slow_classify(corpus: Path, db: Path) -> list[str]:
+    """A classify command with small batches and one loader, so it commits often and can be interrupted."""
+    return [sys.executable, "-m", "photosift", "classify", str(corpus), "--db", str(db), "--batch-size", "4",
+            "--workers", "1"]  # fmt: skip
+
+
+def _wait_for_rows(db: Path, proc: subprocess.Popen, rows: int, timeout: float = 60) -> int:
+    """Poll the catalog until the running process has committed ``rows`` photos; returns the count seen."""
+    deadline = time.time() + timeout
     stored = 0
     while time.time() < deadline and proc.poll() is None:
-        if db.exists():
+        if db.exists():  # connecting would create it
             try:
                 with sqlite3.connect(db, timeout=1) as c:
                     stored = c.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
             except sqlite3.OperationalError:
-                stored = 0
-            if stored >= 8:
-                break
+                stored = 0  # tables not created yet
+        if stored >= rows:
+            break
         time.sleep(0.02)
+    return stored
+
+
+def test_sigkill_mid_run_loses_nothing_committed(tmp_path: Path, data_dir: Path) -> None:
+    n = 120
+    db = tmp_path / "c.db"
+    cmd = _slow_classify(_corpus(tmp_path, data_dir, n), db)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_rows(db, proc, 8)
     assert proc.poll() is None, "run finished before it could be killed; make the corpus larger"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -241,31 +240,10 @@ def test_models_listing() -> None:
 
 def test_ctrl_c_stops_cleanly_and_keeps_committed_work(tmp_path: Path, data_dir: Path) -> None:
     n = 120
-    corpus = _corpus(tmp_path, data_dir, n)
     db = tmp_path / "c.db"
-    cmd = [
-        sys.executable,
-        "-m",
-        "photosift",
-        "classify",
-        str(corpus),
-        "--db",
-        str(db),
-        "--batch-size",
-        "4",
-        "--workers",
-        "1",
-    ]
+    cmd = _slow_classify(_corpus(tmp_path, data_dir, n), db)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            with sqlite3.connect(db, timeout=1) as c:
-                if c.execute("SELECT COUNT(*) FROM photos").fetchone()[0] >= 8:
-                    break
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.02)
+    assert _wait_for_rows(db, proc, 8) >= 8
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
