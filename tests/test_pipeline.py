@@ -148,3 +148,13 @@ def test_catalog_migrations_recorded(tmp_path: Path) -> None:
         assert cat.schema_version() >= 1
     with Catalog(tmp_path / "c.db", readonly=True) as cat:
         assert cat.results() == []
+
+
+def test_label_filter_applies_before_the_limit(pipeline, photos_dir: Path) -> None:
+    pipeline.run([str(photos_dir)])
+    everything = pipeline.catalog.results()
+    target = next(r for r in everything if r.path.endswith("coffee.jpg")).label
+    assert target
+    first = pipeline.catalog.results(label=target.upper()[:5], limit=1)
+    assert len(first) == 1 and target.lower()[:5] in first[0].label.lower()
+    assert pipeline.catalog.results(label="no label has this text") == []

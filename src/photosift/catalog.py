@@ -366,17 +366,17 @@ class Catalog:
         if status is not None:
             where.append("p.status = :status")
             params["status"] = status
+        if label is not None:
+            # In SQL, before LIMIT/OFFSET: a filter applied after them would return short pages.
+            where.append("instr(lower(json_extract(r.top5, '$[0].label')), :label) > 0")
+            params["label"] = label.lower()
         sql = (
             self._RESULT_SELECT
             + " WHERE "
             + " AND ".join(where)
             + " ORDER BY p.path LIMIT :limit OFFSET :offset"
         )
-        rows = [self._row(r) for r in self.db.execute(sql, params)]
-        if label is not None:
-            needle = label.lower()
-            rows = [r for r in rows if r.label and needle in r.label.lower()]
-        return rows
+        return [self._row(r) for r in self.db.execute(sql, params)]
 
     def photo(self, photo_id: int) -> ResultRow | None:
         row = self.db.execute(
