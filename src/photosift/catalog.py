@@ -291,13 +291,6 @@ class Catalog:
         row = self.db.execute("SELECT model_sha256 FROM results ORDER BY created_at DESC LIMIT 1").fetchone()
         return row[0] if row else None
 
-    def model_labels(self, sha256: str) -> list[str]:
-        row = self.db.execute("SELECT labels FROM models WHERE sha256 = ?", (sha256,)).fetchone()
-        if row is None:
-            raise CatalogError(f"{self.path}: unknown model {sha256[:12]}")
-        labels: list[str] = json.loads(row[0])
-        return labels
-
     def write_batch(
         self,
         photos: Iterable[PhotoRecord],

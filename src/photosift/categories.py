@@ -32,9 +32,9 @@ import numpy as np
 import yaml
 
 from photosift.errors import RulesError, UnknownCategory
+from photosift.models.registry import imagenet_labels
 
 BUILTIN_RULES = Path(str(resources.files("photosift.data"))) / "categories.yaml"
-_IMAGENET_LABELS = Path(str(resources.files("photosift.models"))) / "imagenet_labels.json"
 OTHER = "other"
 PEOPLE = "people"
 
@@ -134,12 +134,6 @@ class CategoryResult:
 
 
 # -- loading ----------------------------------------------------------------------------------------------------
-
-
-def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet class names the shipped rules are written against (the packaged models' labels)."""
-    labels: list[str] = json.loads(_IMAGENET_LABELS.read_text())
-    return labels
 
 
 def load_rules(path: Path | None = None, labels: Sequence[str] | None = None) -> Rules:

