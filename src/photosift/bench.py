@@ -750,25 +750,36 @@ def render(report: dict[str, Any]) -> Any:
             f"{s['other_cores']:.2f}",
             s["note"],
         )
-    lim = report["limit"]
-    lines = [
-        f"limit: {lim['cores']} cores / ({lim['decode_core_ms']} + {lim['infer_core_ms']}) core-ms = {lim['photos_per_s']} photos/s; "
-        f"pipeline at {lim['pipeline_fraction']:.1%} of it; {report['speedup_vs_naive']}x the naive loop",
-    ]
-    lines.append(
-        f"with face detection (+{lim['people_core_ms']} core-ms): limit {lim['photos_per_s_with_people']} photos/s; "
-        f"pipeline at {lim['pipeline_with_people_fraction']:.1%} of it"
-    )
-    for key in ("classify_cli", "classify_cli_no_people"):
-        if key in report:
-            c = report[key]
-            lines.append(
-                f"{key} steady state: {c['steady_photos_per_s']} photos/s = {c['speedup_vs_naive']}x naive, {c['fraction_of_limit']:.1%} of its limit"
-            )
+    lines = summary_lines(report)
     for key in ("memory", "rescan", "cold_start"):
         if key in report:
             lines.append(f"{key}: {json.dumps(report[key])}")
     return Group(t, *(Text(line) for line in lines))
+
+
+def summary_lines(
+    report: dict[str, Any],
+    strong: Callable[[str], str] = str,
+    code: Callable[[str], str] = str,
+) -> list[str]:
+    """The limit and the speed-ups in sentences; ``strong``/``code`` add Markdown where it is wanted."""
+    lim = report["limit"]
+    fraction = f"{lim['pipeline_fraction']:.1%}"
+    lines = [
+        f"Limit: {lim['cores']} cores / ({lim['decode_core_ms']} + {lim['infer_core_ms']}) core-ms = "
+        f"{strong(str(lim['photos_per_s']) + ' photos/s')}; pipeline at {strong(fraction)} "
+        f"of it, {strong(str(report['speedup_vs_naive']) + '×')} the naive loop.",
+        f"With face detection (+{lim['people_core_ms']} core-ms/photo) the limit is "
+        f"{lim['photos_per_s_with_people']} photos/s; the pipeline reaches {lim['pipeline_with_people_fraction']:.1%} of it.",
+    ]
+    for key in ("classify_cli", "classify_cli_no_people"):
+        if key in report:
+            c = report[key]
+            lines.append(
+                f"{code(key)} steady state: {strong(str(c['steady_photos_per_s']) + ' photos/s')} = "
+                f"{strong(str(c['speedup_vs_naive']) + '×')} naive, {c['fraction_of_limit']:.1%} of its limit."
+            )
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -782,22 +793,5 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {s['name']} | {s['photos']} | {s['photos_per_s']:.1f} | {s['ms_per_photo']:.1f} | "
             f"{s['core_ms_per_photo']:.1f} | {s['cpu_util']:.0%} | {s['peak_rss_mb']:.0f} | {s['other_cores']:.2f} | {s['note']} |"
         )
-    lim = report["limit"]
-    lines += [
-        "",
-        f"Limit: {lim['cores']} cores / ({lim['decode_core_ms']} + {lim['infer_core_ms']}) core-ms = "
-        f"**{lim['photos_per_s']} photos/s**; pipeline at **{lim['pipeline_fraction']:.1%}** of it, "
-        f"**{report['speedup_vs_naive']}×** the naive loop.",
-    ]
-    lines.append(
-        f"With face detection (+{lim['people_core_ms']} core-ms/photo) the limit is {lim['photos_per_s_with_people']} photos/s; "
-        f"the pipeline reaches {lim['pipeline_with_people_fraction']:.1%} of it."
-    )
-    for key in ("classify_cli", "classify_cli_no_people"):
-        if key in report:
-            c = report[key]
-            lines.append(
-                f"`{key}` steady state: **{c['steady_photos_per_s']} photos/s** = "
-                f"**{c['speedup_vs_naive']}×** naive, {c['fraction_of_limit']:.1%} of its limit."
-            )
+    lines += ["", *summary_lines(report, strong=lambda text: f"**{text}**", code=lambda text: f"`{text}`")]
     return "\n".join(lines)
