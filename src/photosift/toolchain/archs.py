@@ -83,6 +83,7 @@ def build(arch: str, weights: Path) -> tuple[Any, ArchDefaults]:
     """Instantiate ``arch`` with ``weights`` in eval mode; returns (module, card defaults)."""
     torch = _require_torch()
     nn = torch.nn
+    module: Any
     if arch in LITE_SIZES:
         try:
             from efficientnet_lite_pytorch import EfficientNet
@@ -93,7 +94,7 @@ def build(arch: str, weights: Path) -> tuple[Any, ArchDefaults]:
         _strict_load(net, _load_state_dict(weights), weights)
         size = LITE_SIZES[arch]
 
-        class LiteWithEmbedding(nn.Module):  # type: ignore[misc,name-defined]
+        class LiteWithEmbedding(nn.Module):  # type: ignore[name-defined]
             def __init__(self, inner: Any) -> None:
                 super().__init__()
                 self.inner = inner
@@ -169,8 +170,8 @@ def _user_module(spec: str, weights: Path) -> tuple[Any, ArchDefaults]:
     defaults = ArchDefaults(
         size,
         int(card.get("resize_size", resize_for(size))),
-        tuple(card.get("mean", TORCHVISION_MEAN)),  # type: ignore[arg-type]
-        tuple(card.get("std", TORCHVISION_STD)),  # type: ignore[arg-type]
+        tuple(card.get("mean", TORCHVISION_MEAN)),
+        tuple(card.get("std", TORCHVISION_STD)),
         source=str(card.get("source", f"user module {spec}")),
         license=str(card.get("license", "")),
     )

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from photosift.errors import PhotosiftError, ToolchainError
-from photosift.models.registry import CARD_KEY, ModelCard, imagenet_labels, sha256_file
+from photosift.models.registry import ModelCard, imagenet_labels, sha256_file
 from photosift.toolchain.archs import ArchDefaults, build
+from photosift.toolchain.modelfile import list_images, ort_optimize, set_card
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif"}
 
 
 @dataclass
@@ -45,7 +45,7 @@ class ExportResult:
 def parity_images(folder: Path, limit: int = 16) -> list[Path]:
     if not folder.is_dir():
         raise ToolchainError(f"{folder}: parity image folder not found")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = list_images(folder)
     if not files:
         raise ToolchainError(f"{folder}: no images for the parity check")
     return files[:limit]
@@ -112,28 +112,9 @@ def _set_card(path: Path, card: ModelCard, out: Path) -> None:
     import onnx
 
     model = onnx.load(str(path))
-    del model.metadata_props[:]
-    entry = model.metadata_props.add()
-    entry.key, entry.value = CARD_KEY, card.to_json()
-    model.doc_string = f"photosift model {card.name}: {card.arch}, {card.precision}"
-    model.producer_name = "photosift"
+    set_card(model, card)
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
-
-
-def ort_optimize(src: Path, dst: Path, level: str = "basic") -> None:
-    """Offline ORT graph optimization. 'basic' is portable (provider-independent rewrites only)."""
-    import onnxruntime as ort
-
-    levels = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = levels[level]
-    opts.optimized_model_filepath = str(dst)
-    ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def export(

@@ -1,0 +1,234 @@
+"""Measure a model on labelled photos: agreement with a reference model, ImageNet accuracy, album accuracy.
+
+The labels CSV has a header and the columns ``file,category[,source]``; ``file`` is relative to the images
+folder (default: ``images/`` beside the CSV if it exists, else the CSV's own folder). A ``category`` that is one
+of the model's class labels (case-insensitive) counts towards ImageNet accuracy; when a ``categorize`` function
+is given ((probabilities (N, classes), the N files) -> N album category names: the CLI passes the rules and the
+face detector, as classify uses them), every labelled row counts towards album
+accuracy and a confusion table. Without a CSV, every image under ``images`` is used for agreement only.
+
+The reference defaults to the FP32 model the card names when ``model`` is a quantized one (the packaged INT8
+Lite0's card names ``efficientnet-lite0``).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from photosift.errors import PhotosiftError, ToolchainError
+from photosift.imaging import load_tensor
+from photosift.models.registry import ModelCard, registry, resolve_model
+from photosift.toolchain.modelfile import Agreement, list_images, load_checked, run_logits, session
+
+Categorize = Callable[[np.ndarray, list[Path]], list[str]]  # (probabilities, photo files) -> categories
+
+
+@dataclass
+class Accuracy:
+    labelled: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float | None:
+        return round(self.correct / self.labelled, 4) if self.labelled else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"labelled": self.labelled, "correct": self.correct, "accuracy": self.accuracy}
+
+
+@dataclass
+class EvalReport:
+    model: str
+    reference: str | None
+    images: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    agreement: float | None = None  # top-1 of model == top-1 of reference
+    top5_containment: float | None = None  # reference top-1 within model top-5
+    max_abs_diff: float | None = None  # max |Δlogit|
+    imagenet: Accuracy | None = None
+    reference_imagenet: Accuracy | None = None
+    album: Accuracy | None = None
+    reference_album: Accuracy | None = None
+    confusion: dict[str, dict[str, int]] = field(default_factory=dict)  # true category -> predicted -> count
+    disagreements: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("imagenet", "reference_imagenet", "album", "reference_album"):
+            value = getattr(self, key)
+            d[key] = value.to_dict() if value else None
+        d["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
+        return d
+
+
+@dataclass
+class _Row:
+    file: str
+    category: str | None
+
+
+def read_labels(labels_csv: Path) -> list[_Row]:
+    try:
+        with labels_csv.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip().lower() for c in (reader.fieldnames or [])]
+            if "file" not in fields:
+                raise ToolchainError(
+                    f"{labels_csv}: needs a header with a 'file' column (file,category[,source])"
+                )
+            rows = []
+            for raw in reader:
+                item = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
+                if item.get("file"):
+                    rows.append(_Row(item["file"], item.get("category") or None))
+    except OSError as exc:
+        raise ToolchainError(f"{labels_csv}: cannot read labels ({exc.strerror or exc})") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ToolchainError(f"{labels_csv}: not a CSV file ({exc})") from None
+    if not rows:
+        raise ToolchainError(f"{labels_csv}: no rows")
+    return rows
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _resolve(name_or_path: Path | str) -> Path:
+    try:
+        return resolve_model(str(name_or_path)).path
+    except PhotosiftError as exc:
+        raise ToolchainError(str(exc)) from None
+
+
+def _default_reference(card: ModelCard, model_path: Path) -> Path | None:
+    if card.precision == "fp32":
+        return None
+    entry = registry().get(card.name)
+    if entry is None or not entry.path.is_file() or entry.summary.get("precision") != "fp32":
+        return None
+    return entry.path if entry.path.resolve() != model_path.resolve() else None
+
+
+def _imagenet_accuracy(logits: np.ndarray, rows: list[_Row], labels: list[str]) -> Accuracy | None:
+    index = {label.lower(): i for i, label in enumerate(labels)}
+    hits = [
+        (i, index[r.category.lower()])
+        for i, r in enumerate(rows)
+        if r.category and r.category.lower() in index
+    ]
+    if not hits:
+        return None
+    correct = sum(int(logits[i].argmax() == want) for i, want in hits)
+    return Accuracy(len(hits), correct)
+
+
+def _album(predicted: list[str], rows: list[_Row]) -> tuple[Accuracy, dict[str, dict[str, int]]]:
+    confusion: dict[str, dict[str, int]] = {}
+    labelled = correct = 0
+    for row, pred in zip(rows, predicted, strict=True):
+        if not row.category:
+            continue
+        labelled += 1
+        correct += int(pred == row.category)
+        confusion.setdefault(row.category, {})
+        confusion[row.category][pred] = confusion[row.category].get(pred, 0) + 1
+    return Accuracy(labelled, correct), confusion
+
+
+def _categorize(categorize: Categorize, logits: np.ndarray, files: list[Path]) -> list[str]:
+    predicted = list(categorize(_softmax(logits), files))
+    if len(predicted) != len(logits):
+        raise ToolchainError(f"categorize returned {len(predicted)} categories for {len(logits)} photos")
+    return [str(p) for p in predicted]
+
+
+def evaluate(
+    model: Path,
+    labels_csv: Path | None = None,
+    images: Path | None = None,
+    reference: Path | None = None,
+    categorize: Categorize | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """Evaluate ``model`` (a path or a registered name) on labelled or unlabelled photos."""
+    say = progress or (lambda _msg: None)
+    checked = load_checked(_resolve(model))
+    card = checked.card
+    if labels_csv is not None:
+        labels_csv = Path(labels_csv)
+        rows = read_labels(labels_csv)
+        if images is None:
+            images = (
+                labels_csv.parent / "images" if (labels_csv.parent / "images").is_dir() else labels_csv.parent
+            )
+    elif images is not None:
+        if not Path(images).is_dir():
+            raise ToolchainError(f"{images}: images folder not found")
+        rows = [_Row(p.relative_to(images).as_posix(), None) for p in list_images(Path(images))]
+        if not rows:
+            raise ToolchainError(f"{images}: no images")
+    else:
+        raise ToolchainError("evaluate needs a labels CSV or an images folder")
+    images = Path(images)
+    ref_path = _resolve(reference) if reference is not None else _default_reference(card, checked.path)
+    ref_checked = load_checked(ref_path) if ref_path is not None else None
+    if ref_checked is not None and ref_checked.card.preprocess != card.preprocess:
+        raise ToolchainError(
+            f"{ref_path}: preprocesses photos differently from {checked.path}; not comparable"
+        )
+
+    tensors, kept, skipped = [], [], []
+    for row in rows:
+        path = images / row.file
+        try:
+            tensors.append(load_tensor(path, card.preprocess))
+            kept.append(row)
+        except PhotosiftError as exc:
+            skipped.append((str(path), getattr(exc, "reason", str(exc))))
+    if not tensors:
+        raise ToolchainError(f"{images}: none of the {len(rows)} listed photos could be read")
+    say(f"{len(kept)} photos" + (f", {len(skipped)} skipped" if skipped else ""))
+    x = np.stack(tensors)
+    logits = run_logits(session(checked.path), card, x)
+    result = EvalReport(
+        model=str(checked.path),
+        reference=str(ref_path) if ref_path else None,
+        images=len(kept),
+        skipped=skipped,
+        imagenet=_imagenet_accuracy(logits, kept, card.labels),
+    )
+    ref_logits = None
+    if ref_checked is not None:
+        ref_logits = run_logits(session(ref_checked.path), ref_checked.card, x)
+        top1 = ref_logits.argmax(1)
+        a = Agreement.of(ref_logits, logits)
+        result.agreement, result.top5_containment, result.max_abs_diff = (
+            a.top1,
+            a.top5_containment,
+            a.max_abs_diff,
+        )
+        result.reference_imagenet = _imagenet_accuracy(ref_logits, kept, ref_checked.card.labels)
+        result.disagreements = [
+            {
+                "file": row.file,
+                "label": card.labels[int(logits[i].argmax())],
+                "reference": ref_checked.card.labels[int(top1[i])],
+            }
+            for i, row in enumerate(kept)
+            if logits[i].argmax() != top1[i]
+        ]
+    if categorize is not None and any(r.category for r in kept):
+        files = [images / row.file for row in kept]
+        result.album, result.confusion = _album(_categorize(categorize, logits, files), kept)
+        if ref_logits is not None:
+            result.reference_album, _ = _album(_categorize(categorize, ref_logits, files), kept)
+    return result

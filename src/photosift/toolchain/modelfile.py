@@ -1,0 +1,265 @@
+"""The model-file plumbing the toolchain steps share: loading and checking a carded ONNX model, writing it
+atomically, sessions, logits, agreement with a reference, timing on ready tensors.
+
+Every failure is a one-line :class:`~photosift.errors.ToolchainError` naming the file and the reason; every
+output goes through :func:`atomic_output`, so a failed step never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from photosift.errors import ModelError, PhotosiftError, ToolchainError
+from photosift.models.registry import CARD_KEY, ModelCard, resolve_model
+from photosift.scanner import IMAGE_EXTENSIONS
+
+SPEED_BATCH = 8
+SPEED_THREADS = 2
+
+
+@dataclass
+class CheckedModel:
+    """An ONNX file that parsed, carries a model card, and whose input matches it."""
+
+    path: Path
+    proto: Any  # onnx.ModelProto
+    card: ModelCard
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, by the scanner's extensions), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def load_checked(path: Path) -> CheckedModel:
+    """Load ``path`` (or a registered model's name) and check it against its card.
+
+    Every failure is a one-line ToolchainError naming the file and the reason.
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.is_file() and path.suffix != ".onnx" and len(path.parts) == 1:
+        try:  # a registered model's name ("efficientnet-lite0")
+            path = resolve_model(str(path)).path
+        except PhotosiftError as exc:
+            raise ToolchainError(str(exc)) from None
+    if not path.is_file():
+        raise ToolchainError(f"{path}: model file not found")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:
+        raise ToolchainError(f"{path}: not an ONNX model ({first_line(exc)})") from None
+    if not proto.graph.node:
+        raise ToolchainError(f"{path}: not an ONNX model (no graph)")
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if CARD_KEY not in meta:
+        raise ToolchainError(
+            f"{path}: the model has no photosift model card (export it with `photosift export`)"
+        )
+    try:
+        card = ModelCard.from_json(meta[CARD_KEY], str(path))
+    except ModelError as exc:
+        raise ToolchainError(str(exc)) from None
+    inits = {i.name for i in proto.graph.initializer}
+    inputs = {i.name: i for i in proto.graph.input if i.name not in inits}
+    want = f"[batch, 3, {card.input_size}, {card.input_size}]"
+    if card.input_name not in inputs:
+        raise ToolchainError(
+            f"{path}: no input named {card.input_name!r} as its model card says (has {', '.join(inputs)})"
+        )
+    dims = inputs[card.input_name].type.tensor_type.shape.dim
+    got = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    expected = [None, 3, card.input_size, card.input_size]
+    if len(got) != 4 or any(
+        g is not None and e is not None and g != e for g, e in zip(got, expected, strict=True)
+    ):
+        shown = "[" + ", ".join("?" if g is None else str(g) for g in got) + "]"
+        raise ToolchainError(
+            f"{path}: input {card.input_name!r} has shape {shown} but the model card says {want}"
+        )
+    if card.logits_name not in {o.name for o in proto.graph.output}:
+        raise ToolchainError(f"{path}: no output named {card.logits_name!r} as its model card says")
+    return CheckedModel(path, proto, card)
+
+
+def set_card(proto: Any, card: ModelCard, keep: Sequence[Any] = ()) -> None:
+    """Store ``card`` in ``proto``'s metadata (other metadata in ``keep`` is carried over)."""
+    del proto.metadata_props[:]
+    for prop in keep:
+        if prop.key != CARD_KEY:
+            proto.metadata_props.add(key=prop.key, value=prop.value)
+    proto.metadata_props.add(key=CARD_KEY, value=card.to_json())
+    proto.doc_string = f"photosift model {card.name}: {card.arch}, {card.precision}"
+    proto.producer_name = "photosift"
+
+
+@contextmanager
+def quiet_logging() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs warnings (pre-processing advice) on the root logger on every call."""
+    previous = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.getLogger().setLevel(previous)
+
+
+@contextmanager
+def atomic_output(out: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``out``; it replaces ``out`` only if the block finishes without error."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; the output is an ordinary file
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save(proto: Any, path: Path) -> None:
+    import onnx
+
+    onnx.save(proto, str(path))
+
+
+def session(model: Path | bytes, threads: int = SPEED_THREADS, level: str = "all") -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = {
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    src = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ToolchainError(
+            f"{model if not isinstance(model, bytes) else 'model'}: ONNX Runtime cannot load it ({first_line(exc)})"
+        ) from None
+
+
+def ort_optimize(src: Path, dst: Path, level: str = "basic") -> None:
+    """Offline ORT graph optimization. 'basic' is portable (provider-independent rewrites only)."""
+    import onnxruntime as ort
+
+    levels = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = levels[level]
+    opts.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_logits(sess: Any, card: ModelCard, x: np.ndarray, batch: int = 32) -> np.ndarray:
+    return np.concatenate(
+        [
+            sess.run([card.logits_name], {card.input_name: x[i : i + batch]})[0]
+            for i in range(0, len(x), batch)
+        ]
+    )
+
+
+@dataclass
+class Agreement:
+    """How well ``got`` logits reproduce ``ref`` logits, photo by photo."""
+
+    top1: float  # share of photos with the same top-1
+    top5_containment: float  # share whose reference top-1 is within the model's top 5
+    max_abs_diff: float  # largest |Δlogit|
+
+    @classmethod
+    def of(cls, ref: np.ndarray, got: np.ndarray) -> Agreement:
+        top1 = ref.argmax(1)
+        top5 = np.argsort(-got, axis=1)[:, :5]
+        return cls(
+            round(float((top1 == got.argmax(1)).mean()), 4),
+            round(float((top5 == top1[:, None]).any(1).mean()), 4),
+            round(float(np.abs(ref - got).max()), 4),
+        )
+
+
+def probe_inputs(card: ModelCard, n: int = 4, seed: int = 0) -> np.ndarray:
+    """Deterministic inputs in the range real preprocessed photos take (smooth noise, then normalised)."""
+    rng = np.random.default_rng(seed)
+    s = card.input_size
+    coarse = rng.uniform(0, 255, size=(n, 3, max(2, s // 16), max(2, s // 16))).astype(np.float32)
+    img = coarse.repeat(16, axis=2).repeat(16, axis=3)[:, :, :s, :s]
+    if img.shape[2] < s:
+        img = np.pad(img, ((0, 0), (0, 0), (0, s - img.shape[2]), (0, s - img.shape[3])), mode="edge")
+    img = img + rng.normal(0, 8, size=img.shape).astype(np.float32)
+    mean = np.asarray(card.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(card.std, np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((np.clip(img, 0, 255) - mean) / std, dtype=np.float32)
+
+
+@dataclass
+class Speed:
+    """Images per second on ready tensors, same thread settings for both models, interleaved rounds."""
+
+    reference_ips: float
+    model_ips: float
+    batch: int = SPEED_BATCH
+    threads: int = SPEED_THREADS
+
+    @property
+    def speedup(self) -> float:
+        return self.model_ips / self.reference_ips if self.reference_ips else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "speedup": round(self.speedup, 3)}
+
+
+def _time_runs(sess: Any, feed: dict[str, np.ndarray], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def compare_speed(
+    reference: Any, model: Any, card: ModelCard, x: np.ndarray | None = None, rounds: int = 5, reps: int = 8
+) -> Speed:
+    """Throughput of two sessions on the same batch, alternating rounds so a noisy machine hits both alike."""
+    if x is None or len(x) < SPEED_BATCH:
+        x = probe_inputs(card, SPEED_BATCH, seed=1)
+    feed = {card.input_name: np.ascontiguousarray(x[:SPEED_BATCH])}
+    for sess in (reference, model):
+        for _ in range(3):
+            sess.run(None, feed)
+    ref_t, mod_t = [], []
+    for _ in range(rounds):
+        ref_t.append(_time_runs(reference, feed, reps))
+        mod_t.append(_time_runs(model, feed, reps))
+    return Speed(SPEED_BATCH / float(np.median(ref_t)), SPEED_BATCH / float(np.median(mod_t)))

@@ -1,0 +1,124 @@
+"""Evaluation: agreement with a reference, ImageNet accuracy, album accuracy and confusion, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from photosift.errors import ToolchainError
+from photosift.models.registry import CARD_KEY, ModelCard
+from photosift.toolchain.evaluate import evaluate
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture()
+def labelled(tmp_path: Path, lite0) -> Path:  # type: ignore[no-untyped-def]
+    """labels.csv beside images/: two rows with the FP32 model's own ImageNet label, one wrong, one album-only."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "flower.jpg"):
+        shutil.copy2(DATA / name, images / name)
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    import onnxruntime as ort
+
+    from photosift.imaging import load_tensor
+
+    card = lite0.card
+    sess = ort.InferenceSession(str(lite0.path), providers=["CPUExecutionProvider"])
+    top = {}
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        logits = sess.run(["logits"], {"input": load_tensor(images / name, card.preprocess)[None]})[0]
+        top[name] = card.labels[int(logits.argmax())]
+    csv = tmp_path / "labels.csv"
+    csv.write_text(
+        "file,category,source\n"
+        f"chelsea.jpg,{top['chelsea.jpg']},test\n"
+        f"coffee.jpg,{top['coffee.jpg'].upper()},test\n"
+        "rocket.jpg,goldfish,test\n"
+        "flower.jpg,plants,test\n"
+        "broken.jpg,objects,test\n"
+    )
+    return csv
+
+
+def _int8_carded_copy(src: Path, dst: Path) -> Path:
+    """The FP32 file with a card that says int8: the default reference must then be the packaged FP32 model."""
+    m = onnx.load(str(src))
+    meta = {p.key: p.value for p in m.metadata_props}
+    card = ModelCard.from_json(meta[CARD_KEY], "src").model_copy(update={"precision": "int8"})
+    for p in m.metadata_props:
+        if p.key == CARD_KEY:
+            p.value = card.to_json()
+    onnx.save(m, str(dst))
+    return dst
+
+
+def test_imagenet_accuracy_and_agreement(labelled: Path, tmp_path: Path, lite0) -> None:  # type: ignore[no-untyped-def]
+    model = _int8_carded_copy(lite0.path, tmp_path / "fake-int8.onnx")
+    report = evaluate(model, labelled)
+    assert report.reference == str(lite0.path)
+    assert report.images == 4 and [Path(p).name for p, _ in report.skipped] == ["broken.jpg"]
+    assert report.agreement == 1.0 and report.top5_containment == 1.0 and report.max_abs_diff == 0.0
+    assert report.imagenet is not None and (report.imagenet.labelled, report.imagenet.correct) == (3, 2)
+    assert report.reference_imagenet == report.imagenet
+    assert report.album is None  # no categorize function given
+    json.dumps(report.to_dict())
+
+
+def test_album_accuracy_and_confusion(labelled: Path, lite0) -> None:  # type: ignore[no-untyped-def]
+    calls = []
+
+    def categorize(probs: np.ndarray, files: list[Path]) -> list[str]:
+        assert len(files) == len(probs) and all(f.is_file() for f in files)
+        calls.append(probs.shape)
+        assert np.allclose(probs.sum(1), 1.0, atol=1e-4)
+        return ["plants" if i % 2 else "animals" for i in range(len(probs))]
+
+    report = evaluate(lite0.path, labelled, categorize=categorize)
+    assert report.reference is None and report.agreement is None  # an FP32 model has no default reference
+    assert calls == [(4, 1000)]
+    assert report.album is not None and (report.album.labelled, report.album.correct) == (
+        4,
+        1,
+    )  # flower -> plants
+    assert report.confusion["plants"] == {"plants": 1}
+    assert sum(sum(row.values()) for row in report.confusion.values()) == 4
+
+
+def test_explicit_reference_and_images_only(tmp_path: Path, lite0) -> None:  # type: ignore[no-untyped-def]
+    images = tmp_path / "pics"
+    images.mkdir()
+    for name in ("astronaut.jpg", "brick.jpg", "text.png"):
+        shutil.copy2(DATA / name, images / name)
+    report = evaluate(lite0.path, images=images, reference=lite0.path)
+    assert report.images == 3 and report.agreement == 1.0 and report.imagenet is None
+    by_name = evaluate("efficientnet-lite0", images=images)  # type: ignore[arg-type]
+    assert by_name.images == 3
+
+
+def test_bad_inputs(tmp_path: Path, lite0) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ToolchainError, match="needs a labels CSV or an images folder"):
+        evaluate(lite0.path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\na.jpg,cat\n")
+    with pytest.raises(ToolchainError, match="'file' column"):
+        evaluate(lite0.path, bad)
+    gone = tmp_path / "gone.csv"
+    gone.write_text("file,category\nmissing.jpg,animals\n")
+    with pytest.raises(ToolchainError, match="none of the 1 listed photos could be read"):
+        evaluate(lite0.path, gone)
+    with pytest.raises(ToolchainError, match="images folder not found"):
+        evaluate(lite0.path, images=tmp_path / "nowhere")
+    with pytest.raises(ToolchainError, match="unknown model"):
+        evaluate("no-such-model", images=DATA)  # type: ignore[arg-type]
+
+
+def test_categorize_must_return_one_category_per_photo(labelled: Path, lite0) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ToolchainError, match="returned 1 categories for 4 photos"):
+        evaluate(lite0.path, labelled, categorize=lambda probs, files: ["animals"])
