@@ -429,6 +429,255 @@ def export_cmd(
     )
 
 
+class Level(str, Enum):
+    basic = "basic"
+    extended = "extended"
+    all = "all"
+
+
+class Precision(str, Enum):
+    int8 = "int8"
+    fp16 = "fp16"
+
+
+ModelArg = Annotated[str, typer.Argument(help="Model name (see `photosift models`) or .onnx file.")]
+OutOpt = Annotated[Path, typer.Option("-o", "--output", help="Where to write the .onnx file.")]
+
+
+def _say(as_json: bool) -> Any:
+    err = _console(stderr=True)
+    return (lambda _m: None) if as_json else (lambda m: err.print(f"· {m}", markup=False))
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+@app.command("optimize")
+def optimize_cmd(
+    model: ModelArg,
+    out: OutOpt,
+    level: Annotated[
+        Level, typer.Option("--level", help="basic: portable; extended/all: this CPU provider only.")
+    ] = Level.basic,
+    slim: Annotated[bool, typer.Option("--slim/--no-slim", help="Run onnxslim after ONNX Runtime.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Offline graph optimization (ONNX Runtime, then onnxslim) with a parity check (export extra)."""
+    from photosift.toolchain.optimize import optimize
+
+    try:
+        r = optimize(Path(model), out, level=level.value, slim=slim)
+    except PhotosiftError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return
+    _console().print(
+        f"wrote {r.output} ({r.level}{', onnxslim' if r.slim else ''})\n"
+        f"size {_mb(r.size_before)} -> {_mb(r.size_after)}, nodes {r.nodes_before} -> {r.nodes_after}\n"
+        f"speed {r.speed.speedup:.2f}x the input model ({r.speed.model_ips:.0f} vs {r.speed.reference_ips:.0f} "
+        f"images/s, batch {r.speed.batch}, {r.speed.threads} threads)\n"
+        f"parity on {r.parity_inputs} inputs: max |Δlogit| {r.max_abs_diff:.2e}, top-1 "
+        f"{r.top1_agree}/{r.parity_inputs}" + "".join(f"\nnote: {n}" for n in r.notes)
+    )
+
+
+@app.command("quantize")
+def quantize_cmd(
+    model: ModelArg,
+    out: OutOpt,
+    calibrate: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibrate", help="Your photos: half calibrate, half check (needed but for --dynamic)."
+        ),
+    ] = None,
+    min_agreement: Annotated[
+        float,
+        typer.Option(
+            "--min-agreement", min=0.0, max=1.0, help="Top-1 agreement with FP32 the result must reach."
+        ),
+    ] = 0.97,
+    precision: Annotated[
+        Precision, typer.Option("--precision", help="int8 for CPUs, fp16 for GPUs (float32 I/O kept).")
+    ] = Precision.int8,
+    dynamic: Annotated[
+        bool, typer.Option("--dynamic", help="Dynamic INT8 (MatMul-heavy models only; refused for CNNs).")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the full report (JSON) here.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Quantize a model: accuracy-aware static INT8 on your photos, FP16, or dynamic INT8 (export extra)."""
+    from photosift.toolchain.quantize import quantize, quantize_dynamic_model
+
+    say = _say(as_json)
+    try:
+        if dynamic:
+            if precision is not Precision.int8:
+                _fail("--dynamic quantizes to INT8; drop --precision fp16", code=2)
+            r = quantize_dynamic_model(Path(model), out, report=report, progress=say)
+        elif calibrate is None:
+            _fail("--calibrate DIR is needed: the photos to calibrate on and to check agreement with", code=2)
+        else:
+            r = quantize(
+                Path(model),
+                calibrate,
+                out,
+                min_agreement=min_agreement,
+                precision=precision.value,
+                report=report,
+                progress=say,
+            )
+    except PhotosiftError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return
+    lines = [
+        f"wrote {r.output} ({r.precision}, {r.method}): {_mb(r.size_bytes)} (FP32 {_mb(r.size_bytes_fp32)})",
+        f"top-1 agreement with FP32 {r.agreement:.1%} on {r.images} "
+        + ("held-out photos" if r.method == "static" else "photos")
+        + f", top-5 containment {r.top5_containment:.1%}, max |Δlogit| {r.max_abs_diff:.3g}",
+    ]
+    if r.speed is not None:
+        lines.append(
+            f"speed {r.speed.speedup:.2f}x FP32 on ready tensors (batch {r.speed.batch}, {r.speed.threads} threads)"
+        )
+    if r.method == "static":
+        lines.append(f"config {json.dumps(r.config)}; kept in float: {', '.join(r.float_nodes) or 'none'}")
+    if r.skipped:
+        lines.append(
+            f"skipped {len(r.skipped)} unreadable photos (first: {r.skipped[0][0]}: {r.skipped[0][1]})"
+        )
+    lines += [f"note: {n}" for n in r.notes]
+    if report is not None:
+        lines.append(f"report: {report}")
+    _console().print("\n".join(lines), markup=False)
+
+
+def _album_categorize(settings: Settings, min_side: int) -> Any:
+    """What classify does to probabilities, for eval: the rules and (unless --no-people) the face detector."""
+    from photosift import imaging
+    from photosift.categories import Categorizer, load_rules
+    from photosift.people import PeopleDetector
+
+    categorizer = Categorizer(load_rules(settings.rules_path))
+    detector = PeopleDetector() if settings.people else None
+
+    def categorize(probs: Any, files: list[Path]) -> list[str]:
+        people = None
+        if detector is not None:
+            people = [
+                detector.detect(imaging.decode(imaging.read_bytes(f), f, min_side=min_side)) for f in files
+            ]
+        return [r.category for r in categorizer.categorize(probs, people)]
+
+    return categorize
+
+
+@app.command("eval")
+def eval_cmd(
+    model: ModelArg,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="CSV file,category[,source]; categories or ImageNet labels."),
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Photo folder (default: images/ beside the CSV).")
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option("--reference", help="Model to agree with (default: FP32 one for a quantized one)."),
+    ] = None,
+    rules: RulesOpt = None,
+    people: Annotated[
+        bool, typer.Option("--people/--no-people", help="Face detection for the people category.")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a model: agreement with a reference, ImageNet and album accuracy, confusion table."""
+    from photosift.toolchain.evaluate import evaluate
+
+    if labels is None and images is None:
+        _fail("give --labels CSV and/or --images DIR", code=2)
+    settings = _settings(rules=rules, people=people)
+    try:
+        r = evaluate(
+            Path(model),
+            labels,
+            images,
+            Path(reference) if reference else None,
+            categorize=_album_categorize(settings, _resize_size(model, settings))
+            if labels is not None
+            else None,
+            progress=_say(as_json),
+        )
+    except PhotosiftError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return
+    _print_eval(r)
+
+
+def _resize_size(model: str, settings: Settings) -> int:
+    from photosift.models.registry import resolve_model
+
+    return resolve_model(model, settings.data_dir).card.preprocess.resize_size
+
+
+def _print_eval(r: Any) -> None:
+    from rich.table import Table
+
+    console = _console()
+    lines = [f"{r.model}: {r.images} photos" + (f", {len(r.skipped)} unreadable" if r.skipped else "")]
+    if r.agreement is not None:
+        lines.append(
+            f"top-1 agreement with {r.reference}: {r.agreement:.1%}, top-5 containment {r.top5_containment:.1%}, "
+            f"max |Δlogit| {r.max_abs_diff:.3g}"
+        )
+    for what, acc, ref in (
+        ("ImageNet accuracy", r.imagenet, r.reference_imagenet),
+        ("album accuracy", r.album, r.reference_album),
+    ):
+        if acc is not None:
+            line = f"{what}: {acc.accuracy:.1%} ({acc.correct}/{acc.labelled})"
+            if ref is not None:
+                line += f"; reference {ref.accuracy:.1%} ({ref.correct}/{ref.labelled})"
+            lines.append(line)
+    for path, reason in r.skipped:
+        lines.append(f"skipped {path}: {reason}")
+    console.print("\n".join(lines), markup=False)
+    if r.confusion:
+        predicted = sorted({p for row in r.confusion.values() for p in row})
+        table = Table(title="album confusion (rows: labelled, columns: predicted)")
+        table.add_column("labelled", no_wrap=True)
+        for p in predicted:
+            table.add_column(p, justify="right", no_wrap=True)
+        console.width = max(console.width, 16 + sum(len(p) + 3 for p in predicted) + 8)
+        table.add_column("right", justify="right")
+        for truth in sorted(r.confusion):
+            row = r.confusion[truth]
+            table.add_row(
+                truth,
+                *[str(row.get(p, "")) for p in predicted],
+                f"{row.get(truth, 0)}/{sum(row.values())}",
+            )
+        console.print(table)
+    if r.disagreements:
+        shown = r.disagreements[:10]
+        console.print(
+            f"{len(r.disagreements)} top-1 disagreements"
+            + (" (first 10)" if len(r.disagreements) > 10 else "")
+            + ":\n"
+            + "\n".join(f"  {d['file']}: {d['label']} (reference: {d['reference']})" for d in shown),
+            markup=False,
+        )
+
+
 @app.command()
 def correct(
     path: Annotated[Path, typer.Argument(help="A photo in the catalog.")],
