@@ -123,3 +123,18 @@ def test_eval_album_accuracy_and_confusion(tmp_path: Path) -> None:
     assert "top-1 agreement with" in res.stdout and "album confusion" in res.stdout
     res = run("eval", "efficientnet-lite0")
     assert res.exit_code == 2 and "--labels" in res.output
+
+
+def test_packaged_int8_model_classifies_like_fp32(tmp_path: Path, photos: Path) -> None:
+    labels = {}
+    for model in ("efficientnet-lite0", "efficientnet-lite0-int8"):
+        db = tmp_path / f"{model}.db"
+        res = run("classify", photos, "--db", db, "--model", model, "--no-people", "--json")
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["model"] == model
+        items = json.loads(run("results", "--db", db, "--format", "json").stdout)
+        labels[model] = {Path(i["path"]).name: i["label"] for i in items}
+    fp32, int8 = labels["efficientnet-lite0"], labels["efficientnet-lite0-int8"]
+    assert len(fp32) == len(list(photos.iterdir())) and int8.keys() == fp32.keys()
+    agree = sum(int8[k] == fp32[k] for k in fp32)
+    assert agree >= len(fp32) - 1, (fp32, int8)  # measured: all agree (docs/MODELS.md)
