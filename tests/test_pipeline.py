@@ -158,3 +158,33 @@ def test_label_filter_applies_before_the_limit(pipeline, photos_dir: Path) -> No
     first = pipeline.catalog.results(label=target.upper()[:5], limit=1)
     assert len(first) == 1 and target.lower()[:5] in first[0].label.lower()
     assert pipeline.catalog.results(label="no label has this text") == []
+
+
+def test_text_search_and_uncategorized_run_in_sql(pipeline, photos_dir: Path) -> None:
+    pipeline.run([str(photos_dir)])
+    cat = pipeline.catalog
+    everything = cat.results(status="ok")
+    coffee = next(r for r in everything if r.path.endswith("coffee.jpg"))
+    # a user category with a non-ASCII name, matched case-insensitively as Python folds it
+    cat.add_user_category("Fotos für Oma")
+    content_hash = cat.db.execute("SELECT content_hash FROM photos WHERE id = ?", (coffee.id,)).fetchone()[0]
+    cat.set_correction(content_hash, "Fotos für Oma")
+    assert [r.id for r in cat.results(text="FÜR OMA")] == [coffee.id]
+    assert cat.count_results(text="für oma") == 1
+    # the label or the category; pages are full pages in path order
+    needle = everything[0].label[:3]
+    expected = [
+        r.id
+        for r in cat.results(status="ok")
+        if needle.casefold() in r.label.casefold()
+        or needle.casefold() in (r.effective_category or "").casefold()
+    ]
+    assert [r.id for r in cat.results(status="ok", text=needle)] == expected
+    assert cat.count_results(status="ok", text=needle) == len(expected)
+    assert [
+        r.id for r in cat.results(status="ok", text=needle, limit=1, offset=len(expected) - 1)
+    ] == expected[-1:]
+    # uncategorized: no category stored and no correction
+    cat.db.execute("UPDATE results SET category = NULL")
+    assert cat.count_results(status="ok", uncategorized=True) == len(everything) - 1
+    assert coffee.id not in [r.id for r in cat.results(status="ok", uncategorized=True)]

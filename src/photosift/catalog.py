@@ -173,6 +173,10 @@ def _range_for(root: str) -> tuple[str, str]:
     return root + "/", root + "0"
 
 
+def _casefold(value: str | None) -> str | None:
+    return value.casefold() if isinstance(value, str) else value
+
+
 class Catalog:
     """A connection to one catalog file. Use one instance per thread."""
 
@@ -194,6 +198,8 @@ class Catalog:
                 self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.row_factory = sqlite3.Row
+            # SQLite's lower() folds ASCII only; searches fold like Python does ("Fotos für Oma").
+            self.db.create_function("casefold", 1, _casefold, deterministic=True)
             if not readonly:
                 self._migrate()
             elif self.schema_version() < len(MIGRATIONS):
@@ -338,6 +344,39 @@ class Catalog:
         LEFT JOIN corrections c ON c.content_hash = p.content_hash
     """
 
+    def _where(
+        self,
+        category: str | None,
+        status: str | None,
+        label: str | None,
+        text: str | None,
+        uncategorized: bool,
+    ) -> tuple[str, dict[str, Any]]:
+        """The WHERE clause shared by :meth:`results` and :meth:`count_results`.
+
+        Every filter runs in SQL, before LIMIT/OFFSET: a filter applied afterwards returns short pages, and one
+        applied in Python reads the whole catalog per request.
+        """
+        effective = "COALESCE(c.category, r.category)"
+        where = ["p.status != 'missing'", "(p.status = 'error' OR r.content_hash IS NOT NULL)"]
+        params: dict[str, Any] = {}
+        if category is not None:
+            where.append(f"{effective} = :category")
+            params["category"] = category
+        if uncategorized:
+            where.append(f"{effective} IS NULL")
+        if status is not None:
+            where.append("p.status = :status")
+            params["status"] = status
+        top1 = "casefold(json_extract(r.top5, '$[0].label'))"
+        if label is not None:
+            where.append(f"instr({top1}, :label) > 0")
+            params["label"] = label.casefold()
+        if text is not None:  # the top-1 label or the category contains it
+            where.append(f"(instr({top1}, :text) > 0 OR instr(casefold({effective}), :text) > 0)")
+            params["text"] = text.casefold()
+        return " AND ".join(where), params
+
     def results(
         self,
         category: str | None = None,
@@ -346,30 +385,29 @@ class Catalog:
         offset: int = 0,
         model_sha256: str | None = None,
         label: str | None = None,
+        text: str | None = None,
+        uncategorized: bool = False,
     ) -> list[ResultRow]:
-        where = ["p.status != 'missing'", "(p.status = 'error' OR r.content_hash IS NOT NULL)"]
-        params: dict[str, Any] = {
-            "model": model_sha256,
-            "limit": -1 if limit is None else limit,
-            "offset": offset,
-        }
-        if category is not None:
-            where.append("COALESCE(c.category, r.category) = :category")
-            params["category"] = category
-        if status is not None:
-            where.append("p.status = :status")
-            params["status"] = status
-        if label is not None:
-            # In SQL, before LIMIT/OFFSET: a filter applied after them would return short pages.
-            where.append("instr(lower(json_extract(r.top5, '$[0].label')), :label) > 0")
-            params["label"] = label.lower()
-        sql = (
-            self._RESULT_SELECT
-            + " WHERE "
-            + " AND ".join(where)
-            + " ORDER BY p.path LIMIT :limit OFFSET :offset"
-        )
+        """Result rows by path; ``label``: the top-1 label contains it; ``text``: the label or the category does;
+        ``uncategorized``: photos with no category (nor correction)."""
+        where, params = self._where(category, status, label, text, uncategorized)
+        params |= {"model": model_sha256, "limit": -1 if limit is None else limit, "offset": offset}
+        sql = self._RESULT_SELECT + " WHERE " + where + " ORDER BY p.path LIMIT :limit OFFSET :offset"
         return [self._row(r) for r in self.db.execute(sql, params)]
+
+    def count_results(
+        self,
+        category: str | None = None,
+        status: str | None = None,
+        label: str | None = None,
+        text: str | None = None,
+        uncategorized: bool = False,
+    ) -> int:
+        """How many rows :meth:`results` would return without a limit."""
+        where, params = self._where(category, status, label, text, uncategorized)
+        params["model"] = None
+        sql = "SELECT COUNT(*) FROM (" + self._RESULT_SELECT + " WHERE " + where + ")"
+        return int(self.db.execute(sql, params).fetchone()[0])
 
     def photo(self, photo_id: int) -> ResultRow | None:
         row = self.db.execute(

@@ -312,9 +312,8 @@ def create_app(
     @app.get("/uncategorized", response_class=HTMLResponse)
     def uncategorized(request: Request, page_no: int = Query(1, alias="page", ge=1, le=10**6)) -> Response:
         cat = pool.get()
-        rows = [r for r in cat.results(status="ok") if r.effective_category is None]
-        nav = _pages(len(rows), page_no)
-        rows = rows[nav["offset"] : nav["offset"] + PAGE_SIZE]
+        nav = _pages(cat.count_results(status="ok", uncategorized=True), page_no)
+        rows = cat.results(status="ok", uncategorized=True, limit=PAGE_SIZE, offset=nav["offset"])
         return page(
             request, "grid.html", title=UNCATEGORIZED, rows=rows, nav=nav, base="/uncategorized", q=None
         )
@@ -325,20 +324,15 @@ def create_app(
         q: str = Query("", max_length=200),
         page_no: int = Query(1, alias="page", ge=1, le=10**6),
     ) -> Response:
-        needle = q.strip().lower()
+        needle = q.strip().casefold()
         rows: list[ResultRow] = []
         categories: list[str] = []
+        nav = _pages(0, page_no)
         if needle:
             cat = pool.get()
-            categories = [c for c in cat.counts() if c != "None" and needle in c.lower()]
-            rows = [
-                r
-                for r in cat.results(status="ok")
-                if (r.label and needle in r.label.lower())
-                or (r.effective_category and needle in r.effective_category.lower())
-            ]
-        nav = _pages(len(rows), page_no)
-        rows = rows[nav["offset"] : nav["offset"] + PAGE_SIZE]
+            categories = [c for c in cat.counts() if c != "None" and needle in c.casefold()]
+            nav = _pages(cat.count_results(status="ok", text=needle), page_no)
+            rows = cat.results(status="ok", text=needle, limit=PAGE_SIZE, offset=nav["offset"])
         return page(
             request,
             "grid.html",
