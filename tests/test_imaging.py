@@ -168,6 +168,61 @@ def test_to_tensor_matches_resize_then_centre_crop(cat: Image.Image) -> None:
     assert np.abs(ours - ref).max() <= 1.01  # same pixels up to 8-bit rounding
 
 
+def _cutout(size: tuple[int, int] = (300, 100), box: tuple[int, int, int, int] = (20, 30, 280, 70)) -> bytes:
+    """A red bar (the object) on a transparent canvas, as a PNG."""
+    im = Image.new("RGBA", size, (0, 0, 0, 0))
+    im.paste((200, 0, 0, 255), box)
+    return _bytes(im, "PNG")
+
+
+def _pixels(t: np.ndarray) -> np.ndarray:
+    return t.transpose(1, 2, 0) * 128 + 127
+
+
+def test_cutout_is_framed_whole_not_centre_cropped() -> None:
+    im = _decode(_cutout())
+    assert im.info[imaging.CUTOUT_INFO] == ((20, 30, 280, 70), (300, 100))
+    framed = _pixels(imaging.to_tensor(im, PRE))
+    red = (framed[..., 0] > 150) & (framed[..., 1] < 60)
+    cols, rows = np.nonzero(red.any(axis=0))[0], np.nonzero(red.any(axis=1))[0]
+    # The whole 260x40 bar, scaled so its longer side fills the frame less the margin, centred, white around it.
+    margin = round(224 * imaging.CUTOUT_MARGIN / (1 + 2 * imaging.CUTOUT_MARGIN))
+    assert abs(cols[0] - margin) <= 1 and abs(cols[-1] - (223 - margin)) <= 1
+    assert abs((rows[0] + rows[-1]) / 2 - 111.5) <= 1 and 30 <= len(rows) <= 36
+    assert (framed[:5] >= 254).all() and (framed[:, : margin - 1] >= 254).all()
+    # The textbook centre crop cuts the ends off the bar and fills the frame with its middle.
+    cropped = _pixels(imaging.to_tensor(im, PRE, fit_cutouts=False))
+    assert (cropped[112, [0, 223], 0] > 150).all()
+
+
+def test_cutout_box_follows_a_resized_copy_and_the_image_edge() -> None:
+    im = _decode(_cutout())
+    small = im.resize((150, 50))  # Pillow copies info; the box is scaled to the copy
+    a, b = imaging.to_tensor(im, PRE), imaging.to_tensor(small, PRE)
+    assert np.abs(a - b).mean() < 0.05
+    # An object touching the edge: the square around it leaves the image, and is white there.
+    edge = _decode(_cutout((200, 200), (0, 50, 60, 150)))
+    t = _pixels(imaging.to_tensor(edge, PRE))
+    assert t.shape == (224, 224, 3) and (t[:, :3] >= 254).all() and (t[112, 100:120, 0] > 150).all()
+
+
+def test_not_a_cutout_keeps_the_centre_crop(cat: Image.Image) -> None:
+    # Opaque or half-transparent everywhere (an overlay), or transparent only in a corner: photos, not cut-outs.
+    for alpha in (255, 128):
+        rgba = cat.convert("RGBA")
+        rgba.putalpha(alpha)
+        im = _decode(_bytes(rgba, "PNG"), min_side=None)
+        assert imaging.CUTOUT_INFO not in im.info
+    corner = cat.convert("RGBA")
+    mask = Image.new("L", cat.size, 255)
+    mask.paste(0, (0, 0, 10, 10))
+    corner.putalpha(mask)
+    assert imaging.CUTOUT_INFO not in _decode(_bytes(corner, "PNG")).info
+    blank = _decode(_bytes(Image.new("RGBA", (50, 40), (0, 0, 0, 0)), "PNG"))
+    assert imaging.CUTOUT_INFO not in blank.info  # nothing opaque to frame
+    np.testing.assert_allclose(imaging.to_tensor(blank, PRE), (255 - 127) / 128, rtol=1e-6)
+
+
 def test_read_bytes_errors(tmp_path: Path) -> None:
     with pytest.raises(UnreadableImage, match="file not found"):
         imaging.read_bytes(tmp_path / "nope.jpg")

@@ -5,6 +5,7 @@
     PYTHONPATH=src .venv/bin/python tools/eval_categories.py --topk 5,10,20,50      # recategorize-from-storage check
     PYTHONPATH=src .venv/bin/python tools/eval_categories.py --personal 5           # 5 corrections per category
     PYTHONPATH=src .venv/bin/python tools/eval_categories.py --no-people            # classifier only
+    PYTHONPATH=src .venv/bin/python tools/eval_categories.py --centre-crop          # cut-outs centre-cropped too
 
 The labels CSV has columns ``file,category`` (``file`` relative to --images, or absolute). Each image is decoded
 once, as the pipeline does (DCT-scaled to a shorter side of at least 256 px); the model runs on the tensor and
@@ -25,6 +26,7 @@ import numpy as np
 
 from photosift import imaging
 from photosift.categories import Categorizer, load_rules
+from photosift.config import default_data_dir
 from photosift.models.registry import resolve_model
 from photosift.people import PeopleDetector, PeopleSignal
 
@@ -33,10 +35,10 @@ if not DEFAULT_SET.is_dir():
     DEFAULT_SET = Path("/work/shared/datasets/album-dev")
 
 
-def run_model(paths: list[Path], model: str, people: bool) -> dict[str, np.ndarray]:
+def run_model(paths: list[Path], model: str, people: bool, fit_cutouts: bool = True) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
-    resolved = resolve_model(model)
+    resolved = resolve_model(model, default_data_dir())  # packaged models and those built here
     card = resolved.card
     sess = ort.InferenceSession(str(resolved.path), providers=["CPUExecutionProvider"])
     detector = PeopleDetector() if people else None
@@ -46,7 +48,7 @@ def run_model(paths: list[Path], model: str, people: bool) -> dict[str, np.ndarr
         batch = []
         for p in paths[start : start + 16]:
             image = imaging.decode(imaging.read_bytes(p), p, min_side=card.preprocess.resize_size)
-            batch.append(imaging.to_tensor(image, card.preprocess))
+            batch.append(imaging.to_tensor(image, card.preprocess, fit_cutouts=fit_cutouts))
             if detector is not None:
                 t = time.perf_counter()
                 signals.append(detector.detect(image).to_dict())
@@ -94,6 +96,9 @@ def main() -> int:
     ap.add_argument("--rules", type=Path, default=None)
     ap.add_argument("--cache", type=Path, default=None, help="npz file to store/reuse model outputs")
     ap.add_argument("--no-people", action="store_true")
+    ap.add_argument(
+        "--centre-crop", action="store_true", help="centre-crop cut-outs too (default: framed whole)"
+    )
     ap.add_argument("--topk", default="", help="comma-separated k values to check against the full softmax")
     ap.add_argument(
         "--personal", type=int, default=0, help="corrections per category for the personal-head test"
@@ -110,7 +115,7 @@ def main() -> int:
     if args.cache and args.cache.is_file():
         out = dict(np.load(args.cache))
     else:
-        out = run_model(paths, args.model, people=not args.no_people)
+        out = run_model(paths, args.model, people=not args.no_people, fit_cutouts=not args.centre_crop)
         if args.cache:
             np.savez(args.cache, **out)
     probs = softmax(out["logits"])

@@ -7,7 +7,9 @@ Pure functions, no global state beyond registering the HEIF opener. Shapes:
   caller needs, which makes a 12 MP decode several times cheaper.
 * :func:`to_tensor` -> ``float32`` array of shape ``(3, input_size, input_size)`` (CHW), resized so the shorter
   side is ``resize_size``, centre-cropped to ``input_size`` and normalised as ``(pixel - mean) / std`` on the
-  0–255 scale.
+  0–255 scale. A *cut-out* (an image whose transparent background :func:`decode` composited on white) is
+  framed instead of centre-cropped: the square around its opaque pixels plus a margin, white beyond the image,
+  so the object is whole and fills the frame (docs/CATEGORIES.md, "Cut-outs").
 
 Every failure raises :class:`~photosift.errors.UnreadableImage` carrying the path and a one-line reason.
 """
@@ -34,6 +36,13 @@ Image.MAX_IMAGE_PIXELS = None
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 _heif_registered = False
+
+CUTOUT_INFO = "photosift.cutout"
+"""``Image.info`` key that :func:`decode` sets on a cut-out: ``((left, top, right, bottom), (width, height))``, the
+box of its opaque pixels (alpha >= 128) and the image size that box refers to (Pillow copies ``info`` to resized
+copies; :func:`to_tensor` scales the box to the image it is given)."""
+CUTOUT_MIN_TRANSPARENT = 0.05  # share of transparent pixels that makes a cut-out (not a rounded corner)
+CUTOUT_MARGIN = 0.06  # white margin around a framed cut-out, as a share of its longer side (each side)
 
 
 def _register_heif() -> None:
@@ -218,8 +227,21 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if mode in ("RGBA", "LA", "PA"):
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        out = Image.alpha_composite(background, rgba).convert("RGB")
+        box = _cutout_box(rgba.getchannel("A"))
+        if box is not None:
+            out.info[CUTOUT_INFO] = (box, out.size)
+        return out
     return im.convert("RGB")
+
+
+def _cutout_box(alpha: Image.Image) -> tuple[int, int, int, int] | None:
+    """Box of the opaque pixels when enough of the image is transparent to call it a cut-out, else None."""
+    opaque = alpha.point(lambda v: 255 if v >= 128 else 0)
+    transparent = opaque.histogram()[0] / max(1, alpha.width * alpha.height)
+    if transparent < CUTOUT_MIN_TRANSPARENT:
+        return None
+    return opaque.getbbox()  # None when nothing is opaque: a blank image, centre-cropped like any other
 
 
 def _high_depth_to_l(im: Image.Image) -> Image.Image:
@@ -233,8 +255,18 @@ def _high_depth_to_l(im: Image.Image) -> Image.Image:
     return Image.fromarray(arr.round().astype(np.uint8), mode="L")
 
 
-def to_tensor(im: Image.Image, pre: Preprocess) -> np.ndarray:
-    """Resize (shorter side -> resize_size), centre-crop input_size, normalise; returns CHW float32."""
+def to_tensor(im: Image.Image, pre: Preprocess, *, fit_cutouts: bool = True) -> np.ndarray:
+    """Resize (shorter side -> resize_size), centre-crop input_size, normalise; returns CHW float32.
+
+    A cut-out from :func:`decode` (``im.info[CUTOUT_INFO]``) is framed whole instead (:func:`frame_cutout`)
+    unless ``fit_cutouts`` is False.
+    """
+    cutout = im.info.get(CUTOUT_INFO) if fit_cutouts else None
+    if cutout is not None:
+        (left, top, right, bottom), (bw, bh) = cutout
+        sx, sy = im.width / bw, im.height / bh
+        box = (left * sx, top * sy, right * sx, bottom * sy)
+        return _normalise(frame_cutout(im, box, pre.input_size, pre.interpolation), pre)
     w, h = im.size
     scale = pre.resize_size / min(w, h)
     # The textbook rule is resize (shorter side -> resize_size, sides rounded) then centre-crop at integer
@@ -246,7 +278,38 @@ def to_tensor(im: Image.Image, pre: Preprocess) -> np.ndarray:
     sx, sy = w / new_w, h / new_h
     box = (left * sx, top * sy, (left + pre.input_size) * sx, (top + pre.input_size) * sy)
     resized = im.resize((pre.input_size, pre.input_size), _RESAMPLE[pre.interpolation], box=box)
-    arr = np.asarray(resized, dtype=np.float32)
+    return _normalise(resized, pre)
+
+
+def frame_cutout(
+    im: Image.Image, box: tuple[float, float, float, float], size: int, interpolation: str = "bilinear"
+) -> Image.Image:
+    """The ``size``-pixel square around ``box`` (the object) plus :data:`CUTOUT_MARGIN`, white where it leaves
+    the image.
+
+    Why: a centre crop keeps the middle 224 of 256 px of the shorter side and throws away the ends of a long
+    object (a carrot, a car, a fish in profile); ImageNet's photos show the object whole and large. Around a
+    cut-out there is only white background, so framing the object adds nothing that is not in the photo.
+    """
+    left, top, right, bottom = box
+    side = max(right - left, bottom - top) * (1.0 + 2.0 * CUTOUT_MARGIN)
+    x0 = (left + right) / 2.0 - side / 2.0
+    y0 = (top + bottom) / 2.0 - side / 2.0
+    scale = size / side
+    # The part of the square inside the image, resized in one pass and pasted onto white.
+    ix0, iy0 = max(0.0, x0), max(0.0, y0)
+    ix1, iy1 = min(float(im.width), x0 + side), min(float(im.height), y0 + side)
+    dx, dy = round((ix0 - x0) * scale), round((iy0 - y0) * scale)
+    dw = max(1, min(size - dx, round((ix1 - ix0) * scale)))
+    dh = max(1, min(size - dy, round((iy1 - iy0) * scale)))
+    part = im.resize((dw, dh), _RESAMPLE[interpolation], box=(ix0, iy0, ix1, iy1))
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(part, (dx, dy))
+    return canvas
+
+
+def _normalise(im: Image.Image, pre: Preprocess) -> np.ndarray:
+    arr = np.asarray(im, dtype=np.float32)
     mean = np.asarray(pre.mean, dtype=np.float32)
     inv_std = 1.0 / np.asarray(pre.std, dtype=np.float32)
     arr = (arr - mean) * inv_std
