@@ -7,6 +7,8 @@ output goes through :func:`atomic_output`, so a failed step never leaves a parti
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -111,11 +113,13 @@ def set_card(proto: Any, card: ModelCard, keep: Sequence[Any] = ()) -> None:
 
 @contextmanager
 def quiet_logging() -> Iterator[None]:
-    """ONNX Runtime's quantizer logs warnings (pre-processing advice) on the root logger on every call."""
+    """ONNX Runtime's quantizer logs warnings (pre-processing advice) on the root logger on every call, and its
+    histogram calibrators print progress on stdout (which carries ``--json``)."""
     previous = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         logging.getLogger().setLevel(previous)
 

@@ -238,14 +238,17 @@ def _run_static(
             quantize_static(
                 str(src),
                 str(out),
-                _Reader(card.input_name, x),
+                # Histogram calibrators stack per-batch arrays: every batch must have the same size.
+                _Reader(
+                    card.input_name, x, batch=8 if config.get("calibration", "minmax") == "minmax" else 1
+                ),
                 quant_format=QuantFormat.QDQ,
                 per_channel=config["per_channel"],
                 reduce_range=config.get("reduce_range", False),
                 activation_type=_qtype(config["activations"]),
                 weight_type=_qtype(config["weights"]),
                 nodes_to_exclude=list(exclude),
-                calibrate_method=CalibrationMethod.MinMax,
+                calibrate_method=getattr(CalibrationMethod, CALIBRATION[config.get("calibration", "minmax")]),
                 extra_options=extra,
                 **kwargs,
             )
@@ -264,7 +267,16 @@ PLAIN = [
         "ort per-channel U8S8 reduce_range",
         {"per_channel": True, "activations": "u8", "weights": "s8", "reduce_range": True},
     ),
+    (
+        "ort per-channel U8S8 percentile",
+        {"per_channel": True, "activations": "u8", "weights": "s8", "calibration": "percentile"},
+    ),
+    (
+        "ort per-channel U8S8 entropy",
+        {"per_channel": True, "activations": "u8", "weights": "s8", "calibration": "entropy"},
+    ),
 ]
+CALIBRATION = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
 def quantize(
@@ -350,7 +362,14 @@ def _quantize_int8(
         say(f"calibrating on {len(photos.calibration)} photos")
         for i, (name, config) in enumerate(PLAIN if float_prefix is None else []):
             path = tmp / f"plain{i}.onnx"
-            _run_static(float_path, path, card, photos.calibration, tmp / "ranges-plain.json", config)
+            _run_static(
+                float_path,
+                path,
+                card,
+                photos.calibration,
+                tmp / f"ranges-{config.get('calibration', 'minmax')}.json",
+                config,
+            )
             consider(name, config, path, [])
 
         say("equalizing the linear streams, measuring layer inputs, rounding weights (GPTQ, cross-validated)")
