@@ -41,6 +41,13 @@ def test_quantize_writes_a_checked_int8_model_and_its_report(tmp_path: Path, pho
     assert read_card(out).precision == "int8"
     data = json.loads(report.read_text())
     assert data["agreement"] >= 0.5 and data["method"] == "static" and len(data["candidates"]) >= 5
+    assert {"ort per-channel U8S8 percentile", "ort per-channel U8S8 entropy"} <= {
+        c["name"] for c in data["candidates"]
+    }
+    # --json: stdout is the report alone (ONNX Runtime's histogram calibrators print progress otherwise)
+    res = run("quantize", tiny, "--calibrate", photos, "-o", out, "--min-agreement", "0.5", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["output"] == str(out)
 
     res = run(
         "quantize", tiny, "--calibrate", photos, "-o", tmp_path / "half.onnx", "--precision", "fp16", "--json"
