@@ -4,6 +4,9 @@ Reference: full decode (no DCT scaling), EXIF transpose, alpha composited on whi
 (bilinear), centre crop 224, (x - 127) / 128, one ORT session on the same model file.
 
     python tools/reference_agreement.py DIR [DIR ...]
+
+Transparent cut-outs are framed whole by photosift on purpose (docs/CATEGORIES.md, "Cut-outs"), not centre-cropped
+as the reference does; disagreements on them measure that choice, not the decode path.
 """
 
 from __future__ import annotations
