@@ -74,8 +74,11 @@ def test_imagenet_accuracy_and_agreement(labelled: Path, tmp_path: Path, lite0) 
 def test_album_accuracy_and_confusion(labelled: Path, lite0) -> None:  # type: ignore[no-untyped-def]
     calls = []
 
-    def categorize(probs: np.ndarray, files: list[Path]) -> list[str]:
+    def categorize(
+        model: Path, probs: np.ndarray, embeddings: np.ndarray | None, files: list[Path]
+    ) -> list[str]:
         assert len(files) == len(probs) and all(f.is_file() for f in files)
+        assert model == lite0.path and embeddings is not None and embeddings.shape == (len(probs), 1280)
         calls.append(probs.shape)
         assert np.allclose(probs.sum(1), 1.0, atol=1e-4)
         return ["plants" if i % 2 else "animals" for i in range(len(probs))]
@@ -121,4 +124,4 @@ def test_bad_inputs(tmp_path: Path, lite0) -> None:  # type: ignore[no-untyped-d
 
 def test_categorize_must_return_one_category_per_photo(labelled: Path, lite0) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ToolchainError, match="returned 1 categories for 4 photos"):
-        evaluate(lite0.path, labelled, categorize=lambda probs, files: ["animals"])
+        evaluate(lite0.path, labelled, categorize=lambda model, probs, emb, files: ["animals"])

@@ -6,6 +6,7 @@
     PYTHONPATH=src .venv/bin/python tools/eval_categories.py --personal 5           # 5 corrections per category
     PYTHONPATH=src .venv/bin/python tools/eval_categories.py --no-people            # classifier only
     PYTHONPATH=src .venv/bin/python tools/eval_categories.py --centre-crop          # cut-outs centre-cropped too
+    PYTHONPATH=src .venv/bin/python tools/eval_categories.py --no-abstract          # without the abstract detector
 
 The labels CSV has columns ``file,category`` (``file`` relative to --images, or absolute). Each image is decoded
 once, as the pipeline does (DCT-scaled to a shorter side of at least 256 px); the model runs on the tensor and
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from photosift import imaging
+from photosift.abstract import head_for_model
 from photosift.categories import Categorizer, load_rules
 from photosift.config import default_data_dir
 from photosift.models.registry import resolve_model
@@ -96,6 +98,7 @@ def main() -> int:
     ap.add_argument("--rules", type=Path, default=None)
     ap.add_argument("--cache", type=Path, default=None, help="npz file to store/reuse model outputs")
     ap.add_argument("--no-people", action="store_true")
+    ap.add_argument("--no-abstract", action="store_true", help="leave the abstract-art detector out")
     ap.add_argument(
         "--centre-crop", action="store_true", help="centre-crop cut-outs too (default: framed whole)"
     )
@@ -124,18 +127,24 @@ def main() -> int:
         signals = [PeopleSignal.from_dict(json.loads(s)) for s in out["people"]]
 
     cat = Categorizer(load_rules(args.rules))
-    results = cat.categorize(probs, signals)
+    abstract = None
+    if not args.no_abstract and cat.rules.abstract_threshold < 1.0:
+        head = head_for_model(resolve_model(args.model, default_data_dir()).sha256)
+        abstract = head.scores(out["embedding"]) if head is not None else None
+    results = cat.categorize(probs, signals, abstract)
     pred = [r.category for r in results]
-    report(truth, pred, f"{args.labels} ({'rules + faces' if signals else 'rules only'})")
+    what = ("rules + faces" if signals else "rules only") + (" + abstract" if abstract is not None else "")
+    report(truth, pred, f"{args.labels} ({what})")
     if args.errors:
         for path, t, r in zip(paths, truth, results, strict=True):
             if t != r.category:
-                print(f"  {path.name}: {t} -> {r.category} ({r.score:.2f})")
+                extra = f", abstract {abstract[paths.index(path)]:.2f}" if abstract is not None else ""
+                print(f"  {path.name}: {t} -> {r.category} ({r.score:.2f}{extra})")
 
     for k in [int(x) for x in args.topk.split(",") if x.strip()]:
         idx = np.argsort(-probs, axis=1)[:, :k]
         stored = (idx.astype(np.int16), np.take_along_axis(probs, idx, axis=1).astype(np.float16))
-        again = [r.category for r in cat.categorize(stored, signals)]
+        again = [r.category for r in cat.categorize(stored, signals, abstract)]
         same = sum(a == b for a, b in zip(again, pred, strict=True))
         print(f"top-{k} stored as float16: same category as the full softmax for {same}/{len(pred)}")
 

@@ -4,7 +4,8 @@ Order of authority for a photo's category (see personal.py for why):
 
 1. the user's correction (stored per content hash in the catalog, applied at query time, never overridden);
 2. the personal head trained from those corrections, when confident;
-3. the rules (categories.py) over the model's full softmax, with the face signal for people.
+3. the rules (categories.py) over the model's full softmax, with the abstract-art detector (abstract.py, on the
+   embedding; ``abstract_threshold`` in the rules) and the face signal for people.
 
 Categories are stored at classify time; :func:`recategorize` re-derives them from what the catalog stored
 (the float16 embedding, through the base model's own classifier weights, gives the full softmax back; top-k
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from photosift.abstract import AbstractHead, head_for_model
 from photosift.catalog import Catalog, StoredOutput
 from photosift.categories import Categorizer, CategoryResult, Rules, load_rules
 from photosift.engine import softmax
@@ -42,10 +44,13 @@ def head_path(data_dir: Path, catalog_path: Path, model_sha256: str) -> Path:
 class AlbumClassifier:
     """rules -> personal head; what the pipeline and recategorize call."""
 
-    def __init__(self, rules: Rules, head: PersonalHead | None = None) -> None:
+    def __init__(
+        self, rules: Rules, head: PersonalHead | None = None, abstract: AbstractHead | None = None
+    ) -> None:
         self.rules = rules
         self.categorizer = Categorizer(rules)
         self.head = head
+        self.abstract = abstract
 
     @classmethod
     def load(
@@ -53,7 +58,13 @@ class AlbumClassifier:
     ) -> AlbumClassifier:
         rules = load_rules(rules_path)
         head = load_head(head_path(data_dir, catalog_path, model_sha256))
-        return cls(rules, head)
+        return cls(rules, head, head_for_model(model_sha256))
+
+    def abstract_scores(self, embeddings: np.ndarray | None) -> np.ndarray | None:
+        """The abstract-art detector's probabilities, or None (no detector for this model, or it is off)."""
+        if self.abstract is None or embeddings is None or self.rules.abstract_threshold >= 1.0:
+            return None
+        return self.abstract.scores(embeddings)
 
     def categorize(
         self,
@@ -61,7 +72,7 @@ class AlbumClassifier:
         people: Sequence[Any | None] | None = None,
         embeddings: np.ndarray | None = None,
     ) -> list[CategoryResult]:
-        results = self.categorizer.categorize(probs, people)
+        results = self.categorizer.categorize(probs, people, self.abstract_scores(embeddings))
         if self.head is None or embeddings is None:
             return results
         posterior = self.categorizer.posterior(probs, people, results)
@@ -138,7 +149,7 @@ def recategorize(catalog: Catalog, rules: Rules, data_dir: Path) -> Recategorize
         for model_sha, group in by_model.items():
             if model_sha not in classifiers:
                 classifiers[model_sha] = AlbumClassifier(
-                    rules, load_head(head_path(data_dir, catalog.path, model_sha))
+                    rules, load_head(head_path(data_dir, catalog.path, model_sha)), head_for_model(model_sha)
                 )
             album = classifiers[model_sha]
             probs = softmaxer.probs(group, rules.num_classes)
@@ -169,9 +180,10 @@ def train_personal_head(catalog: Catalog, rules: Rules, data_dir: Path, model_sh
     if len(rows) < MIN_CORRECTIONS:
         target.unlink(missing_ok=True)
         return TrainReport(len(rows), False, None, f"needs at least {MIN_CORRECTIONS} corrected photos")
-    categorizer = Categorizer(rules)
+    album = AlbumClassifier(rules, abstract=head_for_model(model_sha256))
     probs = _Softmaxer(catalog).probs(rows, rules.num_classes)
-    posterior = categorizer.posterior(probs, _people(rows))
+    embeddings = _embeddings(rows)
+    posterior = album.categorizer.posterior(probs, _people(rows), abstract=album.abstract_scores(embeddings))
     # The head centres embeddings on the whole library's mean, not just the corrected photos'.
     total, count = np.zeros(rows[0].embedding.shape[0]), 0  # type: ignore[union-attr]
     for batch in catalog.stored_outputs(model_sha256):
@@ -179,7 +191,6 @@ def train_personal_head(catalog: Catalog, rules: Rules, data_dir: Path, model_sh
             if r.embedding is not None:
                 total += r.embedding
                 count += 1
-    embeddings = _embeddings(rows)
     assert embeddings is not None
     head = train_head(
         embeddings,

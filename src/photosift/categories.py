@@ -47,6 +47,7 @@ _SETTINGS = {
     "prior_correction",
     "prior_floor",
     "temperature",
+    "abstract_threshold",
     "weights",
     "people",
     "user_categories",
@@ -83,6 +84,7 @@ class Rules:
     prior_correction: float = 0.75
     prior_floor: float = 25.0
     temperature: float = 1.0
+    abstract_threshold: float = 1.0  # 1.0 (`off`): the abstract-art detector never decides
     weights: dict[str, float] = field(default_factory=dict)
     people: PeopleRules = field(default_factory=PeopleRules)
 
@@ -112,6 +114,7 @@ class Rules:
             "class_fine": self.class_fine.tolist(),
             "fine": self.fine_labels,
             "settings": [self.min_confidence, self.prior_correction, self.prior_floor, self.temperature],
+            "abstract_threshold": self.abstract_threshold,
             "weights": sorted(self.weights.items()),
             "people": [
                 self.people.min_face_area,
@@ -307,6 +310,22 @@ class _Parser:
         def setting(name: str, default: float, lo: float, hi: float) -> float:
             return self.number(settings[name][1], name, lo, hi) if name in settings else default
 
+        abstract_threshold = 1.0
+        if "abstract_threshold" in settings:
+            node = settings["abstract_threshold"][1]
+            raw = self.value(node)
+            # `off` and `no` are YAML 1.1 booleans (False); "off" as a quoted string means the same.
+            if raw is False or (isinstance(raw, str) and raw.strip().casefold() == "off"):
+                abstract_threshold = 1.0
+            else:
+                v = raw
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.5 <= float(v) <= 1.0:
+                    raise self.fail(
+                        node,
+                        f"abstract_threshold must be a number from 0.5 to 1 (1 or `off`: disabled), not {v!r}",
+                    )
+                abstract_threshold = float(v)
+
         return Rules(
             source=self.where,
             categories=tuple(categories + user),
@@ -319,6 +338,7 @@ class _Parser:
             prior_correction=setting("prior_correction", 0.75, 0.0, 2.0),
             prior_floor=setting("prior_floor", 25.0, 1.0, 1e6),
             temperature=setting("temperature", 1.0, 0.05, 20.0),
+            abstract_threshold=abstract_threshold,
             weights=weights,
             people=people,
         )
@@ -459,16 +479,28 @@ class Categorizer:
         self,
         probs: np.ndarray | TopK,
         people: Sequence[Any | None] | None = None,
+        abstract: np.ndarray | None = None,
     ) -> list[CategoryResult]:
-        """One :class:`CategoryResult` per row. ``people``: a PeopleSignal (or None) per row, or None for none."""
+        """One :class:`CategoryResult` per row. ``people``: a PeopleSignal (or None) per row, or None for none.
+        ``abstract``: the abstract-art detector's probability per row (photosift.abstract), or None for none."""
         dense = self.dense(probs)
         scores = self.scores(dense)
         fine_mass = dense @ self._fine_onehot
         if people is not None and len(people) != len(scores):
             raise ValueError(f"{len(people)} people signals for {len(scores)} photos")
+        if abstract is not None and len(abstract) != len(scores):
+            raise ValueError(f"{len(abstract)} abstract scores for {len(scores)} photos")
         out = []
         for n, row in enumerate(scores):
-            out.append(self._decide(row, dense[n], fine_mass[n], people[n] if people is not None else None))
+            out.append(
+                self._decide(
+                    row,
+                    dense[n],
+                    fine_mass[n],
+                    people[n] if people is not None else None,
+                    float(abstract[n]) if abstract is not None else None,
+                )
+            )
         return out
 
     def posterior(
@@ -476,12 +508,13 @@ class Categorizer:
         probs: np.ndarray | TopK,
         people: Sequence[Any | None] | None = None,
         results: Sequence[CategoryResult] | None = None,
+        abstract: np.ndarray | None = None,
     ) -> np.ndarray:
         """(N, K) category distribution consistent with :meth:`categorize`: the scores, with each photo's decided
         category (people by faces, other by low confidence) raised to its result score, renormalised. This is
         what the personal head starts from."""
         post = self.scores(probs)
-        results = results if results is not None else self.categorize(probs, people)
+        results = results if results is not None else self.categorize(probs, people, abstract)
         for n, res in enumerate(results):
             j = self.rules.categories.index(res.category)
             post[n, j] = max(post[n, j], res.score)
@@ -490,7 +523,12 @@ class Categorizer:
         return out
 
     def _decide(
-        self, row: np.ndarray, p: np.ndarray, fine_mass: np.ndarray, signal: Any | None
+        self,
+        row: np.ndarray,
+        p: np.ndarray,
+        fine_mass: np.ndarray,
+        signal: Any | None,
+        abstract: float | None = None,
     ) -> CategoryResult:
         r = self.rules
         best = int(np.argmax(row)) if row.size else self._other
@@ -501,6 +539,15 @@ class Categorizer:
             result = CategoryResult(OTHER, best_score)
         else:
             result = CategoryResult(OTHER, 1.0 - best_score)
+        if (
+            abstract is not None
+            and r.abstract_threshold < 1.0
+            and abstract >= r.abstract_threshold
+            and result.category != PEOPLE
+        ):
+            # Abstract art: the softmax is confidently wrong on it, so the detector overrides the classes.
+            # Faces (below) still win.
+            result = CategoryResult(OTHER, abstract)
         if signal is None or self._people is None:
             return result
         face_area = float(getattr(signal, "face_area", 0.0) or 0.0)

@@ -559,21 +559,28 @@ def quantize_cmd(
 
 
 def _album_categorize(settings: Settings, min_side: int) -> Any:
-    """What classify does to probabilities, for eval: the rules and (unless --no-people) the face detector."""
+    """What classify does to model outputs, for eval: the rules, the abstract-art detector on the embedding (for
+    the models it fits) and, unless --no-people, the face detector (run once per photo, shared by both models)."""
     from photosift import imaging
-    from photosift.categories import Categorizer, load_rules
+    from photosift.abstract import head_for_model
+    from photosift.album import AlbumClassifier
+    from photosift.categories import load_rules
+    from photosift.models.registry import sha256_file
     from photosift.people import PeopleDetector
 
-    categorizer = Categorizer(load_rules(settings.rules_path))
+    rules = load_rules(settings.rules_path)
     detector = PeopleDetector() if settings.people else None
+    faces: dict[Path, Any] = {}
 
-    def categorize(probs: Any, files: list[Path]) -> list[str]:
+    def categorize(model: Path, probs: Any, embeddings: Any, files: list[Path]) -> list[str]:
+        album = AlbumClassifier(rules, abstract=head_for_model(sha256_file(model)))
         people = None
         if detector is not None:
-            people = [
-                detector.detect(imaging.decode(imaging.read_bytes(f), f, min_side=min_side)) for f in files
-            ]
-        return [r.category for r in categorizer.categorize(probs, people)]
+            for f in files:
+                if f not in faces:
+                    faces[f] = detector.detect(imaging.decode(imaging.read_bytes(f), f, min_side=min_side))
+            people = [faces[f] for f in files]
+        return [r.category for r in album.categorize(probs, people, embeddings)]
 
     return categorize
 

@@ -3,8 +3,8 @@
 The labels CSV has a header and the columns ``file,category[,source]``; ``file`` is relative to the images
 folder (default: ``images/`` beside the CSV if it exists, else the CSV's own folder). A ``category`` that is one
 of the model's class labels (case-insensitive) counts towards ImageNet accuracy; when a ``categorize`` function
-is given ((probabilities (N, classes), the N files) -> N album category names: the CLI passes the rules and the
-face detector, as classify uses them), every labelled row counts towards album
+is given (see :data:`Categorize`; the CLI passes what classify uses: the rules, the abstract-art detector and the
+face detector), every labelled row counts towards album
 accuracy and a confusion table. Without a CSV, every image under ``images`` is used for agreement only.
 
 The reference defaults to the FP32 model the card names when ``model`` is a quantized one (the packaged INT8
@@ -24,9 +24,10 @@ import numpy as np
 from photosift.errors import PhotosiftError, ToolchainError
 from photosift.imaging import load_tensor
 from photosift.models.registry import ModelCard, registry, resolve_model
-from photosift.toolchain.modelfile import Agreement, list_images, load_checked, run_logits, session
+from photosift.toolchain.modelfile import Agreement, list_images, load_checked, run_outputs, session
 
-Categorize = Callable[[np.ndarray, list[Path]], list[str]]  # (probabilities, photo files) -> categories
+# (model file, probabilities (N, classes), embeddings (N, D) or None, the N photo files) -> N album categories
+Categorize = Callable[[Path, np.ndarray, np.ndarray | None, list[Path]], list[str]]
 
 
 @dataclass
@@ -143,8 +144,10 @@ def _album(predicted: list[str], rows: list[_Row]) -> tuple[Accuracy, dict[str, 
     return Accuracy(labelled, correct), confusion
 
 
-def _categorize(categorize: Categorize, logits: np.ndarray, files: list[Path]) -> list[str]:
-    predicted = list(categorize(_softmax(logits), files))
+def _categorize(
+    categorize: Categorize, model: Path, logits: np.ndarray, embeddings: np.ndarray | None, files: list[Path]
+) -> list[str]:
+    predicted = list(categorize(model, _softmax(logits), embeddings, files))
     if len(predicted) != len(logits):
         raise ToolchainError(f"categorize returned {len(predicted)} categories for {len(logits)} photos")
     return [str(p) for p in predicted]
@@ -198,7 +201,7 @@ def evaluate(
         raise ToolchainError(f"{images}: none of the {len(rows)} listed photos could be read")
     say(f"{len(kept)} photos" + (f", {len(skipped)} skipped" if skipped else ""))
     x = np.stack(tensors)
-    logits = run_logits(session(checked.path), card, x)
+    logits, embeddings = run_outputs(session(checked.path), card, x, embedding=categorize is not None)
     result = EvalReport(
         model=str(checked.path),
         reference=str(ref_path) if ref_path else None,
@@ -208,7 +211,9 @@ def evaluate(
     )
     ref_logits = None
     if ref_checked is not None:
-        ref_logits = run_logits(session(ref_checked.path), ref_checked.card, x)
+        ref_logits, ref_embeddings = run_outputs(
+            session(ref_checked.path), ref_checked.card, x, embedding=categorize is not None
+        )
         top1 = ref_logits.argmax(1)
         a = Agreement.of(ref_logits, logits)
         result.agreement, result.top5_containment, result.max_abs_diff = (
@@ -228,7 +233,11 @@ def evaluate(
         ]
     if categorize is not None and any(r.category for r in kept):
         files = [images / row.file for row in kept]
-        result.album, result.confusion = _album(_categorize(categorize, logits, files), kept)
-        if ref_logits is not None:
-            result.reference_album, _ = _album(_categorize(categorize, ref_logits, files), kept)
+        result.album, result.confusion = _album(
+            _categorize(categorize, checked.path, logits, embeddings, files), kept
+        )
+        if ref_checked is not None and ref_logits is not None:
+            result.reference_album, _ = _album(
+                _categorize(categorize, ref_checked.path, ref_logits, ref_embeddings, files), kept
+            )
     return result

@@ -185,12 +185,17 @@ def ort_optimize(src: Path, dst: Path, level: str = "basic") -> None:
 
 
 def run_logits(sess: Any, card: ModelCard, x: np.ndarray, batch: int = 32) -> np.ndarray:
-    return np.concatenate(
-        [
-            sess.run([card.logits_name], {card.input_name: x[i : i + batch]})[0]
-            for i in range(0, len(x), batch)
-        ]
-    )
+    return run_outputs(sess, card, x, batch)[0]
+
+
+def run_outputs(
+    sess: Any, card: ModelCard, x: np.ndarray, batch: int = 32, embedding: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits and (with ``embedding``, when the card names one) the embedding for every row of ``x``."""
+    names = [card.logits_name] + ([card.embedding_name] if embedding and card.embedding_name else [])
+    parts = [sess.run(names, {card.input_name: x[i : i + batch]}) for i in range(0, len(x), batch)]
+    logits = np.concatenate([p[0] for p in parts])
+    return logits, (np.concatenate([p[1] for p in parts]) if len(names) > 1 else None)
 
 
 @dataclass
