@@ -29,6 +29,7 @@ from photosift import imaging
 from photosift.abstract import head_for_model
 from photosift.categories import Categorizer, load_rules
 from photosift.config import default_data_dir
+from photosift.engine import softmax
 from photosift.models.registry import resolve_model
 from photosift.people import PeopleDetector, PeopleSignal
 
@@ -67,12 +68,6 @@ def run_model(paths: list[Path], model: str, people: bool, fit_cutouts: bool = T
         "embedding": np.concatenate(embs),
         "people": np.array([json.dumps(s) for s in signals]) if signals else np.array([]),
     }
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
-    return out
 
 
 def report(truth: list[str], pred: list[str], title: str) -> float:

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from photosift.categories import CategoryResult
+from photosift.engine import softmax
 from photosift.errors import ModelError, PhotosiftError
 
 HEAD_FILE = "personal-head.onnx"
@@ -91,7 +92,7 @@ class PersonalHead:
         return _normalise(x - self.mean)
 
     def predict_proba(self, embeddings: np.ndarray, rules_posterior: np.ndarray) -> np.ndarray:
-        return _softmax(self.offset(rules_posterior) + self.features(embeddings) @ self.weight.T + self.bias)
+        return softmax(self.offset(rules_posterior) + self.features(embeddings) @ self.weight.T + self.bias)
 
     def predict(self, embeddings: np.ndarray, rules_posterior: np.ndarray) -> list[tuple[str, float]]:
         """(category, confidence) per photo."""
@@ -274,7 +275,7 @@ def _fit(
         mom = (it - 1) / (it + 2)
         yw = weight + mom * (weight - prev_w)
         yb = bias + mom * (bias - prev_b)
-        g = (_softmax(offset + z @ yw.T + yb) - y) / n
+        g = (softmax(offset + z @ yw.T + yb) - y) / n
         g[:, ~seen] = 0.0
         prev_w, prev_b = weight, bias
         weight = yw - step * (g.T @ z + l2 * yw)
@@ -388,10 +389,4 @@ def base_head(model_path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _normalise(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     out: np.ndarray = x / np.maximum(norm, 1e-12)
-    return out
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
     return out

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from photosift.engine import softmax
 from photosift.errors import PhotosiftError, ToolchainError
 from photosift.imaging import load_tensor
 from photosift.models.registry import ModelCard, registry, resolve_model
@@ -97,11 +98,6 @@ def read_labels(labels_csv: Path) -> list[_Row]:
     return rows
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _resolve(name_or_path: Path | str) -> Path:
     try:
         return resolve_model(str(name_or_path)).path
@@ -147,7 +143,7 @@ def _album(predicted: list[str], rows: list[_Row]) -> tuple[Accuracy, dict[str, 
 def _categorize(
     categorize: Categorize, model: Path, logits: np.ndarray, embeddings: np.ndarray | None, files: list[Path]
 ) -> list[str]:
-    predicted = list(categorize(model, _softmax(logits), embeddings, files))
+    predicted = list(categorize(model, softmax(logits), embeddings, files))
     if len(predicted) != len(logits):
         raise ToolchainError(f"categorize returned {len(predicted)} categories for {len(logits)} photos")
     return [str(p) for p in predicted]
