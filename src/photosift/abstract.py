@@ -64,13 +64,9 @@ def load_head(path: Path = BUILTIN_HEAD) -> AbstractHead | None:
 @functools.lru_cache(maxsize=1)
 def _arch_of_builtin_models() -> dict[str, str]:
     """model sha256 -> arch, for the packaged models."""
-    from photosift.models.registry import BUILTIN_INDEX
+    from photosift.models.registry import registry
 
-    try:
-        models = json.loads(BUILTIN_INDEX.read_text(encoding="utf-8"))["models"]
-        return {m["sha256"]: m.get("card", {}).get("arch", "") for m in models.values()}
-    except (OSError, KeyError, ValueError, AttributeError):
-        return {}
+    return {e.sha256: str(e.summary.get("arch", "")) for e in registry().values()}
 
 
 def head_for_model(model_sha256: str | None) -> AbstractHead | None:
