@@ -41,6 +41,9 @@ def test_quantize_writes_a_checked_int8_model_and_its_report(tmp_path: Path, pho
     assert read_card(out).precision == "int8"
     data = json.loads(report.read_text())
     assert data["agreement"] >= 0.5 and data["method"] == "static" and len(data["candidates"]) >= 5
+    lo, hi = data["agreement_ci"]
+    assert lo <= data["agreement"] <= hi and f"(95% CI {lo:.1%}–{hi:.1%})" in res.stdout
+    assert data["sqnr_db"] is not None and all("sqnr_db" in c for c in data["candidates"])
     assert {"ort per-channel U8S8 percentile", "ort per-channel U8S8 entropy"} <= {
         c["name"] for c in data["candidates"]
     }
@@ -128,6 +131,7 @@ def test_eval_album_accuracy_and_confusion(tmp_path: Path) -> None:
     res = run("eval", "efficientnet-lite0-int8", "--labels", labels)  # reference: FP32 Lite0 from the card
     assert res.exit_code == 0, res.output
     assert "top-1 agreement with" in res.stdout and "album confusion" in res.stdout
+    assert "95% CI" in res.stdout and "logit SQNR" in res.stdout
     res = run("eval", "efficientnet-lite0")
     assert res.exit_code == 2 and "--labels" in res.output
 

@@ -395,3 +395,26 @@ def test_lite0_int8_on_the_test_photos(photos: Path, tmp_path: Path, lite0) -> N
     assert read_card(out).precision == "int8"
     assert result.agreement is not None and result.agreement >= 0.6
     assert result.size_bytes < 6_000_000 and result.top5_containment == 1.0
+
+
+def test_agreement_reports_its_uncertainty_and_the_logit_sqnr() -> None:
+    from photosift.toolchain.modelfile import Agreement, wilson_interval
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 3, (400, 50))
+    close = Agreement.of(ref, ref + rng.normal(0, 0.03, ref.shape))
+    far = Agreement.of(ref, ref + rng.normal(0, 1.0, ref.shape))
+    assert close.photos == far.photos == 400
+    # 10 log10(3² / 0.03²) = 40 dB and 10 log10(3² / 1²) = 9.5 dB
+    assert close.sqnr_db is not None and abs(close.sqnr_db - 40.0) < 0.5
+    assert far.sqnr_db is not None and abs(far.sqnr_db - 9.5) < 0.5
+    assert far.top1 < close.top1
+    for a in (close, far):
+        assert a.ci95[0] <= a.top1 <= a.ci95[1]
+    assert Agreement.of(ref, ref).sqnr_db is None  # no noise: no finite ratio
+    # Wilson: mirror-symmetric, never past 0 or 1, narrower with more photos
+    lo, hi = wilson_interval(74, 76)
+    assert (round(1 - hi, 4), round(1 - lo, 4)) == wilson_interval(2, 76)
+    assert wilson_interval(76, 76)[1] == 1.0 and wilson_interval(0, 76)[0] == 0.0
+    assert wilson_interval(740, 760)[1] - wilson_interval(740, 760)[0] < hi - lo
+    assert wilson_interval(0, 0) == (0.0, 1.0)

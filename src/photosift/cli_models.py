@@ -237,7 +237,8 @@ def quantize_cmd(
         f"wrote {r.output} ({r.precision}, {r.method}): {_mb(r.size_bytes)} (FP32 {_mb(r.size_bytes_fp32)})",
         f"top-1 agreement with FP32 {r.agreement:.1%} on {r.images} "
         + ("held-out photos" if r.method == "static" else "photos")
-        + f", top-5 containment {r.top5_containment:.1%}, max |Δlogit| {r.max_abs_diff:.3g}",
+        + f" (95% CI {_ci(r.agreement_ci)}), top-5 containment {r.top5_containment:.1%}, "
+        f"max |Δlogit| {r.max_abs_diff:.3g}, logit SQNR {r.sqnr_db} dB",
     ]
     if r.speed is not None:
         lines.append(
@@ -333,6 +334,10 @@ def _resize_size(model: str, settings: Settings) -> int:
     return resolve_model(model, settings.data_dir).card.preprocess.resize_size
 
 
+def _ci(ci: tuple[float, float] | None) -> str:
+    return f"{ci[0]:.1%}–{ci[1]:.1%}" if ci else "n/a"
+
+
 def _print_eval(r: Any) -> None:
     from rich.table import Table
 
@@ -340,8 +345,9 @@ def _print_eval(r: Any) -> None:
     lines = [f"{r.model}: {r.images} photos" + (f", {len(r.skipped)} unreadable" if r.skipped else "")]
     if r.agreement is not None:
         lines.append(
-            f"top-1 agreement with {r.reference}: {r.agreement:.1%}, top-5 containment {r.top5_containment:.1%}, "
-            f"max |Δlogit| {r.max_abs_diff:.3g}"
+            f"top-1 agreement with {r.reference}: {r.agreement:.1%} (95% CI {_ci(r.agreement_ci)}), "
+            f"top-5 containment {r.top5_containment:.1%}, max |Δlogit| {r.max_abs_diff:.3g}, "
+            f"logit SQNR {r.sqnr_db} dB"
         )
     for what, acc, ref in (
         ("ImageNet accuracy", r.imagenet, r.reference_imagenet),

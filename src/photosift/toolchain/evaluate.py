@@ -51,6 +51,8 @@ class EvalReport:
     images: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     agreement: float | None = None  # top-1 of model == top-1 of reference
+    agreement_ci: tuple[float, float] | None = None  # its 95% Wilson interval
+    sqnr_db: float | None = None  # reference logit power over the power of the difference
     top5_containment: float | None = None  # reference top-1 within model top-5
     max_abs_diff: float | None = None  # max |Δlogit|
     imagenet: Accuracy | None = None
@@ -217,6 +219,7 @@ def evaluate(
             a.top5_containment,
             a.max_abs_diff,
         )
+        result.agreement_ci, result.sqnr_db = a.ci95, a.sqnr_db
         result.reference_imagenet = _imagenet_accuracy(ref_logits, kept, ref_checked.card.labels)
         result.disagreements = [
             {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import tempfile
 import time
@@ -198,22 +199,47 @@ def run_outputs(
     return logits, (np.concatenate([p[1] for p in parts]) if len(names) > 1 else None)
 
 
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion: how far ``hits / n`` can be from the rate on photos not seen."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
 @dataclass
 class Agreement:
-    """How well ``got`` logits reproduce ``ref`` logits, photo by photo."""
+    """How well ``got`` logits reproduce ``ref`` logits, photo by photo.
+
+    Top-1 agreement on a few hundred photos is a noisy number: most disagreements are photos whose reference
+    top two classes are within a few hundredths of a logit, so it moves by whole points between photo sets of
+    the same kind. ``ci95`` says how far it can move; ``sqnr_db`` (reference logit power over the power of the
+    difference) is the steadier measure of how faithful the model is.
+    """
 
     top1: float  # share of photos with the same top-1
     top5_containment: float  # share whose reference top-1 is within the model's top 5
     max_abs_diff: float  # largest |Δlogit|
+    photos: int = 0
+    ci95: tuple[float, float] = (0.0, 1.0)  # Wilson interval of top1
+    sqnr_db: float | None = None  # logit signal-to-quantization-noise ratio
 
     @classmethod
     def of(cls, ref: np.ndarray, got: np.ndarray) -> Agreement:
         top1 = ref.argmax(1)
         top5 = np.argsort(-got, axis=1)[:, :5]
+        same = int((top1 == got.argmax(1)).sum())
+        noise = float(((ref.astype(np.float64) - got) ** 2).mean())
+        signal = float((ref.astype(np.float64) ** 2).mean())
         return cls(
-            round(float((top1 == got.argmax(1)).mean()), 4),
+            round(same / len(ref), 4),
             round(float((top5 == top1[:, None]).any(1).mean()), 4),
             round(float(np.abs(ref - got).max()), 4),
+            len(ref),
+            wilson_interval(same, len(ref)),
+            round(10 * math.log10(signal / noise), 1) if noise > 0 and signal > 0 else None,
         )
 
 

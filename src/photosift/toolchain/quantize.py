@@ -74,6 +74,8 @@ class Candidate:
     speedup: float
     size_bytes: int
     passed: bool
+    sqnr_db: float | None = None  # held-out logit SQNR: steadier than agreement on a few dozen photos
+    agreement_ci: tuple[float, float] = (0.0, 1.0)  # 95% Wilson interval of the held-out agreement
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +95,8 @@ class QuantizeReport:
     top5_containment: float | None
     max_abs_diff: float | None
     min_agreement: float | None
+    agreement_ci: tuple[float, float] = (0.0, 1.0)  # 95% Wilson interval of the agreement
+    sqnr_db: float | None = None  # logit signal-to-noise ratio against FP32
     near_ties: int = 0  # photos whose FP32 top-1 beats its top-2 by less than NEAR_TIE logits
     agreement_clear: float | None = None  # agreement on the other photos
     config: dict[str, Any] = field(default_factory=dict)
@@ -167,6 +171,8 @@ def _checked_write(
             top5_containment=agreement.top5_containment,
             max_abs_diff=agreement.max_abs_diff,
             min_agreement=min_agreement,
+            agreement_ci=agreement.ci95,
+            sqnr_db=agreement.sqnr_db,
             near_ties=near_ties,
             agreement_clear=clear,
             **extra,
@@ -350,11 +356,14 @@ def _quantize_int8(
                 round(speed.speedup, 3),
                 path.stat().st_size,
                 a.top1 >= min_agreement,
+                a.sqnr_db,
+                a.ci95,
             )
             candidates.append(c)
             files[name] = path
             say(
-                f"{name}: agreement {a.top1:.1%}, top-5 {a.top5_containment:.1%}, {speed.speedup:.2f}x FP32, "
+                f"{name}: agreement {a.top1:.1%}, top-5 {a.top5_containment:.1%}, logit SQNR {a.sqnr_db} dB, "
+                f"{speed.speedup:.2f}x FP32, "
                 f"{c.size_bytes / 1e6:.1f} MB{'  <- meets the bar' if c.passed else ''}"
             )
             return c
@@ -431,11 +440,12 @@ def _quantize_int8(
                 f"{src.path}: no INT8 candidate reached {min_agreement:.1%} top-1 agreement with FP32 on the "
                 f"{len(photos.held_out)} held-out photos (best {best.agreement:.1%}, {best.name}); nothing written"
             )
-        # Fastest wins; speeds within SPEED_NOISE of the fastest are a tie (timing noise), broken by agreement.
+        # Fastest wins; speeds within SPEED_NOISE of the fastest are a tie (timing noise), broken by agreement,
+        # then by logit SQNR.
         fastest = max(c.speedup for c in passing)
         chosen = max(
             (c for c in passing if c.speedup >= fastest * (1 - SPEED_NOISE)),
-            key=lambda c: (c.agreement, c.speedup),
+            key=lambda c: (c.agreement, c.sqnr_db or 0.0, c.speedup),
         )
         say(f"chose {chosen.name}")
         return _checked_write(
