@@ -65,6 +65,7 @@ def test_imagenet_accuracy_and_agreement(labelled: Path, tmp_path: Path, lite0) 
     assert report.reference == str(lite0.path)
     assert report.images == 4 and [Path(p).name for p, _ in report.skipped] == ["broken.jpg"]
     assert report.agreement == 1.0 and report.top5_containment == 1.0 and report.max_abs_diff == 0.0
+    assert report.sqnr_db is None and report.agreement_ci is not None and report.agreement_ci[1] == 1.0
     assert report.imagenet is not None and (report.imagenet.labelled, report.imagenet.correct) == (3, 2)
     assert report.reference_imagenet == report.imagenet
     assert report.album is None  # no categorize function given

@@ -238,7 +238,7 @@ def quantize_cmd(
         f"top-1 agreement with FP32 {r.agreement:.1%} on {r.images} "
         + ("held-out photos" if r.method == "static" else "photos")
         + f" (95% CI {_ci(r.agreement_ci)}), top-5 containment {r.top5_containment:.1%}, "
-        f"max |Δlogit| {r.max_abs_diff:.3g}, logit SQNR {r.sqnr_db} dB",
+        f"max |Δlogit| {r.max_abs_diff:.3g}, logit SQNR {_db(r.sqnr_db)}",
     ]
     if r.speed is not None:
         lines.append(
@@ -338,6 +338,10 @@ def _ci(ci: tuple[float, float] | None) -> str:
     return f"{ci[0]:.1%}–{ci[1]:.1%}" if ci else "n/a"
 
 
+def _db(sqnr: float | None) -> str:
+    return "inf (identical logits)" if sqnr is None else f"{sqnr} dB"
+
+
 def _print_eval(r: Any) -> None:
     from rich.table import Table
 
@@ -347,7 +351,7 @@ def _print_eval(r: Any) -> None:
         lines.append(
             f"top-1 agreement with {r.reference}: {r.agreement:.1%} (95% CI {_ci(r.agreement_ci)}), "
             f"top-5 containment {r.top5_containment:.1%}, max |Δlogit| {r.max_abs_diff:.3g}, "
-            f"logit SQNR {r.sqnr_db} dB"
+            f"logit SQNR {_db(r.sqnr_db)}"
         )
     for what, acc, ref in (
         ("ImageNet accuracy", r.imagenet, r.reference_imagenet),
