@@ -28,46 +28,16 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper
+from onnxruntime.quantization.onnx_model import ONNXModel
 
 from photosift.imaging import load_tensor
 from photosift.models.registry import resolve_model
 from photosift.toolchain import calibration as cal
-from photosift.toolchain.modelfile import list_images, load_checked
+from photosift.toolchain.modelfile import list_images, load_checked, run_logits, session
 from photosift.toolchain.quantize import quantize
 
 ALBUM_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "album-dev" / "images"
-
-
-def _session(model: Any) -> Any:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
-def _logits(model: Any, x: np.ndarray, name: str, input_name: str) -> np.ndarray:
-    sess = _session(model)
-    return np.concatenate([sess.run([name], {input_name: x[i : i + 16]})[0] for i in range(0, len(x), 16)])
-
-
-def _topological(model: Any) -> None:
-    avail = {i.name for i in model.graph.initializer} | {i.name for i in model.graph.input}
-    nodes, ordered = list(model.graph.node), []
-    while nodes:
-        rest = []
-        for n in nodes:
-            if all(t == "" or t in avail for t in n.input):
-                ordered.append(n)
-                avail |= set(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(nodes):
-            raise RuntimeError("graph has a cycle")
-        nodes = rest
-    del model.graph.node[:]
-    model.graph.node.extend(ordered)
 
 
 def variant(qdq: Any, float_model: Any, quantized_acts: set[str], float_weights: bool) -> Any:
@@ -125,7 +95,7 @@ def variant(qdq: Any, float_model: Any, quantized_acts: set[str], float_weights:
                 n.input[i] = bypass[t]
     if extra:
         m.graph.node.extend(extra)
-        _topological(m)
+        ONNXModel(m).topological_sort()
     return m
 
 
@@ -160,10 +130,14 @@ def main() -> int:
     eq.CopyFrom(src.proto)
     cal.equalize_streams(eq, card.input_name, photos.calibration)
 
-    ref = _logits(src.proto, x, card.logits_name, card.input_name)
+    def logits(model: Any) -> np.ndarray:
+        # Graph optimizations off: every Q/DQ pair runs as written, the exact INT8 arithmetic.
+        return run_logits(session(model.SerializeToString(), level="none"), card, x, batch=16)
+
+    ref = logits(src.proto)
 
     def sqnr(model: Any) -> float:
-        got = _logits(model, x, card.logits_name, card.input_name)
+        got = logits(model)
         return float(10 * np.log10((ref**2).mean() / ((ref - got) ** 2).mean()))
 
     inits = {i.name for i in qdq.graph.initializer}
