@@ -23,7 +23,7 @@ def lite0():
 
 @pytest.fixture(scope="session")
 def engine(lite0):
-    from photosift.engine import OrtEngine
+    from photosift.models.session import OrtEngine
 
     return OrtEngine(lite0, provider="cpu", intra_op_threads=2)
 

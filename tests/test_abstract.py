@@ -1,4 +1,4 @@
-"""The abstract-art detector (photosift.abstract) and the rules' ``abstract_threshold``."""
+"""The abstract-art detector (photosift.album.abstract) and the rules' ``abstract_threshold``."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from photosift.abstract import head_for_model, load_head
-from photosift.album import AlbumClassifier
-from photosift.categories import BUILTIN_RULES, OTHER, Categorizer, load_rules, parse_rules
-from photosift.errors import RulesError
-from photosift.people import PeopleSignal
+from photosift.album.abstract import head_for_model, load_head
+from photosift.album.decisions import AlbumClassifier
+from photosift.album.people import PeopleSignal
+from photosift.album.rules import BUILTIN_RULES, OTHER, Categorizer, load_rules, parse_rules
+from photosift.core.errors import RulesError
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = sorted(p.name for p in DATA.iterdir() if p.suffix.lower() in {".jpg", ".png"})
@@ -45,7 +45,7 @@ def outputs() -> tuple[np.ndarray, np.ndarray, str]:
     """(softmax, embedding, model sha256) for the generated image followed by every photo in tests/data."""
     import onnxruntime as ort
 
-    from photosift.imaging import decode, load_tensor, to_tensor
+    from photosift.core.imaging import decode, load_tensor, to_tensor
     from photosift.models.registry import resolve_model
 
     m = resolve_model("efficientnet-lite0")
@@ -131,9 +131,9 @@ def test_classify_then_recategorize_agree(tmp_path: Path, data_dir: Path) -> Non
     the catalog's float16 embeddings gives the same answers; switching the detector off gives the object back."""
     from typer.testing import CliRunner
 
-    from photosift.album import recategorize
-    from photosift.catalog import Catalog
+    from photosift.album.decisions import recategorize
     from photosift.cli import app
+    from photosift.core.catalog import Catalog
 
     runner = CliRunner()
     photos = tmp_path / "lib"

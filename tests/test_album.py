@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from photosift.album import MIN_CORRECTIONS, head_path, recategorize
-from photosift.catalog import Catalog
-from photosift.categories import BUILTIN_RULES, load_rules
+from photosift.album.decisions import MIN_CORRECTIONS, head_path, recategorize
+from photosift.album.rules import BUILTIN_RULES, load_rules
 from photosift.cli import app
+from photosift.core.catalog import Catalog
 
 runner = CliRunner()
 
@@ -106,7 +106,7 @@ def test_unknown_category_is_rejected_or_created(library) -> None:
 
 
 def test_personal_head_trains_from_corrections_and_is_applied(library) -> None:
-    from photosift.config import Settings
+    from photosift.core.config import Settings
 
     photos, db = library
     items = _results(db)

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from photosift import corpus
-from photosift.bench import BenchOptions, run_bench
+from photosift.bench import corpus
+from photosift.bench.suite import BenchOptions, run_bench
 from photosift.cli import app
 
 DATA = Path(__file__).parent / "data"
@@ -150,8 +150,8 @@ def test_bench_cli_make_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_io_binding_matches_plain_run_on_cpu() -> None:
     import numpy as np
 
-    from photosift.engine import OrtEngine
     from photosift.models.registry import resolve_model
+    from photosift.models.session import OrtEngine
 
     engine = OrtEngine(resolve_model("efficientnet-lite0"), provider="cpu", intra_op_threads=1)
     assert engine.io_device is None  # CPU path unchanged: plain session.run
@@ -163,10 +163,10 @@ def test_io_binding_matches_plain_run_on_cpu() -> None:
 
 
 def test_gpu_decode_falls_back_with_a_reason(tmp_path: Path) -> None:
-    from photosift.catalog import Catalog
-    from photosift.engine import OrtEngine
+    from photosift.core.catalog import Catalog
     from photosift.models.registry import resolve_model
-    from photosift.pipeline import ClassifyOptions, Pipeline
+    from photosift.models.session import OrtEngine
+    from photosift.run.driver import ClassifyOptions, Pipeline
 
     engine = OrtEngine(resolve_model("efficientnet-lite0"), provider="cpu", intra_op_threads=1)
     with Catalog(tmp_path / "c.db") as cat:
@@ -184,7 +184,7 @@ def test_gpu_decoder_tensor_math_matches_cpu_path() -> None:
     import numpy as np
 
     torch = pytest.importorskip("torch")
-    from photosift import imaging
+    from photosift.core import imaging
 
     def pil_decode(raw: object, device: str = "cpu") -> object:
         im = Image.open(io.BytesIO(raw.numpy().tobytes())).convert("RGB")  # type: ignore[attr-defined]
@@ -218,7 +218,7 @@ def test_fast_scaled_jpeg_is_pixel_identical_to_pillow_draft(
 ) -> None:
     import io
 
-    from photosift import imaging
+    from photosift.core import imaging
 
     if imaging._simplejpeg is None:
         pytest.skip("simplejpeg not installed: Pillow's draft path is the only one")

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from photosift.categories import (
+from photosift.album.people import PeopleSignal
+from photosift.album.rules import (
     BUILTIN_RULES,
     OTHER,
     Categorizer,
@@ -18,8 +19,7 @@ from photosift.categories import (
     load_rules,
     parse_rules,
 )
-from photosift.errors import RulesError, UnknownCategory
-from photosift.people import PeopleSignal
+from photosift.core.errors import RulesError, UnknownCategory
 
 DATA = Path(__file__).parent / "data"
 CATEGORIES = (
@@ -46,7 +46,7 @@ def _model():  # type: ignore[no-untyped-def]
 
 
 def softmax_of(*names: str) -> np.ndarray:
-    from photosift.imaging import load_tensor
+    from photosift.core.imaging import load_tensor
 
     card, sess = _model()
     x = np.stack([load_tensor(DATA / n, card.preprocess) for n in names])

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from photosift.errors import ToolchainError
+from photosift.core.errors import ToolchainError
 from photosift.models.registry import CARD_KEY, ModelCard
 from photosift.toolchain.evaluate import evaluate
 
@@ -27,7 +27,7 @@ def labelled(tmp_path: Path, lite0) -> Path:  # type: ignore[no-untyped-def]
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
     import onnxruntime as ort
 
-    from photosift.imaging import load_tensor
+    from photosift.core.imaging import load_tensor
 
     card = lite0.card
     sess = ort.InferenceSession(str(lite0.path), providers=["CPUExecutionProvider"])

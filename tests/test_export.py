@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from photosift.cli import app  # noqa: E402
-from photosift.errors import ToolchainError  # noqa: E402
+from photosift.core.errors import ToolchainError  # noqa: E402
 from photosift.models.registry import read_card, resolve_model  # noqa: E402
 from photosift.toolchain.builtins import BUILDABLE, build_model  # noqa: E402
 from photosift.toolchain.export import export, parity_images  # noqa: E402
@@ -58,7 +58,7 @@ def test_rebuilt_lite0_matches_the_packaged_model(tmp_path: Path, data_dir: Path
         pytest.skip("weights not installed")
     import onnxruntime as ort
 
-    from photosift.imaging import load_tensor
+    from photosift.core.imaging import load_tensor
 
     packaged = resolve_model("efficientnet-lite0")
     rebuilt = build_model("efficientnet-lite0", tmp_path / "l0.onnx", data_dir).path

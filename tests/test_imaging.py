@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from photosift import imaging
-from photosift.errors import UnreadableImage
+from photosift.core import imaging
+from photosift.core.errors import UnreadableImage
 
 PRE = imaging.Preprocess(input_size=224, resize_size=256, mean=(127.0,) * 3, std=(128.0,) * 3)
 

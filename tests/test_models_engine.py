@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from photosift import imaging
-from photosift.engine import OrtEngine, candidate_providers
-from photosift.errors import ModelError, ProviderError
+from photosift.core import imaging
+from photosift.core.errors import ModelError, ProviderError
 from photosift.models import registry
+from photosift.models.session import OrtEngine, candidate_providers
 
 
 def test_packaged_model_card(lite0) -> None:

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from photosift.errors import ToolchainError
+from photosift.core.errors import ToolchainError
 from photosift.models.registry import read_card
 from photosift.toolchain import optimize as omod
 from photosift.toolchain.modelfile import Speed, load_checked, probe_inputs

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from photosift.errors import ModelError
-from photosift.imaging import decode, read_bytes
-from photosift.people import PeopleDetector, PeopleSignal
+from photosift.album.people import PeopleDetector, PeopleSignal
+from photosift.core.errors import ModelError
+from photosift.core.imaging import decode, read_bytes
 
 DATA = Path(__file__).parent / "data"
 WITH_PEOPLE = ["astronaut.jpg", "grace_hopper.jpg", "camera.png"]

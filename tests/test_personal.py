@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from photosift.categories import Categorizer, CategoryResult
-from photosift.errors import ModelError, PhotosiftError
-from photosift.personal import HEAD_FILE, base_head, combine, cross_validate, load_head, train_head
+from photosift.album.personal import HEAD_FILE, base_head, combine, cross_validate, load_head, train_head
+from photosift.album.rules import Categorizer, CategoryResult
+from photosift.core.errors import ModelError, PhotosiftError
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = ["chelsea.jpg", "coffee.jpg", "china.jpg", "flower.jpg", "rocket.jpg", "brick.jpg", "text.png"]
@@ -29,7 +29,7 @@ def _model():  # type: ignore[no-untyped-def]
 
 def variants(name: str) -> list[Image.Image]:
     """Eight views of one photo (crops, mirror, tint): a small labelled set made from the test images."""
-    from photosift.imaging import decode, read_bytes
+    from photosift.core.imaging import decode, read_bytes
 
     im = decode(read_bytes(DATA / name), DATA / name, min_side=256)
     w, h = im.size
@@ -44,7 +44,7 @@ def variants(name: str) -> list[Image.Image]:
 @lru_cache(maxsize=1)
 def dataset() -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(softmax, embeddings, photo name) for 8 views of each test photo."""
-    from photosift.imaging import to_tensor
+    from photosift.core.imaging import to_tensor
 
     m, sess = _model()
     images, names = [], []

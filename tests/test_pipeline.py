@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from photosift.catalog import Catalog
-from photosift.pipeline import ClassifyOptions, Pipeline
+from photosift.core.catalog import Catalog
+from photosift.run.driver import ClassifyOptions, Pipeline
 
 
 @pytest.fixture()

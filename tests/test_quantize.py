@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from photosift.errors import ToolchainError
+from photosift.core.errors import ToolchainError
 from photosift.models.registry import CARD_KEY, ModelCard, read_card
 from photosift.toolchain import calibration as cal
 from photosift.toolchain import quantize as qmod

@@ -20,12 +20,12 @@ pytest.importorskip("uvicorn")
 
 from fastapi.testclient import TestClient
 
-from photosift.album import AlbumClassifier
-from photosift.catalog import Catalog
-from photosift.categories import load_rules
-from photosift.config import Settings
-from photosift.people import PeopleDetector
-from photosift.pipeline import ClassifyOptions, Pipeline
+from photosift.album.decisions import AlbumClassifier
+from photosift.album.people import PeopleDetector
+from photosift.album.rules import load_rules
+from photosift.core.catalog import Catalog
+from photosift.core.config import Settings
+from photosift.run.driver import ClassifyOptions, Pipeline
 from photosift.web import app as webapp
 
 DATA = Path(__file__).parent / "data"

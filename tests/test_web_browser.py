@@ -25,7 +25,7 @@ pytestmark = [
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("fastapi")
 
-from photosift.catalog import Catalog  # noqa: E402
+from photosift.core.catalog import Catalog  # noqa: E402
 from test_web import LiveServer, build_catalog, settings_for  # noqa: E402
 
 ARTIFACTS = Path(

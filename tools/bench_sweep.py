@@ -11,11 +11,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from photosift.bench import _Meter, wait_quiet
-from photosift.catalog import Catalog
-from photosift.engine import OrtEngine
+from photosift.bench.suite import _Meter, wait_quiet
+from photosift.core.catalog import Catalog
 from photosift.models.registry import resolve_model
-from photosift.pipeline import ClassifyOptions, Pipeline
+from photosift.models.session import OrtEngine
+from photosift.run.driver import ClassifyOptions, Pipeline
 
 CONFIGS = [
     # (workers, intra, spinning, batch, depth)

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from photosift import imaging
-from photosift.config import default_data_dir
+from photosift.core import imaging
+from photosift.core.config import default_data_dir
 from photosift.models.registry import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]

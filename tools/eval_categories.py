@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from photosift import imaging
-from photosift.abstract import head_for_model
-from photosift.categories import Categorizer, load_rules
-from photosift.config import default_data_dir
-from photosift.engine import softmax
+from photosift.album.abstract import head_for_model
+from photosift.album.people import PeopleDetector, PeopleSignal
+from photosift.album.rules import Categorizer, load_rules
+from photosift.core import imaging
+from photosift.core.config import default_data_dir
 from photosift.models.registry import resolve_model
-from photosift.people import PeopleDetector, PeopleSignal
+from photosift.models.session import softmax
 
 DEFAULT_SET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "album-dev"
 if not DEFAULT_SET.is_dir():
@@ -144,7 +144,7 @@ def main() -> int:
         print(f"top-{k} stored as float16: same category as the full softmax for {same}/{len(pred)}")
 
     if args.personal:
-        from photosift.personal import cross_validate
+        from photosift.album.personal import cross_validate
 
         for protocol in ("random", "errors"):
             res = cross_validate(

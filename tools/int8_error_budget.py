@@ -31,7 +31,7 @@ import onnx
 from onnx import helper
 from onnxruntime.quantization.onnx_model import ONNXModel
 
-from photosift.imaging import load_tensor
+from photosift.core.imaging import load_tensor
 from photosift.models.registry import resolve_model
 from photosift.toolchain import calibration as cal
 from photosift.toolchain.modelfile import list_images, load_checked, run_logits, session

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageOps
 
-from photosift.imaging import load_tensor
+from photosift.core.imaging import load_tensor
 from photosift.models.registry import resolve_model
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"}

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from photosift.catalog import Catalog
+from photosift.core.catalog import Catalog
 
 
 def main() -> None:

@@ -16,22 +16,22 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from photosift.catalog import Catalog
+    from photosift.core.catalog import Catalog
     from photosift.models.registry import ResolvedModel
-    from photosift.pipeline import Progress, RunSummary
+    from photosift.run.driver import Progress, RunSummary
 
 
 def load_model(name_or_path: str = "efficientnet-lite0", data_dir: Path | None = None) -> ResolvedModel:
     """Find a model by name or path and verify it (sha256 for registered models)."""
-    from photosift.config import Settings
+    from photosift.core.config import Settings
     from photosift.models.registry import resolve_model
 
     return resolve_model(name_or_path, data_dir or Settings().data_dir)
 
 
 def open_catalog(db: str | Path | None = None, readonly: bool = False) -> Catalog:
-    from photosift.catalog import Catalog
-    from photosift.config import Settings
+    from photosift.core.catalog import Catalog
+    from photosift.core.config import Settings
 
     return Catalog(db or Settings().db_path, readonly=readonly)
 
@@ -46,8 +46,8 @@ def classify(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> RunSummary:
     """Classify every image under ``paths`` into the catalog ``db``; returns the run's summary."""
-    from photosift.app import build_pipeline
-    from photosift.config import Settings
+    from photosift.core.config import Settings
+    from photosift.services import build_pipeline
 
     settings = Settings(model=model, provider=provider, batch_size=batch_size)
     if workers is not None:

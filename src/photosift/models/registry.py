@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from photosift.errors import ModelError
-from photosift.imaging import Preprocess
+from photosift.core.errors import ModelError
+from photosift.core.imaging import Preprocess
 
 CARD_KEY = "photosift.card"
 _PACKAGE_DIR = Path(str(resources.files("photosift.models")))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from photosift.errors import ToolchainError
+from photosift.core.errors import ToolchainError
 from photosift.toolchain.export import ExportResult, export, parity_images
 
 

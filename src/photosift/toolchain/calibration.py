@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from photosift.errors import PhotosiftError, ToolchainError
-from photosift.imaging import Preprocess, load_tensor
+from photosift.core.errors import PhotosiftError, ToolchainError
+from photosift.core.imaging import Preprocess, load_tensor
 from photosift.toolchain.modelfile import list_images
 
 QMAX = 127  # symmetric INT8 weights use [-127, 127], as ONNX Runtime's quantizer does

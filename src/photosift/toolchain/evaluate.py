@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from photosift.engine import softmax
-from photosift.errors import PhotosiftError, ToolchainError
-from photosift.imaging import load_tensor
+from photosift.core.errors import PhotosiftError, ToolchainError
+from photosift.core.imaging import load_tensor
 from photosift.models.registry import ModelCard, registry, resolve_model
+from photosift.models.session import softmax
 from photosift.toolchain.modelfile import Agreement, list_images, load_checked, run_outputs, session
 
 # (model file, probabilities (N, classes), embeddings (N, D) or None, the N photo files) -> N album categories

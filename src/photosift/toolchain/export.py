@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from photosift.errors import PhotosiftError, ToolchainError
+from photosift.core.errors import PhotosiftError, ToolchainError
 from photosift.models.registry import ModelCard, imagenet_labels, sha256_file
 from photosift.toolchain.archs import ArchDefaults, build
 from photosift.toolchain.modelfile import list_images, ort_optimize, set_card
@@ -52,7 +52,7 @@ def parity_images(folder: Path, limit: int = 16) -> list[Path]:
 
 
 def _batch(card: ModelCard, images: Sequence[Path]) -> np.ndarray:
-    from photosift.imaging import load_tensor
+    from photosift.core.imaging import load_tensor
 
     tensors = []
     for path in images:

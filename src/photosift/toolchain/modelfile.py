@@ -1,7 +1,7 @@
 """The model-file plumbing the toolchain steps share: loading and checking a carded ONNX model, writing it
 atomically, sessions, logits, agreement with a reference, timing on ready tensors.
 
-Every failure is a one-line :class:`~photosift.errors.ToolchainError` naming the file and the reason; every
+Every failure is a one-line :class:`~photosift.core.errors.ToolchainError` naming the file and the reason; every
 output goes through :func:`atomic_output`, so a failed step never leaves a partial file.
 """
 
@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from photosift.errors import ModelError, PhotosiftError, ToolchainError
+from photosift.core.errors import ModelError, PhotosiftError, ToolchainError
+from photosift.core.scanner import IMAGE_EXTENSIONS
 from photosift.models.registry import CARD_KEY, ModelCard, resolve_model
-from photosift.scanner import IMAGE_EXTENSIONS
 
 SPEED_BATCH = 8
 SPEED_THREADS = 2

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from photosift.errors import ToolchainError
+from photosift.core.errors import ToolchainError
 from photosift.models.registry import ModelCard
 from photosift.toolchain.modelfile import (
     Speed,

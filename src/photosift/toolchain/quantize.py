@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from photosift.errors import ToolchainError
+from photosift.core.errors import ToolchainError
 from photosift.models.registry import ModelCard
 from photosift.toolchain import calibration as cal
 from photosift.toolchain import qdq

@@ -39,9 +39,9 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from photosift.catalog import Catalog, ResultRow
-from photosift.config import Settings
-from photosift.errors import CatalogError, UnreadableImage
+from photosift.core.catalog import Catalog, ResultRow
+from photosift.core.config import Settings
+from photosift.core.errors import CatalogError, UnreadableImage
 from photosift.web import media
 from photosift.web.scan import PipelineFactory, ScanError, ScanManager
 
@@ -55,7 +55,7 @@ UNCATEGORIZED = "uncategorized"
 
 def category_names(settings: Settings) -> list[str]:
     """The album categories of the rules in force (built in, config dir or PHOTOSIFT_RULES)."""
-    from photosift.categories import load_rules
+    from photosift.album.rules import load_rules
 
     return list(load_rules(settings.rules_path).categories)
 
@@ -375,8 +375,8 @@ def create_app(
                 raise HTTPException(409, "this file could not be read, so it has no category to correct")
             # Exactly what `photosift correct` does: the correction belongs to the content, not the path; the
             # personal head is retrained and categories re-derived.
-            from photosift.album import correct as apply_correction
-            from photosift.categories import load_rules
+            from photosift.album.decisions import correct as apply_correction
+            from photosift.album.rules import load_rules
 
             apply_correction(cat, load_rules(settings.rules_path), settings.data_dir, content_hash, wanted)
             return content_hash

@@ -1,7 +1,7 @@
 """Thumbnails and display-size photos, made on the fly and kept only in memory.
 
 No image is ever written to disk (a thumbnail cache on disk is a copy of the library that outlives it).
-JPEGs are DCT-scaled while decoding (:func:`photosift.imaging.decode` with ``min_side``), which makes a
+JPEGs are DCT-scaled while decoding (:func:`photosift.core.imaging.decode` with ``min_side``), which makes a
 thumbnail of a 12 MP photo several times cheaper than a full decode. A small byte-bounded LRU keeps recent
 renders so scrolling back and forth does not decode again; browsers revalidate with the ETag (content hash
 + size), which the server answers with 304 without touching the file.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from photosift import imaging
+from photosift.core import imaging
 
 THUMB_SIDE = 320  # shorter side of a grid thumbnail: sharp in a ~160 px cell on a 2x screen
 VIEW_SIDE = 1600  # longest side of the photo page's image

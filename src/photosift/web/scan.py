@@ -16,16 +16,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from photosift.catalog import Catalog
-from photosift.config import Settings
-from photosift.errors import PhotosiftError
-from photosift.pipeline import Pipeline, Progress
+from photosift.core.catalog import Catalog
+from photosift.core.config import Settings
+from photosift.core.errors import PhotosiftError
+from photosift.run.driver import Pipeline, Progress
 
 PipelineFactory = Callable[[Settings, Catalog], Pipeline]
 
 
 def default_pipeline_factory(settings: Settings, catalog: Catalog) -> Pipeline:
-    from photosift.app import build_pipeline  # imports onnxruntime: only when the first scan starts
+    from photosift.services import build_pipeline  # imports onnxruntime: only when the first scan starts
 
     return build_pipeline(settings, catalog=catalog)
 

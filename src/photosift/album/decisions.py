@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from photosift.abstract import AbstractHead, head_for_model
-from photosift.catalog import Catalog, StoredOutput
-from photosift.categories import Categorizer, CategoryResult, Rules, load_rules
-from photosift.engine import softmax
-from photosift.errors import CatalogError, ModelError, UnknownCategory
-from photosift.people import PeopleSignal
-from photosift.personal import PersonalHead, base_head, combine, load_head, train_head
+from photosift.album.abstract import AbstractHead, head_for_model
+from photosift.album.people import PeopleSignal
+from photosift.album.personal import PersonalHead, base_head, combine, load_head, train_head
+from photosift.album.rules import Categorizer, CategoryResult, Rules, load_rules
+from photosift.core.catalog import Catalog, StoredOutput
+from photosift.core.errors import CatalogError, ModelError, UnknownCategory
+from photosift.models.session import softmax
 
 MIN_CORRECTIONS = 3  # fewer corrections than this teach the head nothing it can generalise
 

@@ -5,13 +5,13 @@ top-1 class: a photo of a fish that the model calls "whistle" 0.56 still has mos
 on fish, and an abstract painting spreads its probability thinly over unrelated categories. Raw mass favours the
 categories with the most ImageNet classes (objects has 370, plants 18), so each category's mass is divided by a
 power of its class count (``prior_correction``) before the scores are normalised. The winner must reach
-``min_confidence`` or the photo is ``other``. A :class:`~photosift.people.PeopleSignal` (faces) can then make it
+``min_confidence`` or the photo is ``other``. A :class:`~photosift.album.people.PeopleSignal` (faces) can then make it
 ``people``, because ImageNet has no person class. docs/CATEGORIES.md gives the maths and the measured accuracy.
 
 The same function works on a full softmax ``(N, C)`` or on stored top-k pairs ``(indices, probs)``, so the catalog
 can re-derive categories after the rules change without running the model again.
 
-Rules files are checked with line numbers: every problem is a :class:`~photosift.errors.RulesError` whose message
+Rules files are checked with line numbers: every problem is a :class:`~photosift.core.errors.RulesError` whose message
 names the file and the line, so a user editing their copy sees exactly what to fix.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from photosift.errors import RulesError, UnknownCategory
+from photosift.core.errors import RulesError, UnknownCategory
 from photosift.models.registry import imagenet_labels
 
 BUILTIN_RULES = Path(str(resources.files("photosift.data"))) / "categories.yaml"
@@ -482,7 +482,7 @@ class Categorizer:
         abstract: np.ndarray | None = None,
     ) -> list[CategoryResult]:
         """One :class:`CategoryResult` per row. ``people``: a PeopleSignal (or None) per row, or None for none.
-        ``abstract``: the abstract-art detector's probability per row (photosift.abstract), or None for none."""
+        ``abstract``: the abstract-art detector's probability per row (photosift.album.abstract), or None for none."""
         dense = self.dense(probs)
         scores = self.scores(dense)
         fine_mass = dense @ self._fine_onehot

@@ -7,7 +7,7 @@ softmax regression over the 1280-d embeddings the catalog already stores (so ret
     logits = prior_weight * log(rules_posterior + 0.001) + W @ normalise(embedding - mean) + b
     probs  = softmax(logits)
 
-The rules' posterior (:meth:`photosift.categories.Categorizer.posterior`) is a fixed offset, so with no evidence
+The rules' posterior (:meth:`photosift.album.rules.Categorizer.posterior`) is a fixed offset, so with no evidence
 the head agrees with the rules, and the learned part only has to explain where the user disagrees with them.
 We measured the alternatives on album-dev and on 183 other photos (docs/CATEGORIES.md): a plain classifier on
 five corrections per category is *worse* than the rules (it forgets what ImageNet knows), and one trained on the
@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from photosift.categories import CategoryResult
-from photosift.engine import softmax
-from photosift.errors import ModelError, PhotosiftError
+from photosift.album.rules import CategoryResult
+from photosift.core.errors import ModelError, PhotosiftError
+from photosift.models.session import softmax
 
 HEAD_FILE = "personal-head.onnx"
 _META_KEY = "photosift.personal_head"
@@ -318,7 +318,7 @@ def cross_validate(
     Returns mean accuracies over ``seeds`` draws: ``base`` (rules alone), ``combined`` (rules + head via
     :func:`combine`), ``gain``, and the per-draw values.
     """
-    from photosift.categories import Categorizer
+    from photosift.album.rules import Categorizer
 
     cat = Categorizer()
     results = cat.categorize(probs, people)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from photosift.errors import ModelError, ProviderError
+from photosift.core.errors import ModelError, ProviderError
 from photosift.models.registry import ModelCard, ResolvedModel, card_from_metadata
 
 # Best first. Names users type -> ORT provider names.

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from photosift.errors import ModelError
+from photosift.core.errors import ModelError
 
 FACE_MODEL_DIR = Path(str(resources.files("photosift.data"))) / "faces"
 

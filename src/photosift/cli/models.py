@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from photosift.cli import JsonOpt, RulesOpt, _console, _fail, _sample_dir, _settings, app, models_app
-from photosift.config import Settings
-from photosift.errors import PhotosiftError
+from photosift.core.config import Settings
+from photosift.core.errors import PhotosiftError
 
 
 @models_app.callback(invoke_without_command=True)
@@ -259,12 +259,12 @@ def quantize_cmd(
 def _album_categorize(settings: Settings, min_side: int) -> Any:
     """What classify does to model outputs, for eval: the rules, the abstract-art detector on the embedding (for
     the models it fits) and, unless --no-people, the face detector (run once per photo, shared by both models)."""
-    from photosift import imaging
-    from photosift.abstract import head_for_model
-    from photosift.album import AlbumClassifier
-    from photosift.categories import load_rules
+    from photosift.album.abstract import head_for_model
+    from photosift.album.decisions import AlbumClassifier
+    from photosift.album.people import PeopleDetector
+    from photosift.album.rules import load_rules
+    from photosift.core import imaging
     from photosift.models.registry import sha256_file
-    from photosift.people import PeopleDetector
 
     rules = load_rules(settings.rules_path)
     detector = PeopleDetector() if settings.people else None

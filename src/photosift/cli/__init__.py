@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from photosift.config import Settings
-from photosift.errors import PhotosiftError, UnknownCategory
+from photosift.core.config import Settings
+from photosift.core.errors import PhotosiftError, UnknownCategory
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from photosift.pipeline import RunSummary
+    from photosift.run.driver import RunSummary
 
 app = typer.Typer(
     name="photosift",
@@ -108,7 +108,7 @@ def classify(
     as_json: JsonOpt = False,
 ) -> None:
     """Classify every photo under PATHS into the catalog; unchanged files are not decoded again."""
-    from photosift.scanner import missing_roots
+    from photosift.core.scanner import missing_roots
 
     absent = missing_roots(paths)
     if absent:
@@ -123,7 +123,7 @@ def classify(
         people=people,
         gpu_decode=gpu_decode,
     )
-    from photosift.app import build_pipeline
+    from photosift.services import build_pipeline
 
     try:
         pipeline = build_pipeline(settings)
@@ -246,7 +246,7 @@ def results(
     limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
 ) -> None:
     """Show what the catalog holds."""
-    from photosift.catalog import Catalog
+    from photosift.core.catalog import Catalog
 
     if status not in (None, "ok", "error"):
         _fail("--status must be ok or error", code=2)
@@ -254,7 +254,7 @@ def results(
     try:
         with Catalog(settings.db_path, readonly=True) as cat:
             if category is not None:
-                from photosift.categories import load_rules
+                from photosift.album.rules import load_rules
 
                 load_rules(settings.rules_path).check_category(category, extra=cat.user_categories())
             rows = cat.results(category=category, status=status, label=label, limit=limit)
@@ -337,9 +337,9 @@ def correct(
     if (category is None) == (not clear):
         _fail("give --category NAME or --clear", code=2)
     settings = _settings(db, rules=rules)
-    from photosift.album import correct as apply_correction
-    from photosift.catalog import Catalog
-    from photosift.categories import load_rules
+    from photosift.album.decisions import correct as apply_correction
+    from photosift.album.rules import load_rules
+    from photosift.core.catalog import Catalog
 
     abs_path = str(path.expanduser().absolute())
     try:
@@ -372,9 +372,9 @@ def correct(
 def recategorize(db: DbOpt = None, rules: RulesOpt = None, as_json: JsonOpt = False) -> None:
     """Re-derive every photo's category from stored model outputs (after editing the rules); no inference."""
     settings = _settings(db, rules=rules)
-    from photosift.album import recategorize as rederive
-    from photosift.catalog import Catalog
-    from photosift.categories import load_rules
+    from photosift.album.decisions import recategorize as rederive
+    from photosift.album.rules import load_rules
+    from photosift.core.catalog import Catalog
 
     try:
         rules_obj = load_rules(settings.rules_path)
@@ -448,8 +448,8 @@ def bench(
     ] = 0.0,
 ) -> None:
     """Measure decode, inference, the pipeline and the naive loop on one corpus; report the limit."""
-    from photosift import bench as b
-    from photosift.corpus import make_mixed_corpus, make_phone_corpus
+    from photosift.bench import suite as b
+    from photosift.bench.corpus import make_mixed_corpus, make_phone_corpus
 
     if make_corpus is not None:
         made = make_mixed_corpus(make_corpus) if mixed else make_phone_corpus(make_corpus, count)
@@ -475,7 +475,7 @@ def bench(
 
 
 # The model commands (models, export, optimize, quantize, eval) live in their own module and register on `app`.
-from photosift import cli_models  # noqa: E402,F401
+from photosift.cli import models as cli_models  # noqa: E402,F401
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ Pure functions, no global state beyond registering the HEIF opener. Shapes:
   framed instead of centre-cropped: the square around its opaque pixels plus a margin, white beyond the image,
   so the object is whole and fills the frame (docs/CATEGORIES.md, "Cut-outs").
 
-Every failure raises :class:`~photosift.errors.UnreadableImage` carrying the path and a one-line reason.
+Every failure raises :class:`~photosift.core.errors.UnreadableImage` carrying the path and a one-line reason.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from photosift.errors import UnreadableImage
+from photosift.core.errors import UnreadableImage
 
 # We enforce our own limit on the pixels actually decoded (after DCT scaling), so a 200 MP JPEG that draft()
 # shrinks 8x is fine while a 200 MP PNG is refused before it is decoded.

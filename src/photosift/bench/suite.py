@@ -5,7 +5,7 @@ One :func:`run_bench` call measures, on the same files:
 * ``decode_1t`` / ``decode_Nt`` — the loader's whole per-file work (read, sha256, DCT-scaled decode, orient,
   resize, normalise) on 1 thread and on one thread per core;
 * ``infer_b{1,8,16,32}`` — ONNX Runtime on ready tensors, one intra-op thread per core;
-* ``pipeline`` — the real :class:`~photosift.pipeline.Pipeline` into a temporary catalog, engine built as
+* ``pipeline`` — the real :class:`~photosift.run.driver.Pipeline` into a temporary catalog, engine built as
   ``photosift classify`` builds it (engine start-up excluded);
 * ``naive`` — full decode, resize, one ``session.run`` per photo: what a first script does;
 * ``torch_b{1,16}`` — PyTorch eager on ready tensors, when torch and the weights package are installed;
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from photosift import imaging
-from photosift.errors import PhotosiftError
+from photosift.core import imaging
+from photosift.core.errors import PhotosiftError
 
 CORES = os.cpu_count() or 1
 BATCH_SIZES = (1, 8, 16, 32)
@@ -166,13 +166,13 @@ def _stage(name: str, photos: int, fn: Callable[[], Any], note: str = "") -> Sta
 
 # -- corpus ---------------------------------------------------------------------------------------------------
 def corpus_files(folder: Path) -> list[Path]:
-    from photosift import scanner
+    from photosift.core import scanner
 
     return sorted(Path(e.path) for e in scanner.walk([folder]))
 
 
 def default_corpus(root: Path, count: int = 72) -> Path:
-    from photosift.corpus import make_phone_corpus
+    from photosift.bench.corpus import make_phone_corpus
 
     folder = root / "phone"
     make_phone_corpus(folder, count)
@@ -205,7 +205,7 @@ def _naive_tensor(path: Path, pre: imaging.Preprocess) -> np.ndarray:
 
 
 def _engine(model: Any, intra: int | None = None) -> Any:
-    from photosift.engine import OrtEngine
+    from photosift.models.session import OrtEngine
 
     return OrtEngine(model, provider="cpu", intra_op_threads=intra)
 
@@ -283,9 +283,9 @@ def _naive_stage(engine: Any, files: Sequence[Path], pre: imaging.Preprocess) ->
 def _pipeline_stage(
     resolved: Any, folder: Path, files: int, settings_over: dict[str, Any], name: str = "pipeline"
 ) -> Stage:
-    from photosift.app import build_pipeline
-    from photosift.catalog import Catalog
-    from photosift.config import Settings
+    from photosift.core.catalog import Catalog
+    from photosift.core.config import Settings
+    from photosift.services import build_pipeline
 
     with tempfile.TemporaryDirectory(prefix="photosift-bench-") as tmp:
         settings = Settings(data_dir=Path(tmp), db=Path(tmp) / "catalog.db", model=str(resolved.path))
@@ -407,7 +407,7 @@ def _classify_cli_stage(
 
 # -- scale suite ------------------------------------------------------------------------------------------------
 def memory_at_scale(root: Path, count: int, model: str) -> dict[str, Any]:
-    from photosift.corpus import make_many_small
+    from photosift.bench.corpus import make_many_small
 
     folder = make_many_small(root / f"small{count}", count)
     with tempfile.TemporaryDirectory(prefix="photosift-bench-mem-") as tmp:
@@ -436,11 +436,11 @@ def memory_at_scale(root: Path, count: int, model: str) -> dict[str, Any]:
 
 def rescan_at_scale(root: Path, count: int, resolved: Any) -> dict[str, Any]:
     """No-change rescan of ``count`` files: catalog pre-filled through Catalog.write_batch, real Pipeline.run."""
-    from photosift import scanner
-    from photosift.catalog import Catalog, PhotoRecord, ResultRecord
-    from photosift.corpus import make_many_tiny
-    from photosift.engine import OrtEngine
-    from photosift.pipeline import Pipeline
+    from photosift.bench.corpus import make_many_tiny
+    from photosift.core import scanner
+    from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
+    from photosift.models.session import OrtEngine
+    from photosift.run.driver import Pipeline
 
     folder = make_many_tiny(root / f"tiny{count}", count)
     with tempfile.TemporaryDirectory(prefix="photosift-bench-rescan-") as tmp:
@@ -628,9 +628,9 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -
 
 
 def _people_stage(files: Sequence[Path], pre: imaging.Preprocess) -> Stage | None:
-    """Face detection (photosift.people) on already-decoded images, 1 thread: its core-ms joins the limit."""
+    """Face detection (photosift.album.people) on already-decoded images, 1 thread: its core-ms joins the limit."""
     try:
-        from photosift.people import PeopleDetector
+        from photosift.album.people import PeopleDetector
 
         detector = PeopleDetector()
     except Exception:  # the people module or its runtime is missing: the pipeline will not run it either

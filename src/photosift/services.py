@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from photosift.catalog import Catalog
-from photosift.config import Settings
-from photosift.engine import OrtEngine
+from photosift.core.catalog import Catalog
+from photosift.core.config import Settings
 from photosift.models.registry import resolve_model
-from photosift.pipeline import ClassifyOptions, Pipeline
+from photosift.models.session import OrtEngine
+from photosift.run.driver import ClassifyOptions, Pipeline
 
 
 def build_engine(settings: Settings) -> OrtEngine:
@@ -16,8 +16,8 @@ def build_engine(settings: Settings) -> OrtEngine:
 
 
 def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeline:
-    from photosift.album import AlbumClassifier
-    from photosift.people import PeopleDetector
+    from photosift.album.decisions import AlbumClassifier
+    from photosift.album.people import PeopleDetector
 
     engine = build_engine(settings)
     catalog = catalog or Catalog(settings.db_path)

@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from photosift import imaging, scanner
-from photosift.catalog import Catalog, PhotoRecord, ResultRecord
-from photosift.engine import OrtEngine, softmax
-from photosift.errors import UnreadableImage
+from photosift.core import imaging, scanner
+from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
+from photosift.core.errors import UnreadableImage
+from photosift.models.session import OrtEngine, softmax
 
 
 class CategoryLike(Protocol):

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from photosift.errors import CatalogError
+from photosift.core.errors import CatalogError
 
 TOPK_STORED = 100  # probabilities kept per photo so categories can be re-derived without the model
 
