@@ -42,7 +42,7 @@ def test_recategorize_reproduces_stored_categories_without_the_model(library) ->
     _, db = library
     before = {k: (v["category"], round(v["category_score"], 3)) for k, v in _results(db).items()}
     with Catalog(db) as cat:
-        report = recategorize(cat, load_rules(), cat.path.parent / "data")
+        report = recategorize(cat, lambda _labels: load_rules(), cat.path.parent / "data")
     assert report.photos == 24 and report.changed == 0
     after = {k: (v["category"], round(v["category_score"], 3)) for k, v in _results(db).items()}
     assert after == before

@@ -158,8 +158,9 @@ def test_io_binding_matches_plain_run_on_cpu() -> None:
     x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
     plain = engine.run(x)
     bound = engine.run_bound(x, "cpu")
-    assert np.array_equal(plain[0], bound[0])
-    assert (plain[1] is None) == (bound[1] is None)
+    assert plain.keys() == bound.keys() == {"logits", "embedding"}
+    for role in plain:
+        assert np.array_equal(plain[role], bound[role]), role
 
 
 def test_gpu_decode_falls_back_with_a_reason(tmp_path: Path) -> None:
@@ -171,7 +172,7 @@ def test_gpu_decode_falls_back_with_a_reason(tmp_path: Path) -> None:
     engine = OrtEngine(resolve_model("efficientnet-lite0"), provider="cpu", intra_op_threads=1)
     with Catalog(tmp_path / "c.db") as cat:
         pipe = Pipeline(engine, cat, options=ClassifyOptions(gpu_decode=True, batch_size=2))
-        if pipe.gpu_decoder is None:
+        if pipe.stages.gpu_decoder is None:
             assert "decoding on the CPU" in pipe.gpu_decode_note
         summary = pipe.run([str(DATA / "chelsea.jpg"), str(DATA / "camera.png")])
     assert summary.classified == 2

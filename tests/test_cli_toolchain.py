@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from photosift.cli import app
-from photosift.models.registry import read_card
+from photosift.models.card import read_card
 from test_quantize import tiny_convnet, tiny_mlp
 
 DATA = Path(__file__).parent / "data"

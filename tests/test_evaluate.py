@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from photosift.core.errors import ToolchainError
-from photosift.models.registry import CARD_KEY, ModelCard
+from photosift.models.card import CARD_KEY, ModelCard
 from photosift.toolchain.evaluate import evaluate
 
 DATA = Path(__file__).parent / "data"

@@ -14,7 +14,8 @@ onnx = pytest.importorskip("onnx")
 
 from photosift.cli import app  # noqa: E402
 from photosift.core.errors import ToolchainError  # noqa: E402
-from photosift.models.registry import read_card, resolve_model  # noqa: E402
+from photosift.models.card import read_card  # noqa: E402
+from photosift.models.registry import resolve_model  # noqa: E402
 from photosift.toolchain.builtins import BUILDABLE, build_model  # noqa: E402
 from photosift.toolchain.export import export, parity_images  # noqa: E402
 
@@ -39,7 +40,7 @@ def test_builtin_round_trip(name: str, tmp_path: Path, data_dir: Path) -> None:
     model = onnx.load(str(out))
     assert model.opset_import[0].version >= 17
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    size = result.card.input_size
+    size = result.card.preprocess.input_size
     assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, size, size]
     assert {o.name for o in model.graph.output} == {"logits", "embedding"}
     card = read_card(out)
@@ -48,9 +49,9 @@ def test_builtin_round_trip(name: str, tmp_path: Path, data_dir: Path) -> None:
         ops = {n.op_type for n in model.graph.node}
         # ReLU6 must survive export as Clip; Swish (Sigmoid*x) would mean set_swish() ruined the model
         assert "Clip" in ops and "Sigmoid" not in ops
-        assert card.mean == (127.0,) * 3 and card.std == (128.0,) * 3
+        assert card.preprocess.mean == (127.0,) * 3 and card.preprocess.std == (128.0,) * 3
     if name == "efficientnet-lite2":
-        assert (card.input_size, card.resize_size) == (260, 297)
+        assert (card.preprocess.input_size, card.preprocess.resize_size) == (260, 297)
 
 
 def test_rebuilt_lite0_matches_the_packaged_model(tmp_path: Path, data_dir: Path) -> None:
@@ -131,14 +132,18 @@ def test_custom_module_via_cli(custom_module: Path, tmp_path: Path, data_dir: Pa
     assert res.exit_code == 0, res.output
     assert "sha256" in res.output and "top-1 10/10" in res.output
     card = read_card(out)
-    assert (card.input_size, card.resize_size, card.mean) == (64, 72, (120.0, 115.0, 100.0))
+    assert (card.preprocess.input_size, card.preprocess.resize_size, card.preprocess.mean) == (
+        64,
+        72,
+        (120.0, 115.0, 100.0),
+    )
     assert card.labels == [f"class {i}" for i in range(5)] and card.embedding_name is None
 
 
 def test_parity_failure_leaves_no_file(custom_module: Path, tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "tiny.onnx"
     # A zero tolerance turns ordinary float rounding into a real parity failure.
-    with pytest.raises(ToolchainError, match="parity check failed"):
+    with pytest.raises(ToolchainError, match="fails parity"):
         export("module:mynets.tiny:make", custom_module, out, images=parity_images(data_dir), tolerance=0.0)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".photosift-export")]

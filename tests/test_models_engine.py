@@ -17,8 +17,8 @@ from photosift.models.session import OrtEngine, candidate_providers
 
 def test_packaged_model_card(lite0) -> None:
     card = lite0.card
-    assert (card.input_size, card.resize_size) == (224, 256)
-    assert card.mean == (127.0,) * 3 and card.std == (128.0,) * 3
+    assert (card.preprocess.input_size, card.preprocess.resize_size) == (224, 256)
+    assert card.preprocess.mean == (127.0,) * 3 and card.preprocess.std == (128.0,) * 3
     assert len(card.labels) == 1000 and card.labels[281].startswith("tabby")
     assert card.precision == "fp32" and "Apache" in card.license
     assert lite0.sha256 == registry.sha256_file(lite0.path)
@@ -40,16 +40,17 @@ def test_real_photos_get_sensible_labels(engine, data_dir: Path) -> None:
     }
     pre = engine.card.preprocess
     batch = np.stack([imaging.load_tensor(data_dir / f, pre) for f in expect])
-    logits, emb = engine.run(batch)
-    assert logits.shape == (3, 1000) and emb is not None and emb.shape == (3, 1280)
+    out = engine.run(batch)
+    logits, emb = out["logits"], out["embedding"]
+    assert logits.shape == (3, 1000) and emb.shape == (3, 1280)
     for (name, ok), row in zip(expect.items(), logits, strict=True):
         assert engine.card.labels[int(row.argmax())] in ok, name
 
 
 def test_batch_axis_is_dynamic(engine, data_dir: Path) -> None:
     t = imaging.load_tensor(data_dir / "coffee.jpg", engine.card.preprocess)
-    one, _ = engine.run(t[None])
-    many, _ = engine.run(np.stack([t] * 5))
+    one = engine.run(t[None])["logits"]
+    many = engine.run(np.stack([t] * 5))["logits"]
     np.testing.assert_allclose(many, np.repeat(one, 5, axis=0), atol=1e-4)
 
 

@@ -11,7 +11,8 @@ import pytest
 from onnx import numpy_helper
 
 from photosift.core.errors import ToolchainError
-from photosift.models.registry import read_card
+from photosift.models.card import read_card
+from photosift.toolchain import modelfile
 from photosift.toolchain import optimize as omod
 from photosift.toolchain.modelfile import Speed, load_checked, probe_inputs
 from photosift.toolchain.optimize import optimize
@@ -21,7 +22,7 @@ def test_optimize_lite0_keeps_card_and_outputs(tmp_path: Path, lite0) -> None:  
     out = tmp_path / "models" / "lite0-opt.onnx"
     report = optimize(lite0.path, out)
     assert read_card(out) == read_card(lite0.path)
-    assert report.max_abs_diff <= omod.PARITY_TOLERANCE and report.top1_agree == report.parity_inputs
+    assert report.max_abs_diff <= modelfile.PARITY_TOLERANCE and report.top1_agree == report.parity_inputs
     assert report.size_after > 0 and report.nodes_after <= report.nodes_before
     assert report.speed.reference_ips > 0 and report.speed.model_ips > 0
     data = json.loads(json.dumps(report.to_dict()))
@@ -33,7 +34,7 @@ def test_optimize_lite0_keeps_card_and_outputs(tmp_path: Path, lite0) -> None:  
 def test_optimize_without_slim(tmp_path: Path, lite0, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(omod, "compare_speed", lambda *a, **k: Speed(1.0, 1.0))  # timing is tested above
     report = optimize(lite0.path, tmp_path / "o.onnx", level="basic", slim=False)
-    assert report.slim is False and report.max_abs_diff <= omod.PARITY_TOLERANCE
+    assert report.slim is False and report.max_abs_diff <= modelfile.PARITY_TOLERANCE
 
 
 def test_parity_failure_writes_nothing(tmp_path: Path, lite0, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

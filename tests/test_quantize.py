@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from photosift.core.errors import ToolchainError
-from photosift.models.registry import CARD_KEY, ModelCard, read_card
+from photosift.models.card import CARD_KEY, ModelCard, read_card
 from photosift.toolchain import calibration as cal
 from photosift.toolchain import quantize as qmod
 from photosift.toolchain.optimize import to_fp16

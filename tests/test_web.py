@@ -295,7 +295,7 @@ def test_stop_cancels_a_running_scan(tmp_path: Path, engine) -> None:
 
     def slow_factory(settings: Settings, catalog: Catalog) -> Pipeline:
         pipe = Pipeline(engine, catalog, options=ClassifyOptions(batch_size=2, workers=1))
-        real_run = pipe.engine.run
+        real_run = pipe.stages.engine.run
 
         class Gate:  # holds the first batch until the test has pressed stop
             card, model, provider = engine.card, engine.model, engine.provider
@@ -305,7 +305,7 @@ def test_stop_cancels_a_running_scan(tmp_path: Path, engine) -> None:
                 release.wait(10)
                 return real_run(batch)
 
-        pipe.engine = Gate()  # type: ignore[assignment]
+        pipe.stages.engine = Gate()  # type: ignore[assignment]
         return pipe
 
     db = tmp_path / "c.db"

@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from photosift.models.registry import BUILTIN_INDEX, card_summary, read_card, resolve_model, sha256_file  # noqa: E402
+from photosift.models.card import read_card  # noqa: E402
+from photosift.models.registry import BUILTIN_INDEX, card_summary, resolve_model, sha256_file  # noqa: E402
 from photosift.toolchain.evaluate import evaluate  # noqa: E402
 from photosift.toolchain.quantize import quantize  # noqa: E402
 

@@ -31,7 +31,7 @@ from photosift.album.rules import Categorizer, load_rules
 from photosift.core import imaging
 from photosift.core.config import default_data_dir
 from photosift.models.registry import resolve_model
-from photosift.models.session import softmax
+from photosift.models.tasks import softmax
 
 DEFAULT_SET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "album-dev"
 if not DEFAULT_SET.is_dir():

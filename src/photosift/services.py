@@ -1,31 +1,234 @@
-"""Wiring: build the engine, catalog, album classifier and pipeline from Settings (CLI, web and API)."""
+"""What the CLI and the web gallery call: classify, results, correct, recategorize, known categories, eval.
+
+Each service takes :class:`~photosift.core.config.Settings` (read once at the edge) and plain arguments, builds
+what it needs from the layers below (catalog, models, album, run), and returns data; it never prints and never
+picks an exit code or an HTTP status. Library errors stay typed (:mod:`photosift.core.errors`) for the edges to
+turn into messages. Nothing here imports ONNX Runtime until a service needs a model.
+"""
 
 from __future__ import annotations
 
-from photosift.core.catalog import Catalog
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from photosift.album.rules import Rules, check_category, rules_for_model
+from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
-from photosift.models.registry import resolve_model
-from photosift.models.session import OrtEngine
-from photosift.run.driver import ClassifyOptions, Pipeline
+from photosift.core.errors import CatalogError, ModelError, PhotosiftError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from photosift.album.decisions import CorrectionReport, RecategorizeReport, RulesFor
+    from photosift.models.session import OrtEngine
+    from photosift.run.driver import Pipeline, Progress, RunSummary
+
+log = logging.getLogger("photosift")
+
+
+def rules_for(settings: Settings) -> RulesFor:
+    """A classifier's labels -> the rules that decide its categories under these settings."""
+
+    def pick(labels: Sequence[str]) -> Rules:
+        return rules_for_model(labels, settings.rules, settings.user_rules)
+
+    return pick
+
+
+def open_catalog(settings: Settings, *, readonly: bool = False, create: bool = True) -> Catalog:
+    return Catalog(settings.db_path, readonly=readonly, create=create)
+
+
+# -- classify ------------------------------------------------------------------------------------------------
 
 
 def build_engine(settings: Settings) -> OrtEngine:
+    from photosift.models.registry import resolve_model
+    from photosift.models.session import OrtEngine
+
     model = resolve_model(settings.model, settings.data_dir)
     cache = settings.data_dir / "trt-cache"
     return OrtEngine(model, provider=settings.provider, cache_dir=str(cache))
 
 
 def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeline:
+    """The engine, the album classifier for its labels, the face detector when categories need faces."""
     from photosift.album.decisions import AlbumClassifier
-    from photosift.album.people import PeopleDetector
+    from photosift.run.driver import ClassifyOptions, Pipeline
 
     engine = build_engine(settings)
-    catalog = catalog or Catalog(settings.db_path)
-    album = AlbumClassifier.load(settings.rules_path, settings.data_dir, catalog.path, engine.model.sha256)
+    catalog = catalog or open_catalog(settings)
+    album = None
+    notes: list[str] = []
+    if engine.card.task == "classify":
+        rules = rules_for(settings)(engine.card.labels)
+        album = AlbumClassifier.load(rules, settings.data_dir, catalog.path, engine.model.sha256)
+    people = None
+    if settings.people and album is not None and album.needs_people:
+        try:
+            from photosift.album.people import PeopleDetector
+
+            detector = PeopleDetector()
+            people = lambda: detector  # noqa: E731 - one detector shared by the decode threads
+        except ModelError as exc:
+            notes.append(f"faces not detected: {exc}")
+            log.warning(notes[-1])
     options = ClassifyOptions(
         batch_size=settings.batch_size, workers=settings.workers, gpu_decode=settings.gpu_decode
     )
-    detector = PeopleDetector() if settings.people else None
-    return Pipeline(
-        engine, catalog, categorizer=album, people=(lambda: detector) if detector else None, options=options
-    )
+    pipeline = Pipeline(engine, catalog, categorizer=album, people=people, options=options)
+    pipeline.notes = notes
+    return pipeline
+
+
+def classify(
+    settings: Settings,
+    paths: Sequence[str | Path],
+    *,
+    retry_errors: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> RunSummary:
+    """Classify every image under ``paths`` into the catalog; returns the run's summary."""
+    pipeline = build_pipeline(settings)
+    try:
+        pipeline.options.retry_errors = retry_errors
+        return pipeline.run([str(p) for p in paths], on_progress=on_progress, cancel=cancel)
+    finally:
+        pipeline.catalog.close()
+
+
+# -- the catalog -----------------------------------------------------------------------------------------------
+
+
+def known_categories(settings: Settings, catalog: Catalog) -> list[str]:
+    """Every category a photo in ``catalog`` can have: those of the rules for each classifier with results
+    here (newest first; the default model's when there is none yet), then the user's own."""
+    from photosift.album.decisions import known_categories as album_known
+
+    pick = rules_for(settings)
+    labels = [m.labels for m in catalog.models() if m.task == "classify"]
+    if not labels:
+        from photosift.models.card import imagenet_labels
+
+        labels = [tuple(imagenet_labels())]
+    return album_known([pick(lab) for lab in labels], catalog)
+
+
+def results(
+    settings: Settings,
+    *,
+    category: str | None = None,
+    status: str | None = None,
+    label: str | None = None,
+    model: str | None = None,
+    limit: int | None = None,
+) -> list[ResultRow]:
+    """Result rows by path (``model``: a model's name or sha256 prefix; default: each photo's newest result)."""
+    with open_catalog(settings, readonly=True) as cat:
+        if category is not None:
+            check_category(category, known_categories(settings, cat))
+        model_sha = cat.find_model(model).sha256 if model is not None else None
+        return cat.results(category=category, status=status, label=label, limit=limit, model_sha256=model_sha)
+
+
+def catalog_path_of(path: str | Path) -> str:
+    """How the catalog spells a path the user typed: absolute, normalised (``a/../b`` is ``b``), not resolved
+    through symlinks (the scanner keeps the path the user sees)."""
+    return os.path.abspath(os.path.expanduser(str(path)))
+
+
+def correct(
+    settings: Settings, path: str | Path, category: str | None, *, create: bool = False
+) -> CorrectionReport:
+    """Set (or with ``category=None`` clear) the album category of the photo at ``path``."""
+    from photosift.album.decisions import correct as apply
+
+    where = catalog_path_of(path)
+    with open_catalog(settings, create=False) as cat:
+        content_hash = cat.content_hash_of(where)
+        if content_hash is None:
+            raise NotInCatalog(f"{where}: not in the catalog (or unreadable); classify it first")
+        return apply(
+            cat, rules_for(settings), settings.data_dir, content_hash, category, create=create, path=where
+        )
+
+
+def correct_hash(settings: Settings, catalog: Catalog, content_hash: str, category: str | None) -> None:
+    """A correction by content hash through an open catalog (the gallery's connection)."""
+    from photosift.album.decisions import correct as apply
+
+    apply(catalog, rules_for(settings), settings.data_dir, content_hash, category)
+
+
+def recategorize(settings: Settings) -> RecategorizeReport:
+    """Re-derive every stored category from stored outputs (after editing the rules); no inference."""
+    from photosift.album.decisions import recategorize as rederive
+
+    with open_catalog(settings, create=False) as cat:
+        return rederive(cat, rules_for(settings), settings.data_dir)
+
+
+class NotInCatalog(CatalogError):
+    """A path the user named is not in the catalog."""
+
+
+# -- evaluation -------------------------------------------------------------------------------------------------
+
+
+def eval_categorize(
+    settings: Settings,
+) -> Callable[[Path, np.ndarray, np.ndarray | None, list[Path]], list[str]]:
+    """What classify does to model outputs, for ``photosift eval``: the rules for the model's labels, the
+    abstract-art detector where it fits the model and, when the settings and rules want faces, the face detector
+    (run once per photo and shared by the model and its reference)."""
+    from photosift.album.abstract import head_for_model
+    from photosift.album.decisions import AlbumClassifier
+    from photosift.core import imaging
+    from photosift.models.card import read_card
+    from photosift.models.registry import sha256_file
+
+    pick = rules_for(settings)
+    faces: dict[Path, Any] = {}
+    detector: list[Any] = []
+
+    def categorize(
+        model: Path, probs: np.ndarray, embeddings: np.ndarray | None, files: list[Path]
+    ) -> list[str]:
+        card = read_card(model)
+        album = AlbumClassifier(pick(card.labels), abstract=head_for_model(sha256_file(model)))
+        people = None
+        if settings.people and album.needs_people:
+            if not detector:
+                from photosift.album.people import PeopleDetector
+
+                detector.append(PeopleDetector())
+            for f in files:
+                if f not in faces:
+                    image = imaging.decode(imaging.read_bytes(f), f, min_side=card.preprocess.resize_size)
+                    faces[f] = detector[0].detect(image)
+            people = [faces[f] for f in files]
+        return [r.category for r in album.categorize(probs, people, embeddings)]
+
+    return categorize
+
+
+__all__ = [
+    "NotInCatalog",
+    "PhotosiftError",
+    "build_engine",
+    "build_pipeline",
+    "catalog_path_of",
+    "classify",
+    "correct",
+    "correct_hash",
+    "eval_categorize",
+    "known_categories",
+    "recategorize",
+    "results",
+    "rules_for",
+]

@@ -16,7 +16,7 @@ corrections never re-runs the model.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,10 @@ import numpy as np
 from photosift.album.abstract import AbstractHead, head_for_model
 from photosift.album.people import PeopleSignal
 from photosift.album.personal import PersonalHead, base_head, combine, load_head, train_head
-from photosift.album.rules import Categorizer, CategoryResult, Rules, load_rules
+from photosift.album.rules import PEOPLE, Categorizer, CategoryResult, Rules
 from photosift.core.catalog import Catalog, StoredOutput
 from photosift.core.errors import CatalogError, ModelError, UnknownCategory
-from photosift.models.session import softmax
+from photosift.models.tasks import softmax
 
 MIN_CORRECTIONS = 3  # fewer corrections than this teach the head nothing it can generalise
 
@@ -53,12 +53,16 @@ class AlbumClassifier:
         self.abstract = abstract
 
     @classmethod
-    def load(
-        cls, rules_path: Path | None, data_dir: Path, catalog_path: Path, model_sha256: str
-    ) -> AlbumClassifier:
-        rules = load_rules(rules_path)
+    def load(cls, rules: Rules, data_dir: Path, catalog_path: Path, model_sha256: str) -> AlbumClassifier:
+        """The classifier for ``model_sha256``'s outputs in the catalog at ``catalog_path``: ``rules`` (for that
+        model's labels), the catalog's personal head, and the abstract-art detector where it fits the model."""
         head = load_head(head_path(data_dir, catalog_path, model_sha256))
         return cls(rules, head, head_for_model(model_sha256))
+
+    @property
+    def needs_people(self) -> bool:
+        """Whether face signals can change a decision (the rules have a people category)."""
+        return PEOPLE in self.rules.categories
 
     def abstract_scores(self, embeddings: np.ndarray | None) -> np.ndarray | None:
         """The abstract-art detector's probabilities, or None (no detector for this model, or it is off)."""
@@ -79,9 +83,12 @@ class AlbumClassifier:
         predictions = self.head.predict(np.asarray(embeddings, dtype=np.float32), posterior)
         return [combine(r, p) for r, p in zip(results, predictions, strict=True)]
 
-    def known_categories(self, catalog: Catalog) -> list[str]:
-        extra = [c for c in catalog.user_categories() if c not in self.rules.categories]
-        return [*self.rules.categories, *extra]
+
+def known_categories(rules: Sequence[Rules], catalog: Catalog) -> list[str]:
+    """Every category a photo in ``catalog`` can have: those of the rules in force for its models, in order,
+    then the categories the user created."""
+    names = [c for r in rules for c in r.categories]
+    return list(dict.fromkeys([*names, *catalog.user_categories()]))
 
 
 class _Softmaxer:
@@ -107,7 +114,7 @@ class _Softmaxer:
             if weights is not None and row.embedding is not None:
                 w, b = weights
                 out[i] = softmax((row.embedding.astype(np.float32) @ w.T + b)[None])[0]
-            else:
+            elif row.topk_index is not None and row.topk_prob is not None:
                 out[i, row.topk_index.astype(np.int64)] = row.topk_prob.astype(np.float32)
         return out
 
@@ -132,10 +139,16 @@ class RecategorizeReport:
         return {"results": self.photos, "changed": self.changed, "categories": self.categories}
 
 
-def recategorize(catalog: Catalog, rules: Rules, data_dir: Path) -> RecategorizeReport:
-    """Re-derive every stored result's category from stored outputs (no inference)."""
+RulesFor = Callable[[Sequence[str]], Rules]
+"""A classifier's labels -> the rules that decide its categories (``rules.rules_for_model`` with the user's
+settings bound)."""
+
+
+def recategorize(catalog: Catalog, rules_for: RulesFor, data_dir: Path) -> RecategorizeReport:
+    """Re-derive every stored classification's category from stored outputs (no inference)."""
     report = RecategorizeReport()
     softmaxer = _Softmaxer(catalog)
+    labels = {m.sha256: m.labels for m in catalog.models() if m.task == "classify"}
     classifiers: dict[str, AlbumClassifier] = {}
     old = {
         (h, m): c
@@ -147,12 +160,14 @@ def recategorize(catalog: Catalog, rules: Rules, data_dir: Path) -> Recategorize
         for row in rows:
             by_model.setdefault(row.model_sha256, []).append(row)
         for model_sha, group in by_model.items():
+            if model_sha not in labels:
+                continue  # an embedding model: no classes, no category
             if model_sha not in classifiers:
-                classifiers[model_sha] = AlbumClassifier(
-                    rules, load_head(head_path(data_dir, catalog.path, model_sha)), head_for_model(model_sha)
+                classifiers[model_sha] = AlbumClassifier.load(
+                    rules_for(labels[model_sha]), data_dir, catalog.path, model_sha
                 )
             album = classifiers[model_sha]
-            probs = softmaxer.probs(group, rules.num_classes)
+            probs = softmaxer.probs(group, album.rules.num_classes)
             results = album.categorize(probs, _people(group), _embeddings(group))
             for row, res in zip(group, results, strict=True):
                 updates.append((row.content_hash, model_sha, res.category, float(res.score), res.fine))
@@ -216,7 +231,7 @@ class CorrectionReport:
 
 def correct(
     catalog: Catalog,
-    rules: Rules,
+    rules_for: RulesFor,
     data_dir: Path,
     content_hash: str,
     category: str | None,
@@ -225,7 +240,13 @@ def correct(
     path: str = "",
     retrain: bool = True,
 ) -> CorrectionReport:
-    """Store (or with ``category=None`` clear) a correction, retrain the personal head, re-derive categories."""
+    """Store (or with ``category=None`` clear) a correction, retrain the personal head, re-derive categories.
+
+    The personal head learns in the embedding space of the model with the newest results."""
+    latest = next((m for m in catalog.models() if m.task == "classify"), None)
+    if latest is None:
+        raise CatalogError(f"{catalog.path}: no classified photos yet")
+    rules = rules_for(latest.labels)
     if category is not None:
         if category not in [*rules.categories, *catalog.user_categories()]:
             if not create:
@@ -238,8 +259,5 @@ def correct(
         catalog.clear_correction(content_hash)
     if not retrain:
         return CorrectionReport(path, category or "", None, None)
-    model_sha = catalog.latest_model()
-    if model_sha is None:
-        raise CatalogError(f"{catalog.path}: no classified photos yet")
-    train = train_personal_head(catalog, rules, data_dir, model_sha)
-    return CorrectionReport(path, category or "", train, recategorize(catalog, rules, data_dir))
+    train = train_personal_head(catalog, rules, data_dir, latest.sha256)
+    return CorrectionReport(path, category or "", train, recategorize(catalog, rules_for, data_dir))

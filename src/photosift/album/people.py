@@ -28,11 +28,28 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from photosift.core.errors import ModelError
+
+# OpenCV comes with the `people` extra and is imported when a detector is made, so that everything else (and
+# `classify --no-people`) runs without it.
+cv2: Any = None
+
+
+def require_cv2() -> Any:
+    global cv2
+    if cv2 is None:
+        try:
+            import cv2 as module
+        except ImportError:
+            raise ModelError(
+                "face detection needs OpenCV: pip install 'photosift[people]' (or classify with --no-people)"
+            ) from None
+        cv2 = module
+    return cv2
+
 
 FACE_MODEL_DIR = Path(str(resources.files("photosift.data"))) / "faces"
 
@@ -116,6 +133,7 @@ class PeopleDetector:
             raise ValueError("work_size must be at least 48 pixels")
         if not 0 < min_face <= 1:
             raise ValueError("min_face is a fraction of the shorter side, in (0, 1]")
+        require_cv2()
         self.work_size = work_size
         self.min_face = min_face
         self.threshold = threshold
@@ -265,21 +283,12 @@ class PeopleDetector:
 
 
 def _load_sessions(model_dir: Path) -> tuple[Any, Any, Any]:
-    import onnxruntime as ort
+    from photosift.models.session import open_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sessions = []
-    for name in ("pnet", "rnet", "onet"):
-        path = model_dir / f"{name}.onnx"
-        try:
-            sessions.append(
-                ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-            )
-        except Exception as exc:  # a missing or corrupt packaged file: reinstalling fixes it
-            raise ModelError(f"{path}: face detector model not loadable ({str(exc).strip()[:200]})") from None
-    return sessions[0], sessions[1], sessions[2]
+    # One intra-op thread each: the parallelism comes from the decode threads that call the detector.
+    # A missing or corrupt packaged file raises ModelError naming it: reinstalling fixes it.
+    pnet, rnet, onet = (open_session(model_dir / f"{n}.onnx", threads=1) for n in ("pnet", "rnet", "onet"))
+    return pnet, rnet, onet
 
 
 def _pyramid(short_side: int, min_face_px: float) -> list[float]:

@@ -41,7 +41,7 @@ import numpy as np
 
 from photosift.album.rules import CategoryResult
 from photosift.core.errors import ModelError, PhotosiftError
-from photosift.models.session import softmax
+from photosift.models.tasks import softmax
 
 HEAD_FILE = "personal-head.onnx"
 _META_KEY = "photosift.personal_head"
@@ -180,14 +180,14 @@ def load_head(path: Path) -> PersonalHead | None:
     Uses only onnxruntime. The mean and weights are read back by running the graph: the ``learned`` output on
     ``mean + e_i`` directions would need the mean first, so the mean is stored in the metadata as well.
     """
-    import onnxruntime as ort
+    from photosift.models.session import open_session
 
     path = Path(path)
     target = path / HEAD_FILE if path.is_dir() else path
     if not target.is_file():
         return None
     try:
-        sess = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        sess = open_session(target)
         meta = json.loads(sess.get_modelmeta().custom_metadata_map[_META_KEY])
         categories = tuple(str(c) for c in meta.pop("categories"))
         rule_categories = int(meta.pop("rule_categories"))

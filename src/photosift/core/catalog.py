@@ -89,7 +89,49 @@ def _m1_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial]
+def _m2_model_tasks(db: sqlite3.Connection) -> None:
+    """Outputs of any task: classification columns may be NULL (an embed model has none), embeddings move to
+    their own table, and each model records its task and card."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE results_v2 (
+            content_hash TEXT NOT NULL,
+            model_sha256 TEXT NOT NULL REFERENCES models(sha256),
+            label_index INTEGER,
+            score REAL,
+            top5 TEXT,
+            topk_index BLOB,
+            topk_prob BLOB,
+            category TEXT,
+            category_score REAL,
+            fine_label TEXT,
+            people TEXT,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (content_hash, model_sha256)
+        );
+        INSERT INTO results_v2
+            SELECT content_hash, model_sha256, label_index, score, top5, topk_index, topk_prob, category,
+                   category_score, fine_label, people, created_at
+            FROM results;
+        CREATE TABLE embeddings (
+            content_hash TEXT NOT NULL,
+            model_sha256 TEXT NOT NULL REFERENCES models(sha256),
+            vector BLOB NOT NULL,
+            PRIMARY KEY (content_hash, model_sha256)
+        );
+        INSERT INTO embeddings SELECT content_hash, model_sha256, embedding FROM results
+            WHERE embedding IS NOT NULL;
+        DROP TABLE results;
+        ALTER TABLE results_v2 RENAME TO results;
+        CREATE INDEX results_by_model ON results(model_sha256, created_at);
+        ALTER TABLE models ADD COLUMN task TEXT NOT NULL DEFAULT 'classify';
+        ALTER TABLE models ADD COLUMN card TEXT
+        """,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_model_tasks]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +155,10 @@ class PhotoRecord:
 
 @dataclass(slots=True)
 class ResultRecord:
+    """A model's output for one photo: ``probs`` for a classifier, ``embedding`` when the model gives one."""
+
     content_hash: str
-    probs: np.ndarray  # (C,) softmax
+    probs: np.ndarray | None  # (C,) softmax (classify)
     embedding: np.ndarray | None
     category: str | None
     category_score: float | None
@@ -126,10 +170,22 @@ class ResultRecord:
 class StoredOutput:
     content_hash: str
     model_sha256: str
-    topk_index: np.ndarray  # uint16, best first
-    topk_prob: np.ndarray  # float16
+    topk_index: np.ndarray | None  # uint16, best first (classify)
+    topk_prob: np.ndarray | None  # float16
     embedding: np.ndarray | None  # float16
     people: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model that has results in this catalog."""
+
+    sha256: str
+    name: str
+    path: str | None
+    task: str
+    labels: tuple[str, ...]
+    results: int
 
 
 @dataclass
@@ -180,9 +236,12 @@ def _casefold(value: str | None) -> str | None:
 class Catalog:
     """A connection to one catalog file. Use one instance per thread."""
 
-    def __init__(self, path: str | Path, readonly: bool = False) -> None:
+    def __init__(self, path: str | Path, readonly: bool = False, create: bool = True) -> None:
+        """``create=False``: the file must exist already (a mistyped ``--db`` must not make an empty catalog)."""
         self.path = Path(path)
         self._lock = threading.RLock()
+        if not create and not readonly and not self.path.is_file():
+            raise CatalogError(f"{self.path}: catalog not found (run `photosift classify` first)")
         try:
             if readonly:
                 if not self.path.is_file():
@@ -280,13 +339,40 @@ class Catalog:
         rows = self.db.execute("SELECT content_hash FROM results WHERE model_sha256 = ?", (model_sha256,))
         return {r[0] for r in rows}
 
-    def register_model(self, sha256: str, name: str, labels: list[str], path: str | None = None) -> None:
+    def register_model(
+        self,
+        sha256: str,
+        name: str,
+        labels: Sequence[str],
+        path: str | None = None,
+        task: str = "classify",
+        card: str | None = None,
+    ) -> None:
         with self.atomic():
             self.db.execute(
-                "INSERT INTO models(sha256, name, path, labels) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(sha256) DO UPDATE SET name = excluded.name, path = excluded.path",
-                (sha256, name, path, json.dumps(labels)),
+                "INSERT INTO models(sha256, name, path, labels, task, card) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(sha256) DO UPDATE SET name = excluded.name, path = excluded.path, "
+                "task = excluded.task, card = COALESCE(excluded.card, card)",
+                (sha256, name, path, json.dumps(list(labels)), task, card),
             )
+
+    def models(self) -> list[ModelInfo]:
+        """The models that have results here, newest results first."""
+        rows = self.db.execute(
+            "SELECT m.sha256, m.name, m.path, m.task, m.labels, COUNT(r.content_hash), MAX(r.created_at) "
+            "FROM models m JOIN results r ON r.model_sha256 = m.sha256 "
+            "GROUP BY m.sha256 ORDER BY MAX(r.created_at) DESC"
+        )
+        return [ModelInfo(s, n, p, t, tuple(json.loads(lab)), int(c)) for s, n, p, t, lab, c, _ in rows]
+
+    def find_model(self, name_or_sha: str) -> ModelInfo:
+        """A model with results here, by name (the newest of that name) or by a sha256 prefix."""
+        models = self.models()
+        for m in models:
+            if m.name == name_or_sha or (len(name_or_sha) >= 8 and m.sha256.startswith(name_or_sha)):
+                return m
+        known = ", ".join(dict.fromkeys(m.name for m in models)) or "none yet"
+        raise CatalogError(f"{self.path}: no results from a model {name_or_sha!r} (models here: {known})")
 
     def model_path(self, sha256: str) -> str | None:
         row = self.db.execute("SELECT path FROM models WHERE sha256 = ?", (sha256,)).fetchone()
@@ -302,7 +388,7 @@ class Catalog:
         photos: Iterable[PhotoRecord],
         results: Iterable[ResultRecord],
         model_sha256: str,
-        labels: list[str],
+        labels: Sequence[str],
     ) -> None:
         """Store a batch of photos (ok or error) and their results in one transaction."""
         now = time.time()
@@ -310,10 +396,15 @@ class Catalog:
             for rec in results:
                 db.execute(
                     "INSERT OR REPLACE INTO results (content_hash, model_sha256, label_index, score, top5, "
-                    "topk_index, topk_prob, embedding, category, category_score, fine_label, people, "
-                    "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "topk_index, topk_prob, category, category_score, fine_label, people, "
+                    "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     _result_values(rec, model_sha256, labels, now),
                 )
+                if rec.embedding is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO embeddings (content_hash, model_sha256, vector) VALUES (?,?,?)",
+                        (rec.content_hash, model_sha256, rec.embedding.astype(np.float16).tobytes()),
+                    )
             for p in photos:
                 db.execute(
                     "INSERT INTO photos (path, size, mtime_ns, content_hash, status, error, updated_at) "
@@ -481,25 +572,28 @@ class Catalog:
         self, model_sha256: str | None = None, hashes: Iterable[str] | None = None, batch: int = 512
     ) -> Iterator[list[StoredOutput]]:
         """What the model said about each photo, in batches: enough to re-derive categories without it."""
-        sql = "SELECT content_hash, model_sha256, topk_index, topk_prob, embedding, people FROM results"
+        sql = (
+            "SELECT r.content_hash, r.model_sha256, r.topk_index, r.topk_prob, e.vector, r.people FROM results r "
+            "LEFT JOIN embeddings e ON e.content_hash = r.content_hash AND e.model_sha256 = r.model_sha256"
+        )
         where, params = [], []
         if model_sha256 is not None:
-            where.append("model_sha256 = ?")
+            where.append("r.model_sha256 = ?")
             params.append(model_sha256)
         if hashes is not None:
             wanted = list(hashes)
-            where.append(f"content_hash IN ({','.join('?' * len(wanted))})")
+            where.append(f"r.content_hash IN ({','.join('?' * len(wanted))})")
             params.extend(wanted)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        cur = self.db.execute(sql + " ORDER BY rowid", params)
+        cur = self.db.execute(sql + " ORDER BY r.rowid", params)
         while rows := cur.fetchmany(batch):
             yield [
                 StoredOutput(
                     h,
                     m,
-                    np.frombuffer(i, dtype=np.uint16),
-                    np.frombuffer(p, dtype=np.float16),
+                    np.frombuffer(i, dtype=np.uint16) if i is not None else None,
+                    np.frombuffer(p, dtype=np.float16) if p is not None else None,
                     np.frombuffer(e, dtype=np.float16) if e is not None else None,
                     json.loads(pe) if pe else None,
                 )
@@ -519,22 +613,27 @@ class Catalog:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
 
 
-def _result_values(rec: ResultRecord, model_sha256: str, labels: list[str], now: float) -> tuple[Any, ...]:
+def _result_values(
+    rec: ResultRecord, model_sha256: str, labels: Sequence[str], now: float
+) -> tuple[Any, ...]:
+    classified: tuple[Any, ...] = (None, None, None, None, None)
     probs = rec.probs
-    k = min(TOPK_STORED, probs.shape[0])
-    top = np.argpartition(-probs, k - 1)[:k]
-    top = top[np.argsort(-probs[top], kind="stable")]
-    top5 = [{"index": int(i), "label": labels[i], "score": round(float(probs[i]), 6)} for i in top[:5]]
-    emb = rec.embedding.astype(np.float16).tobytes() if rec.embedding is not None else None
+    if probs is not None:
+        k = min(TOPK_STORED, probs.shape[0])
+        top = np.argpartition(-probs, k - 1)[:k]
+        top = top[np.argsort(-probs[top], kind="stable")]
+        top5 = [{"index": int(i), "label": labels[i], "score": round(float(probs[i]), 6)} for i in top[:5]]
+        classified = (
+            int(top[0]),
+            float(probs[top[0]]),
+            json.dumps(top5),
+            top.astype(np.uint16).tobytes(),
+            probs[top].astype(np.float16).tobytes(),
+        )
     return (
         rec.content_hash,
         model_sha256,
-        int(top[0]),
-        float(probs[top[0]]),
-        json.dumps(top5),
-        top.astype(np.uint16).tobytes(),
-        probs[top].astype(np.float16).tobytes(),
-        emb,
+        *classified,
         rec.category,
         rec.category_score,
         rec.fine_label,

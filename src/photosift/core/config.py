@@ -49,9 +49,8 @@ class Settings(BaseSettings):
         return self.db if self.db is not None else self.data_dir / "catalog.db"
 
     @property
-    def rules_path(self) -> Path | None:
-        """A rules file the user chose, or one they dropped in the config dir, else None (built-in)."""
-        if self.rules is not None:
-            return self.rules
+    def user_rules(self) -> Path | None:
+        """The user's edit of the built-in ImageNet rules, dropped in the config dir, if any (``rules``, when
+        set, is the file the user chose explicitly)."""
         candidate = self.config_dir / "categories.yaml"
         return candidate if candidate.is_file() else None

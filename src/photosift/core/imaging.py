@@ -62,19 +62,28 @@ _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.
 
 @dataclass(frozen=True)
 class Preprocess:
-    """The preprocessing half of a model card."""
+    """How a model wants its input: the one preprocessing spec (a model card holds one; archs give defaults).
+
+    Resize so the shorter side is ``resize_size``, centre-crop ``input_size`` (cut-outs are framed instead, see
+    :func:`to_tensor`), normalise ``(pixel - mean) / std`` on the 0-255 scale, CHW float32.
+    """
 
     input_size: int
     resize_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
+    crop: str = "center"
 
     def __post_init__(self) -> None:
-        if self.resize_size < self.input_size:
-            raise ValueError("resize_size must be >= input_size")
+        if self.input_size <= 0 or self.resize_size < self.input_size:
+            raise ValueError("input_size must be positive and resize_size >= input_size")
         if self.interpolation not in _RESAMPLE:
-            raise ValueError(f"unknown interpolation {self.interpolation!r}")
+            raise ValueError(f"unknown interpolation {self.interpolation!r} (bilinear or bicubic)")
+        if self.crop != "center":
+            raise ValueError(f"unknown crop {self.crop!r} (center)")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+            raise ValueError("mean and std need three values each, std > 0")
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -1,5 +1,2 @@
-"""Model cards, the built-in model registry and the packaged model files."""
-
-from photosift.models.registry import ModelCard, ResolvedModel, list_models, resolve_model
-
-__all__ = ["ModelCard", "ResolvedModel", "list_models", "resolve_model"]
+"""Models: cards (what a model does and expects), the registry (where models live), ONNX Runtime sessions,
+and the output handler of each task."""

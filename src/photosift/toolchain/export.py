@@ -16,22 +16,20 @@ from typing import Any
 import numpy as np
 
 from photosift.core.errors import PhotosiftError, ToolchainError
-from photosift.models.registry import ModelCard, imagenet_labels, sha256_file
+from photosift.models.card import ModelCard, imagenet_labels
+from photosift.models.registry import sha256_file
 from photosift.toolchain.archs import ArchDefaults, build
-from photosift.toolchain.modelfile import list_images, ort_optimize, set_card
+from photosift.toolchain.modelfile import (
+    PARITY_TOLERANCE,
+    ParityReport,
+    check_parity,
+    list_images,
+    ort_optimize,
+    session,
+    set_card,
+)
 
 OPSET = 17
-PARITY_TOLERANCE = 1e-4
-
-
-@dataclass
-class ParityReport:
-    images: int
-    max_abs_diff: float
-    top1_agree: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"images": self.images, "max_abs_diff": self.max_abs_diff, "top1_agree": self.top1_agree}
 
 
 @dataclass
@@ -65,27 +63,19 @@ def _batch(card: ModelCard, images: Sequence[Path]) -> np.ndarray:
     return np.stack(tensors)
 
 
-def check_parity(
-    module: Any, onnx_path: Path, card: ModelCard, images: Sequence[Path], tolerance: float = PARITY_TOLERANCE
+def _torch_parity(
+    module: Any, onnx_path: Path, card: ModelCard, images: Sequence[Path], tolerance: float
 ) -> ParityReport:
-    import onnxruntime as ort
+    """PyTorch and ONNX Runtime on the same real images, preprocessed exactly as at inference."""
     import torch
 
     batch = _batch(card, images)
     with torch.no_grad():
         out = module(torch.from_numpy(batch))
     ref = (out[0] if isinstance(out, tuple) else out).numpy()
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = sess.run([card.logits_name], {card.input_name: batch})[0]
-    diff = float(np.abs(ref - got).max())
-    agree = int((ref.argmax(1) == got.argmax(1)).sum())
-    report = ParityReport(len(batch), diff, agree)
-    if diff > tolerance or agree != len(batch):
-        raise ToolchainError(
-            f"parity check failed: max |Δlogit| = {diff:.2e} (limit {tolerance:.0e}), "
-            f"top-1 agrees on {agree}/{len(batch)} images"
-        )
-    return report
+    role, name = next(iter(card.output_names().items()))
+    got = session(onnx_path).run([name], {card.input_name: batch})[0]
+    return check_parity(ref, got, f"the exported model's {role}", tolerance)
 
 
 def _torch_export(module: Any, size: int, tmp: Path, two_outputs: bool) -> None:
@@ -134,10 +124,11 @@ def export(
     import torch
 
     with torch.no_grad():
-        probe = module(torch.zeros(1, 3, defaults.input_size, defaults.input_size))
+        probe = module(torch.zeros(1, 3, defaults.preprocess.input_size, defaults.preprocess.input_size))
     two_outputs = isinstance(probe, tuple)
     logits = probe[0] if two_outputs else probe
     num_classes = int(logits.shape[-1])
+    labels = labels or defaults.labels
     if labels is None:
         labels = imagenet_labels() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
     if len(labels) != num_classes:
@@ -145,11 +136,7 @@ def export(
     card = ModelCard(
         name=name or out.stem,
         arch=arch,
-        input_size=defaults.input_size,
-        resize_size=defaults.resize_size,
-        interpolation=defaults.interpolation,  # type: ignore[arg-type]
-        mean=defaults.mean,
-        std=defaults.std,
+        preprocess=defaults.preprocess,
         embedding_name="embedding" if two_outputs else None,
         labels=labels,
         source=defaults.source,
@@ -162,13 +149,13 @@ def export(
         carded = Path(tmpdir) / "carded.onnx"
         final = Path(tmpdir) / "final.onnx"
         try:
-            _torch_export(module, defaults.input_size, raw, two_outputs)
+            _torch_export(module, defaults.preprocess.input_size, raw, two_outputs)
         except Exception as exc:
             raise ToolchainError(
                 f"torch.onnx.export failed for {arch}: {str(exc).splitlines()[0][:300]}"
             ) from None
         _set_card(raw, card, carded)
         ort_optimize(carded, final, "basic")
-        parity = check_parity(module, final, card, images, tolerance) if images else ParityReport(0, 0.0, 0)
+        parity = _torch_parity(module, final, card, images, tolerance) if images else ParityReport(0, 0.0, 0)
         os.replace(final, out)
     return ExportResult(out, sha256_file(out), card, parity)

@@ -24,10 +24,14 @@ import numpy as np
 
 from photosift.core.errors import ModelError, PhotosiftError, ToolchainError
 from photosift.core.scanner import IMAGE_EXTENSIONS
-from photosift.models.registry import CARD_KEY, ModelCard, resolve_model
+from photosift.models.card import CARD_KEY, ModelCard
+from photosift.models.registry import resolve_model
+from photosift.models.session import one_line as first_line
+from photosift.models.session import open_session
 
 SPEED_BATCH = 8
 SPEED_THREADS = 2
+PARITY_TOLERANCE = 1e-4  # max |Δ| between a model's outputs and its source's (export, optimize)
 
 
 @dataclass
@@ -42,11 +46,6 @@ class CheckedModel:
 def list_images(folder: Path) -> list[Path]:
     """Image files under ``folder`` (recursively, by the scanner's extensions), sorted."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def load_checked(path: Path) -> CheckedModel:
@@ -81,14 +80,14 @@ def load_checked(path: Path) -> CheckedModel:
         raise ToolchainError(str(exc)) from None
     inits = {i.name for i in proto.graph.initializer}
     inputs = {i.name: i for i in proto.graph.input if i.name not in inits}
-    want = f"[batch, 3, {card.input_size}, {card.input_size}]"
+    want = f"[batch, 3, {card.preprocess.input_size}, {card.preprocess.input_size}]"
     if card.input_name not in inputs:
         raise ToolchainError(
             f"{path}: no input named {card.input_name!r} as its model card says (has {', '.join(inputs)})"
         )
     dims = inputs[card.input_name].type.tensor_type.shape.dim
     got = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    expected = [None, 3, card.input_size, card.input_size]
+    expected = [None, 3, card.preprocess.input_size, card.preprocess.input_size]
     if len(got) != 4 or any(
         g is not None and e is not None and g != e for g, e in zip(got, expected, strict=True)
     ):
@@ -150,39 +149,16 @@ def save(proto: Any, path: Path) -> None:
 
 
 def session(model: Path | bytes, threads: int = SPEED_THREADS, level: str = "all") -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = {
-        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[level]
-    src = model if isinstance(model, bytes) else str(model)
+    """A CPU session for a toolchain step (load failures are ToolchainErrors naming the model)."""
     try:
-        return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ToolchainError(
-            f"{model if not isinstance(model, bytes) else 'model'}: ONNX Runtime cannot load it ({first_line(exc)})"
-        ) from None
+        return open_session(model, threads=threads, level=level)
+    except ModelError as exc:
+        raise ToolchainError(str(exc)) from None
 
 
 def ort_optimize(src: Path, dst: Path, level: str = "basic") -> None:
     """Offline ORT graph optimization. 'basic' is portable (provider-independent rewrites only)."""
-    import onnxruntime as ort
-
-    levels = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = levels[level]
-    opts.optimized_model_filepath = str(dst)
-    ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+    open_session(src, level=level, optimized_path=dst)
 
 
 def run_logits(sess: Any, card: ModelCard, x: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -197,6 +173,31 @@ def run_outputs(
     parts = [sess.run(names, {card.input_name: x[i : i + batch]}) for i in range(0, len(x), batch)]
     logits = np.concatenate([p[0] for p in parts])
     return logits, (np.concatenate([p[1] for p in parts]) if len(names) > 1 else None)
+
+
+@dataclass
+class ParityReport:
+    images: int
+    max_abs_diff: float
+    top1_agree: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_parity(
+    ref: np.ndarray, got: np.ndarray, what: str, tolerance: float = PARITY_TOLERANCE
+) -> ParityReport:
+    """``got`` must reproduce ``ref`` (outputs on the same inputs): max |Δ| <= ``tolerance`` and the same top-1
+    on every row; otherwise a ToolchainError that says ``what`` failed and by how much."""
+    diff = float(np.abs(ref - got).max())
+    agree = int((ref.argmax(1) == got.argmax(1)).sum())
+    if diff > tolerance or agree != len(ref):
+        raise ToolchainError(
+            f"{what} fails parity: max |Δlogit| = {diff:.2e} (limit {tolerance:.0e}), "
+            f"top-1 agrees on {agree}/{len(ref)} inputs"
+        )
+    return ParityReport(len(ref), diff, agree)
 
 
 def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -246,14 +247,14 @@ class Agreement:
 def probe_inputs(card: ModelCard, n: int = 4, seed: int = 0) -> np.ndarray:
     """Deterministic inputs in the range real preprocessed photos take (smooth noise, then normalised)."""
     rng = np.random.default_rng(seed)
-    s = card.input_size
+    s = card.preprocess.input_size
     coarse = rng.uniform(0, 255, size=(n, 3, max(2, s // 16), max(2, s // 16))).astype(np.float32)
     img = coarse.repeat(16, axis=2).repeat(16, axis=3)[:, :, :s, :s]
     if img.shape[2] < s:
         img = np.pad(img, ((0, 0), (0, 0), (0, s - img.shape[2]), (0, s - img.shape[3])), mode="edge")
     img = img + rng.normal(0, 8, size=img.shape).astype(np.float32)
-    mean = np.asarray(card.mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(card.std, np.float32).reshape(1, 3, 1, 1)
+    mean = np.asarray(card.preprocess.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(card.preprocess.std, np.float32).reshape(1, 3, 1, 1)
     return np.ascontiguousarray((np.clip(img, 0, 255) - mean) / std, dtype=np.float32)
 
 

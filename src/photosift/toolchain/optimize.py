@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from photosift.core.errors import ToolchainError
-from photosift.models.registry import ModelCard
+from photosift.models.card import ModelCard
 from photosift.toolchain.modelfile import (
     Speed,
     atomic_output,
+    check_parity,
     compare_speed,
     first_line,
     load_checked,
@@ -31,7 +32,6 @@ from photosift.toolchain.modelfile import (
     set_card,
 )
 
-PARITY_TOLERANCE = 1e-4
 LEVELS = ("basic", "extended", "all")
 
 # ------------------------------------------------------------------------------------ graph conversions
@@ -196,14 +196,9 @@ def optimize(model: Path, out: Path, level: str = "basic", slim: bool = True) ->
             ref = session(src.path)
             new = session(tmp)
             x = probe_inputs(src.card, 6)
-            a, b = run_logits(ref, src.card, x), run_logits(new, src.card, x)
-            diff = float(np.abs(a - b).max())
-            agree = int((a.argmax(1) == b.argmax(1)).sum())
-            if diff > PARITY_TOLERANCE or agree != len(x):
-                raise ToolchainError(
-                    f"{src.path}: optimized model fails parity: max |Δlogit| = {diff:.2e} (limit {PARITY_TOLERANCE:.0e}), "
-                    f"top-1 agrees on {agree}/{len(x)} inputs"
-                )
+            parity = check_parity(
+                run_logits(ref, src.card, x), run_logits(new, src.card, x), f"{src.path}: optimized model"
+            )
             speed = compare_speed(ref, new, src.card)
             size_after = tmp.stat().st_size
             nodes_after = len(proto.graph.node)
@@ -218,7 +213,7 @@ def optimize(model: Path, out: Path, level: str = "basic", slim: bool = True) ->
         nodes_after=nodes_after,
         speed=speed,
         parity_inputs=len(x),
-        max_abs_diff=diff,
-        top1_agree=agree,
+        max_abs_diff=parity.max_abs_diff,
+        top1_agree=parity.top1_agree,
         notes=notes,
     )

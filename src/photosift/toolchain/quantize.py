@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from photosift.core.errors import ToolchainError
-from photosift.models.registry import ModelCard
+from photosift.models.card import ModelCard
 from photosift.toolchain import calibration as cal
 from photosift.toolchain import qdq
 from photosift.toolchain.modelfile import (

@@ -39,6 +39,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from photosift import services
 from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
 from photosift.core.errors import CatalogError, UnreadableImage
@@ -51,13 +52,6 @@ MAX_FORM_BYTES = 16_384
 MAX_PHOTO_ID = 2**63 - 1  # SQLite INTEGER; a larger id would overflow inside sqlite3, not be "not found"
 TOKEN_HEADER = "x-photosift-token"
 UNCATEGORIZED = "uncategorized"
-
-
-def category_names(settings: Settings) -> list[str]:
-    """The album categories of the rules in force (built in, config dir or PHOTOSIFT_RULES)."""
-    from photosift.album.rules import load_rules
-
-    return list(load_rules(settings.rules_path).categories)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -243,8 +237,7 @@ def create_app(
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def known_categories(cat: Catalog) -> list[str]:
-        names = category_names(settings)
-        return names + [c for c in cat.user_categories() if c not in names]
+        return services.known_categories(settings, cat)
 
     def photo_or_404(cat: Catalog, photo_id: int) -> ResultRow:
         row = cat.photo(photo_id)
@@ -375,10 +368,7 @@ def create_app(
                 raise HTTPException(409, "this file could not be read, so it has no category to correct")
             # Exactly what `photosift correct` does: the correction belongs to the content, not the path; the
             # personal head is retrained and categories re-derived.
-            from photosift.album.decisions import correct as apply_correction
-            from photosift.album.rules import load_rules
-
-            apply_correction(cat, load_rules(settings.rules_path), settings.data_dir, content_hash, wanted)
+            services.correct_hash(settings, cat, content_hash, wanted)
             return content_hash
 
         await anyio.to_thread.run_sync(store)
@@ -492,4 +482,4 @@ def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8765) ->
     make_server(create_app(settings, host=host, port=port), host, port).run()
 
 
-__all__ = ["allowed_hosts", "category_names", "create_app", "is_loopback_host", "make_server", "run_server"]
+__all__ = ["allowed_hosts", "create_app", "is_loopback_host", "make_server", "run_server"]

@@ -1,0 +1,339 @@
+"""The library commands: classify, results, correct, recategorize."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from photosift.cli.app import app
+from photosift.cli.common import (
+    DbOpt,
+    Format,
+    JsonOpt,
+    RulesOpt,
+    console,
+    errors_to_exit,
+    fail,
+    settings,
+)
+from photosift.core.config import Settings
+from photosift.core.errors import UnknownCategory
+
+if TYPE_CHECKING:
+    from photosift.run.driver import RunSummary
+
+
+class Provider(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    tensorrt = "tensorrt"
+    openvino = "openvino"
+    coreml = "coreml"
+    dml = "dml"
+
+
+@app.command()
+def classify(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to classify (folders recursively).")],
+    db: DbOpt = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model name or path to an .onnx file.")] = None,
+    provider: Annotated[
+        Provider | None,
+        typer.Option("--provider", help="Execution provider (default: PHOTOSIFT_PROVIDER or auto)."),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=1024)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Decode threads.")] = None,
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="Decode files that failed before again.")
+    ] = False,
+    people: Annotated[
+        bool | None,
+        typer.Option("--people/--no-people", help="Detect faces for the people category (default on)."),
+    ] = None,
+    rules: RulesOpt = None,
+    gpu_decode: Annotated[
+        bool | None,
+        typer.Option("--gpu-decode", help="Decode JPEGs on an NVIDIA GPU (nvJPEG) when possible."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify every photo under PATHS into the catalog; unchanged files are not decoded again."""
+    from photosift import services
+    from photosift.core.scanner import missing_roots
+
+    absent = missing_roots(paths)
+    if absent:
+        fail(f"no such file or directory: {', '.join(absent)}", code=2)
+    config = settings(
+        db,
+        model=model,
+        batch_size=batch_size,
+        workers=workers,
+        provider=provider.value if provider is not None else None,
+        rules=rules,
+        people=people,
+        gpu_decode=gpu_decode,
+    )
+    show_progress = not as_json and sys.stderr.isatty()
+    with errors_to_exit(), _progress_bar(show_progress) as on_progress, _stop_on_ctrl_c() as cancel:
+        summary = services.classify(
+            config, paths, retry_errors=retry_errors, on_progress=on_progress, cancel=cancel
+        )
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        _print_summary(summary, config)
+    if summary.cancelled:
+        raise typer.Exit(130)
+
+
+@contextmanager
+def _stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """First Ctrl-C: stop after the batch in flight, keeping committed work. Second: stop at once."""
+    cancel = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _progress_bar:
+    """A rich progress bar on a TTY (files, photos/s, ETA); nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>6.1f} photos/s"),
+            TextColumn("{task.fields[errors]} errors"),
+            TimeRemainingColumn(),
+            console=console(stderr=True),
+            transient=True,
+        )
+        self.bar.__enter__()
+        self.task = self.bar.add_task("scanning", total=None, rate=0.0, errors=0)
+        return self.update
+
+    def update(self, p: Any) -> None:
+        desc = {"scan": "scanning", "classify": "classifying", "done": "done"}[p.phase]
+        self.bar.update(
+            self.task,
+            description=desc,
+            total=p.files_total or None,
+            completed=p.files_done,
+            rate=p.photos_per_s,
+            errors=p.errors,
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _print_summary(s: RunSummary, config: Settings) -> None:
+    from rich.table import Table
+
+    err = console(stderr=True)
+    for path, reason in s.error_files[:20]:
+        err.print(f"skipping {path}: {reason}", markup=False)
+    if len(s.error_files) > 20:
+        err.print(f"… and {len(s.error_files) - 20} more unreadable files (photosift results --status error)")
+    out = console()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("seen", s.seen),
+        ("classified", s.classified),
+        ("unchanged", s.unchanged),
+        ("reused (moved/copied)", s.reused),
+        ("errors", s.errors),
+        ("missing", s.missing),
+        ("photos/s", f"{s.photos_per_s:.1f}"),
+        ("model", s.model),
+        ("provider", s.provider),
+        ("catalog", str(config.db_path)),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    if s.categories:
+        table.add_row("categories", ", ".join(f"{c} {n}" for c, n in s.categories.most_common()))
+    for note in s.notes:
+        table.add_row("note", note)
+    if s.cancelled:
+        table.add_row("stopped", "interrupted; committed work is kept, rerun to finish")
+    out.print(table)
+
+
+@app.command()
+def results(
+    db: DbOpt = None,
+    category: Annotated[str | None, typer.Option("--category", help="Only this album category.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="ok or error.")] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="Only photos whose label contains this.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Results of this model (name or sha256 prefix); default: each photo's newest."
+        ),
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table, json or csv.")] = Format.table,
+    limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
+) -> None:
+    """Show what the catalog holds."""
+    from photosift import services
+
+    if status not in (None, "ok", "error"):
+        fail("--status must be ok or error", code=2)
+    with errors_to_exit():
+        rows = services.results(
+            settings(db), category=category, status=status, label=label, model=model, limit=limit
+        )
+    items = [r.to_dict() for r in rows]
+    if fmt is Format.json:
+        print(json.dumps(items, indent=2))
+    elif fmt is Format.csv:
+        _results_csv(items)
+    else:
+        _results_table(items)
+
+
+_CSV_COLUMNS = (
+    "path",
+    "status",
+    "error",
+    "label",
+    "score",
+    "category",
+    "category_score",
+    "corrected_category",
+    "model",
+    "top5",
+)
+
+
+def _results_csv(items: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(_CSV_COLUMNS)
+    for it in items:
+        writer.writerow(
+            [
+                it["path"],
+                it["status"],
+                it["error"] or "",
+                it["label"] or "",
+                "" if it["score"] is None else f"{it['score']:.4f}",
+                it["category"] or "",
+                "" if it["category_score"] is None else f"{it['category_score']:.4f}",
+                it["corrected_category"] or "",
+                it["model"] or "",
+                "; ".join(f"{t['label']} {t['score']:.3f}" for t in it["top5"]),
+            ]
+        )
+    sys.stdout.write(buf.getvalue())
+
+
+def _results_table(items: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_lines=False)
+    for col in ("path", "label", "score", "category", "status"):
+        table.add_column(col, overflow="fold")
+    for it in items:
+        cat = it["corrected_category"] or it["category"] or ""
+        if it["corrected_category"]:
+            cat += " (corrected)"
+        cells = (
+            it["path"],
+            it["label"] or (it["error"] or ""),
+            "" if it["score"] is None else f"{it['score']:.2f}",
+            cat,
+            it["status"],
+        )
+        table.add_row(*(Text(c) for c in cells))  # paths and labels are text, never markup
+    console().print(table)
+
+
+@app.command()
+def correct(
+    path: Annotated[Path, typer.Argument(help="A photo in the catalog.")],
+    category: Annotated[str | None, typer.Option("--category", help="The right album category.")] = None,
+    create: Annotated[
+        bool, typer.Option("--create", help="Create CATEGORY as a user category if it is new.")
+    ] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the correction instead.")] = False,
+    db: DbOpt = None,
+    rules: RulesOpt = None,
+) -> None:
+    """Set a photo's album category; it always wins, and teaches the personal head."""
+    from photosift import services
+
+    if (category is None) == (not clear):
+        fail("give --category NAME or --clear", code=2)
+    with errors_to_exit():
+        try:
+            report = services.correct(settings(db, rules=rules), path, category, create=create)
+        except services.NotInCatalog as exc:
+            fail(str(exc), code=2)
+        except UnknownCategory as exc:
+            fail(f"{exc}; pass --create to make a new category", code=2)
+    out = console()
+    out.print(f"{report.path}: {'correction cleared' if clear else category}", markup=False)
+    if report.train is not None:
+        if report.train.trained:
+            out.print(f"personal head retrained on {report.train.corrections} corrections")
+        else:
+            out.print(f"personal head not trained: {report.train.reason}")
+    if report.recategorized is not None:
+        out.print(
+            f"recategorized {report.recategorized.photos} results, {report.recategorized.changed} changed"
+        )
+
+
+@app.command()
+def recategorize(db: DbOpt = None, rules: RulesOpt = None, as_json: JsonOpt = False) -> None:
+    """Re-derive every photo's category from stored model outputs (after editing the rules); no inference."""
+    from photosift import services
+
+    with errors_to_exit():
+        report = services.recategorize(settings(db, rules=rules))
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    console().print(
+        f"{report.photos} results recategorized, {report.changed} changed: "
+        + ", ".join(f"{c} {n}" for c, n in sorted(report.categories.items(), key=lambda kv: -kv[1]))
+    )

@@ -1,0 +1,85 @@
+"""The gallery and the benchmarks: serve, bench."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from photosift.cli.app import app
+from photosift.cli.common import DbOpt, JsonOpt, console, errors_to_exit, fail, settings
+
+
+@app.command()
+def serve(
+    db: DbOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; keep 127.0.0.1.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
+) -> None:
+    """Browse, search and correct the catalog, and run scans, in a local web gallery."""
+    try:
+        from photosift.web.app import is_loopback_host, run_server
+    except ImportError as exc:
+        fail(f"the web gallery needs the web extra: pip install 'photosift[web]' ({exc})")
+    err = console(stderr=True)
+    if not is_loopback_host(host):
+        err.print(
+            f"[bold red]WARNING:[/] binding {host}: anyone who can reach this machine on port {port} can see "
+            "your photos and start scans. Use --host 127.0.0.1 unless you mean it.",
+            markup=True,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    err.print(f"photosift gallery on http://{shown}:{port}/ (Ctrl-C to stop)", markup=False)
+    with errors_to_exit():
+        run_server(settings(db), host=host, port=port)
+
+
+@app.command()
+def bench(
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Corpus folder (default: 72 generated phone JPEGs).")
+    ] = None,
+    model: Annotated[str, typer.Option("--model", help="Model name or .onnx file.")] = "efficientnet-lite0",
+    as_json: JsonOpt = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a bar chart (PNG).")] = None,
+    make_corpus: Annotated[
+        Path | None, typer.Option("--make-corpus", help="Only generate a corpus in this folder.")
+    ] = None,
+    count: Annotated[int, typer.Option("--count", min=1, help="Phone photos to generate.")] = 72,
+    mixed: Annotated[bool, typer.Option("--mixed", help="With --make-corpus: the mixed-format set.")] = False,
+    scale: Annotated[
+        bool, typer.Option("--scale", help="Also: RSS over 10k photos, 100k-file rescan, cold start.")
+    ] = False,
+    workroot: Annotated[Path, typer.Option("--workroot", help="Where corpora are generated.")] = Path(
+        ".bench"
+    ),
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny iteration counts (smoke test).")] = False,
+    settle: Annotated[
+        float, typer.Option("--settle", min=0, help="Per stage, wait up to S seconds for a quiet machine.")
+    ] = 0.0,
+) -> None:
+    """Measure decode, inference, the pipeline and the naive loop on one corpus; report the limit."""
+    from photosift.bench import suite as b
+    from photosift.bench.corpus import make_mixed_corpus, make_phone_corpus
+
+    if make_corpus is not None:
+        made = make_mixed_corpus(make_corpus) if mixed else make_phone_corpus(make_corpus, count)
+        print(json.dumps({"folder": str(make_corpus), "files": len(made)}) if as_json else make_corpus)
+        return
+    opts = b.BenchOptions(
+        images=images, model=model, workroot=workroot, corpus_count=count, scale=scale, settle_s=settle
+    )
+    if quick:
+        opts.infer_photos, opts.naive_limit, opts.torch, opts.cli = 8, 2, False, False
+        opts.memory_count, opts.rescan_count = 20, 200
+    err = console(stderr=True)
+    with errors_to_exit():
+        report = b.run_bench(opts, log=(lambda s: None) if as_json else (lambda s: err.print(f"· {s}")))
+    if plot is not None:
+        b.plot(report, plot)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        console().print(b.render(report))

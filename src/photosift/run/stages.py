@@ -1,0 +1,165 @@
+"""The stages every executor runs on work items: load -> infer -> postprocess.
+
+Each stage is a function of its inputs and of what it was built with (the model card's preprocessing, the
+engine, the task handler, the album classifier), so an executor may run it wherever it likes: decode threads
+today, Ray actors on a cluster. Nothing here touches the catalog; the sink is the only writer.
+
+* :meth:`Stages.load` reads a file, hashes it, and — unless the content is already known — decodes and
+  preprocesses it as the card says (and runs the face detector on the decoded image when album categories
+  want faces). Unreadable files become error items, never exceptions.
+* :meth:`Stages.infer` runs the engine on a batch of loaded items and applies the task's output handler.
+* :meth:`Stages.postprocess` turns a batch and its outputs into the records the sink commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from photosift.core import imaging, scanner
+from photosift.core.catalog import PhotoRecord, ResultRecord
+from photosift.core.errors import UnreadableImage
+from photosift.models.card import ModelCard
+from photosift.models.tasks import TaskHandler, TaskOutputs, handler_for
+
+
+class Engine(Protocol):
+    """Runs a carded model on (N, 3, S, S) float32 batches; returns its outputs by role (logits, embedding)."""
+
+    card: ModelCard
+
+    @property
+    def provider(self) -> str: ...
+
+    def run(self, batch: Any) -> dict[str, np.ndarray]: ...
+
+
+class CategoryLike(Protocol):
+    @property
+    def category(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def fine(self) -> str | None: ...
+
+
+class Categorizer(Protocol):
+    """Album categories from the softmax, the face signals and the embeddings (album.AlbumClassifier)."""
+
+    def categorize(
+        self, probs: np.ndarray, people: Sequence[Any] | None = None, embeddings: np.ndarray | None = None
+    ) -> Sequence[CategoryLike]: ...
+
+
+class PeopleDetector(Protocol):
+    def detect(self, image: Any) -> Any: ...
+
+
+@dataclass(slots=True)
+class Loaded:
+    """A work item after :meth:`Stages.load`: an error, known content (``reuse``), or a tensor to infer."""
+
+    entry: scanner.FileEntry
+    content_hash: str | None = None
+    tensor: np.ndarray | None = None
+    people: Any = None
+    error: str | None = None
+    reuse: bool = False
+
+
+@dataclass(slots=True)
+class Processed:
+    """What the sink stores for one file: its photo row, and the model's result when it was inferred."""
+
+    photo: PhotoRecord
+    result: ResultRecord | None = None
+    category: str | None = None
+
+
+class Stages:
+    """load, infer and postprocess for one model; safe to call ``load`` from many threads at once."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        categorizer: Categorizer | None = None,
+        people: Callable[[], PeopleDetector] | None = None,
+        gpu_decoder: imaging.GpuJpegDecoder | None = None,
+    ) -> None:
+        self.engine = engine
+        self.card: ModelCard = engine.card
+        self.pre = self.card.preprocess
+        self.handler: TaskHandler = handler_for(self.card)
+        self.categorizer = categorizer
+        self.gpu_decoder = gpu_decoder
+        self._people_factory = people
+        self._people_local = threading.local()
+
+    def _detector(self) -> PeopleDetector | None:
+        if self._people_factory is None:
+            return None
+        det = getattr(self._people_local, "detector", None)
+        if det is None:
+            det = self._people_factory()
+            self._people_local.detector = det
+        return det
+
+    def load(self, entry: scanner.FileEntry, known: Container[str]) -> Loaded:
+        """Read, hash and (for content not in ``known``) decode and preprocess one file."""
+        try:
+            data = imaging.read_bytes(entry.path)
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in known:
+                return Loaded(entry, digest, reuse=True)
+            detector = self._detector()
+            if self.gpu_decoder is not None and detector is None:
+                return Loaded(entry, digest, tensor=self.gpu_decoder.load_tensor(data, entry.path, self.pre))
+            image = imaging.decode(data, entry.path, min_side=self.pre.resize_size)
+            tensor = imaging.to_tensor(image, self.pre)
+            people = detector.detect(image) if detector is not None else None
+            return Loaded(entry, digest, tensor=tensor, people=people)
+        except UnreadableImage as exc:
+            return Loaded(entry, error=exc.reason)
+
+    def infer(self, batch: Sequence[Loaded]) -> TaskOutputs:
+        tensors = np.stack([item.tensor for item in batch])  # type: ignore[misc]
+        return self.handler.postprocess(self.engine.run(tensors))
+
+    def postprocess(self, batch: Sequence[Loaded], outputs: TaskOutputs) -> list[Processed]:
+        """Records for an inferred batch: album categories (classifiers) and the result rows."""
+        cats: Sequence[CategoryLike | None] = [None] * len(batch)
+        if self.categorizer is not None and outputs.probs is not None:
+            cats = self.categorizer.categorize(outputs.probs, [i.people for i in batch], outputs.embeddings)
+        out = []
+        for i, item in enumerate(batch):
+            assert item.content_hash is not None
+            cat = cats[i]
+            result = ResultRecord(
+                content_hash=item.content_hash,
+                probs=outputs.probs[i] if outputs.probs is not None else None,
+                embedding=outputs.embeddings[i] if outputs.embeddings is not None else None,
+                category=cat.category if cat else None,
+                category_score=float(cat.score) if cat else None,
+                fine_label=cat.fine if cat else None,
+                people=item.people.to_dict() if hasattr(item.people, "to_dict") else None,
+            )
+            photo = PhotoRecord(item.entry.path, item.entry.size, item.entry.mtime_ns, item.content_hash)
+            out.append(Processed(photo, result, cat.category if cat else None))
+        return out
+
+    def run_batch(self, batch: Sequence[Loaded]) -> list[Processed]:
+        """infer + postprocess: what an executor does with a full batch."""
+        return self.postprocess(batch, self.infer(batch))
+
+
+def unbatched(item: Loaded) -> Processed:
+    """The record of an item that needs no inference: an unreadable file, or content the catalog knows."""
+    e = item.entry
+    if item.error is not None:
+        return Processed(PhotoRecord(e.path, e.size, e.mtime_ns, None, item.error))
+    return Processed(PhotoRecord(e.path, e.size, e.mtime_ns, item.content_hash))
