@@ -175,7 +175,8 @@ def evaluate(
     elif images is not None:
         if not Path(images).is_dir():
             raise ToolchainError(f"{images}: images folder not found")
-        rows = [_Row(p.relative_to(images).as_posix(), None) for p in list_images(Path(images))]
+        root = Path(images).absolute()
+        rows = [_Row(p.relative_to(root).as_posix(), None) for p in list_images(root)]
         if not rows:
             raise ToolchainError(f"{images}: no images")
     else:

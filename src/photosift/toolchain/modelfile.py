@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from photosift.core.errors import ModelError, PhotosiftError, ToolchainError
-from photosift.core.scanner import IMAGE_EXTENSIONS
+from photosift.core.scanner import walk
 from photosift.models.card import CARD_KEY, ModelCard
 from photosift.models.registry import resolve_model
 from photosift.models.session import one_line as first_line
@@ -44,8 +44,8 @@ class CheckedModel:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively, by the scanner's extensions), sorted."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """Image files under ``folder`` by the rules ``photosift classify`` uses (:func:`scanner.walk`), sorted."""
+    return sorted(Path(e.path) for e in walk([folder]))
 
 
 def load_checked(path: Path) -> CheckedModel:
