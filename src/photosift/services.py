@@ -177,6 +177,36 @@ class NotInCatalog(CatalogError):
     """A path the user named is not in the catalog."""
 
 
+# -- training ---------------------------------------------------------------------------------------------------
+
+
+def corrected_photos(settings: Settings) -> list[tuple[Path, str]]:
+    """(path, category) of every photo the user corrected: what ``photosift train --from-catalog`` learns."""
+    with open_catalog(settings, readonly=True, create=False) as cat:
+        rows = cat.results()
+    return [(Path(r.path), r.corrected_category) for r in rows if r.corrected_category and r.status == "ok"]
+
+
+def imagenet_concepts(min_classes: int = 2) -> np.ndarray:
+    """ImageNet-1k classes x WordNet concepts, 0/1: one column per synset above at least ``min_classes`` classes
+    ("vehicle", "fruit", "dog"). ``photosift train`` gives it to a transfer head (toolchain.transfer)."""
+    import numpy as np
+
+    from photosift.find.hierarchy import ancestors
+    from photosift.models.card import imagenet_labels
+
+    classes = len(imagenet_labels())
+    members: dict[str, list[int]] = {}
+    for index in range(classes):
+        for _depth, wnid, _lemmas in ancestors(index):
+            members.setdefault(wnid, []).append(index)
+    kept = sorted(w for w, m in members.items() if len(m) >= min_classes)
+    matrix = np.zeros((classes, len(kept)), dtype=np.float32)
+    for column, wnid in enumerate(kept):
+        matrix[members[wnid], column] = 1.0
+    return matrix
+
+
 # -- evaluation -------------------------------------------------------------------------------------------------
 
 
@@ -226,7 +256,9 @@ __all__ = [
     "classify",
     "correct",
     "correct_hash",
+    "corrected_photos",
     "eval_categorize",
+    "imagenet_concepts",
     "known_categories",
     "recategorize",
     "results",

