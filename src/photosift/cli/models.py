@@ -133,6 +133,17 @@ ModelArg = Annotated[str, typer.Argument(help="Model name (see `photosift models
 OutOpt = Annotated[Path, typer.Option("-o", "--output", help="Where to write the .onnx file.")]
 
 
+def _model_file(model: str) -> Path:
+    """A model's file: ``model`` itself when it is a path, else the file a packaged, built or trained model of
+    that name was registered with (a registered model is checked against its sha256)."""
+    path = Path(model)
+    if path.is_file() or path.suffix == ".onnx" or len(path.parts) > 1:
+        return path
+    from photosift.models.registry import resolve_model
+
+    return resolve_model(model, settings().data_dir).path
+
+
 def _say(as_json: bool) -> Any:
     err = console(stderr=True)
     return (lambda _m: None) if as_json else (lambda m: err.print(f"· {m}", markup=False))
@@ -156,7 +167,7 @@ def optimize_cmd(
     from photosift.toolchain.optimize import optimize
 
     with errors_to_exit():
-        r = optimize(Path(model), out, level=level.value, slim=slim)
+        r = optimize(_model_file(model), out, level=level.value, slim=slim)
     if as_json:
         print(json.dumps(r.to_dict(), indent=2))
         return
@@ -205,12 +216,12 @@ def quantize_cmd(
         if dynamic:
             if precision is not Precision.int8:
                 fail("--dynamic quantizes to INT8; drop --precision fp16", code=2)
-            r = quantize_dynamic_model(Path(model), out, report=report, progress=say)
+            r = quantize_dynamic_model(_model_file(model), out, report=report, progress=say)
         elif calibrate is None:
             fail("--calibrate DIR is needed: the photos to calibrate on and to check agreement with", code=2)
         else:
             r = quantize(
-                Path(model),
+                _model_file(model),
                 calibrate,
                 out,
                 min_agreement=min_agreement,
@@ -274,10 +285,10 @@ def eval_cmd(
     config = settings(rules=rules, people=people)
     with errors_to_exit():
         r = evaluate(
-            Path(model),
+            _model_file(model),
             labels,
             images,
-            Path(reference) if reference else None,
+            _model_file(reference) if reference else None,
             categorize=services.eval_categorize(config) if labels is not None else None,
             progress=_say(as_json),
         )
