@@ -360,13 +360,11 @@ def encode(im: Image.Image, rng: np.random.Generator) -> bytes:
 
 class Embedder:
     def __init__(self, model: str) -> None:
-        import onnxruntime as ort
+        from photosift.models.session import open_session
 
         resolved = resolve_model(model, default_data_dir())
         self.card = resolved.card
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        self.sess = ort.InferenceSession(str(resolved.path), opts, providers=["CPUExecutionProvider"])
+        self.sess = open_session(resolved.path, threads=2)
 
     def tensor(self, data: bytes, name: str) -> np.ndarray:
         image = imaging.decode(data, name, min_side=self.card.preprocess.resize_size)

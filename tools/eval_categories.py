@@ -39,11 +39,11 @@ if not DEFAULT_SET.is_dir():
 
 
 def run_model(paths: list[Path], model: str, people: bool, fit_cutouts: bool = True) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
+    from photosift.models.session import open_session
 
     resolved = resolve_model(model, default_data_dir())  # packaged models and those built here
     card = resolved.card
-    sess = ort.InferenceSession(str(resolved.path), providers=["CPUExecutionProvider"])
+    sess = open_session(resolved.path)
     detector = PeopleDetector() if people else None
     logits, embs, signals = [], [], []
     det_s = 0.0
