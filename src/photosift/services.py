@@ -207,11 +207,17 @@ def eval_categorize(
                 from photosift.album.people import PeopleDetector
 
                 detector.append(PeopleDetector())
-            for f in files:
+            # As the pipeline does it: faces only where the classifier's decision leaves them worth looking for.
+            first = album.categorize(probs, None, embeddings)
+            people = []
+            for f, cat in zip(files, first, strict=True):
+                if not detector[0].wanted(cat.category, cat.score):
+                    people.append(None)
+                    continue
                 if f not in faces:
                     image = imaging.decode(imaging.read_bytes(f), f, min_side=card.preprocess.resize_size)
                     faces[f] = detector[0].detect(image)
-            people = [faces[f] for f in files]
+                people.append(faces[f])
         return [r.category for r in album.categorize(probs, people, embeddings)]
 
     return categorize

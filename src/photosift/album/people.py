@@ -115,19 +115,23 @@ class PeopleDetector:
 
     ``work_size``: the image is shrunk so its shorter side is at most this many pixels before detection (the
     pipeline already decodes JPEGs DCT-scaled to a shorter side of at least 256 px, so 256 costs no extra decode).
-    ``min_face``: the smallest face searched for, as a fraction of the shorter side (at 256 px: 21 px, about 0.5 %
-    of the photo's area). Smaller faces are rarely what a photo is about, and each halving doubles the cost.
+    ``min_face``: the smallest face searched for, as a fraction of the shorter side (at 256 px: 26 px, about 0.75 %
+    of a 4:3 photo's area). Smaller faces are rarely what a photo is about, and P-Net's cost grows with the
+    square of 1/min_face: 1/12 cost 25 % more and found no more people photos on our sets (tools/eval_faces.py).
     ``threshold``: final O-Net confidence a face needs (real faces score 0.98-1.0; the false detections we saw on
     cut-outs of buttons and cameras scored 0.92-0.99, which is why the caller also looks at face size).
+    ``skip_categories``, ``skip_confidence``: the gate of :meth:`wanted` (an empty tuple looks at every photo).
     """
 
     def __init__(
         self,
         *,
         work_size: int = 256,
-        min_face: float = 1 / 12,
+        min_face: float = 1 / 10,
         threshold: float = 0.95,
         model_dir: Path | None = None,
+        skip_categories: tuple[str, ...] = ("animals", "plants"),
+        skip_confidence: float = 0.5,
     ) -> None:
         if work_size < 48:
             raise ValueError("work_size must be at least 48 pixels")
@@ -137,18 +141,55 @@ class PeopleDetector:
         self.work_size = work_size
         self.min_face = min_face
         self.threshold = threshold
+        self.skip_categories = frozenset(skip_categories)
+        self.skip_confidence = skip_confidence
         self._model_dir = model_dir or FACE_MODEL_DIR
         self._sessions: tuple[Any, Any, Any] | None = None
         self._lock = threading.Lock()
 
     # -- public API --------------------------------------------------------------------------------------------
 
-    def detect(self, image: Image.Image) -> PeopleSignal:
-        """Faces in ``image`` (an upright RGB PIL image of any size) summarised as a :class:`PeopleSignal`."""
-        w, h = image.size
+    def work_image(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        """``image`` as the detector sees it: RGB uint8 (H, W, 3), shorter side at most ``work_size``.
+
+        The pipeline keeps this (~260 KB) instead of the decoded image until the classifier has spoken
+        (:meth:`wanted`); the signal is in fractions of the image area, so it is the same either way.
+        """
+        if isinstance(image, np.ndarray):
+            arr = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+            h, w = arr.shape[:2]
+            if min(w, h) <= self.work_size:
+                return arr
+            image = Image.fromarray(arr)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        w, h = rgb.size
+        scale = self.work_size / min(w, h) if min(w, h) else 1.0
+        if scale >= 1.0:
+            return np.asarray(rgb)
+        # reduce() is a cheap box filter for the integer part (no aliasing); bilinear finishes a step < 2x.
+        factor = int(1 / scale)
+        small = rgb.reduce(factor) if factor >= 2 else rgb
+        target = (max(1, round(w * scale)), max(1, round(h * scale)))
+        arr = np.asarray(small)
+        return arr if small.size == target else cv2.resize(arr, target, interpolation=cv2.INTER_LINEAR)
+
+    def wanted(self, category: str, score: float) -> bool:
+        """Whether to look for faces in a photo the classifier put in ``category`` with ``score``.
+
+        Why a gate: face detection costs about as much as classifying a photo, and on none of our people sets
+        (docs/CATEGORIES.md) did a photo with faces come out as ``animals`` or ``plants``; a photo whose
+        classifier is sure of those is not searched. The price: a pet or garden portrait the classifier is
+        sure of keeps its animal or plant category (its stored signal says "not looked", ``people`` NULL).
+        """
+        return not (category in self.skip_categories and score >= self.skip_confidence)
+
+    def detect(self, image: Image.Image | np.ndarray) -> PeopleSignal:
+        """Faces in ``image`` (an upright image of any size, PIL or (H, W, 3) uint8) as a :class:`PeopleSignal`."""
+        arr = self.work_image(image)
+        h, w = arr.shape[:2]
         if w == 0 or h == 0:
             return PeopleSignal()
-        faces = self.faces(image)
+        faces = self._faces(arr)
         if not faces:
             return PeopleSignal()
         total = float(w * h)
@@ -160,28 +201,16 @@ class PeopleDetector:
             person_score=max(f.score for f in faces),
         )
 
-    def faces(self, image: Image.Image) -> list[Face]:
+    def faces(self, image: Image.Image | np.ndarray) -> list[Face]:
         """Face boxes in pixels of ``image``, most confident first."""
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        w, h = rgb.size
-        scale = min(1.0, self.work_size / min(w, h))
-        if scale < 1.0:
-            # reduce() is a cheap box filter for the large integer part; resize() finishes the job.
-            factor = int(1 / scale)
-            small = rgb.reduce(factor) if factor >= 2 else rgb
-            target = (max(1, round(w * scale)), max(1, round(h * scale)))
-            if small.size != target:
-                small = small.resize(target, Image.Resampling.BILINEAR)
-        else:
-            small = rgb
-        arr = np.asarray(small, dtype=np.float32)
+        width = image.shape[1] if isinstance(image, np.ndarray) else image.size[0]
+        arr = self.work_image(image)
+        inv = width / arr.shape[1] if arr.shape[1] else 1.0
+        return [Face(f.x0 * inv, f.y0 * inv, f.x1 * inv, f.y1 * inv, f.score) for f in self._faces(arr)]
+
+    def _faces(self, arr: np.ndarray) -> list[Face]:
         boxes = self._detect_array(arr)
-        inv = 1.0 / scale
-        found = [
-            Face(float(b[0]) * inv, float(b[1]) * inv, float(b[2]) * inv, float(b[3]) * inv, float(b[4]))
-            for b in boxes
-            if b[4] >= self.threshold
-        ]
+        found = [Face(*(float(v) for v in b[:5])) for b in boxes if b[4] >= self.threshold]
         return sorted(found, key=lambda f: -f.score)
 
     # -- MTCNN cascade -----------------------------------------------------------------------------------------
@@ -194,7 +223,7 @@ class PeopleDetector:
         return self._sessions
 
     def _detect_array(self, img: np.ndarray) -> np.ndarray:
-        """(N, 5) boxes x0, y0, x1, y1, score for an HxWx3 float32 RGB array."""
+        """(N, 5) boxes x0, y0, x1, y1, score for an HxWx3 uint8 RGB array."""
         pnet, rnet, onet = self._session_triplet()
         height, width = img.shape[:2]
         min_px = max(float(_PNET_CELL), self.min_face * min(height, width))
@@ -213,11 +242,15 @@ class PeopleDetector:
     def _stage1(pnet: Any, img: np.ndarray, scales: list[float]) -> np.ndarray:
         height, width = img.shape[:2]
         found = []
+        level = img
         for s in scales:
             ws, hs = int(np.ceil(width * s)), int(np.ceil(height * s))
-            scaled = cv2.resize(img, (ws, hs), interpolation=cv2.INTER_AREA)
+            # Each level is resampled from the one before (a step of 0.709, where bilinear does not alias), not
+            # from the full image: INTER_AREA at arbitrary ratios costs ~10x a bilinear step on uint8.
+            mode = cv2.INTER_AREA if level is img else cv2.INTER_LINEAR
+            level = cv2.resize(level, (ws, hs), interpolation=mode)
             # The networks were converted from Caffe weights trained on transposed (W, H) images.
-            x = _normalise(scaled).transpose(1, 0, 2)[None]
+            x = _normalise(level.transpose(1, 0, 2))[None]
             reg, prob = pnet.run(["conv2d_4", "softmax"], {"input_1": x})
             score = prob[0, :, :, 1]  # indexed [column, row]
             cols, rows = np.nonzero(score >= _STAGE_THRESHOLDS[0])
@@ -314,12 +347,12 @@ def _crop(img: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     height, width = img.shape[:2]
     x0, y0, x1, y1 = int(box[0]), int(box[1]), int(box[2]), int(box[3])
     bw, bh = max(1, x1 - x0 + 1), max(1, y1 - y0 + 1)
-    patch = np.zeros((bh, bw, 3), dtype=np.float32)
+    patch = np.zeros((bh, bw, 3), dtype=img.dtype)
     sx0, sy0 = max(0, x0), max(0, y0)
     sx1, sy1 = min(width, x1 + 1), min(height, y1 + 1)
     if sx1 > sx0 and sy1 > sy0:
         patch[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = img[sy0:sy1, sx0:sx1]
-    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _square(boxes: np.ndarray) -> np.ndarray:

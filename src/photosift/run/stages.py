@@ -5,10 +5,12 @@ engine, the task handler, the album classifier), so an executor may run it where
 today, Ray actors on a cluster. Nothing here touches the catalog; the sink is the only writer.
 
 * :meth:`Stages.load` reads a file, hashes it, and — unless the content is already known — decodes and
-  preprocesses it as the card says (and runs the face detector on the decoded image when album categories
-  want faces). Unreadable files become error items, never exceptions.
+  preprocesses it as the card says (and, when album categories want faces, keeps the decoded image shrunk to
+  the face detector's work size). Unreadable files become error items, never exceptions.
 * :meth:`Stages.infer` runs the engine on a batch of loaded items and applies the task's output handler.
-* :meth:`Stages.postprocess` turns a batch and its outputs into the records the sink commits.
+* :meth:`Stages.postprocess` turns a batch and its outputs into the records the sink commits; it runs the face
+  detector on the photos whose classifier result leaves faces worth looking for (``PeopleDetector.wanted``),
+  so a photo the classifier is sure shows an animal or a plant does not pay for face detection.
 """
 
 from __future__ import annotations
@@ -57,12 +59,17 @@ class Categorizer(Protocol):
 
 
 class PeopleDetector(Protocol):
+    def work_image(self, image: Any) -> Any: ...
+    def wanted(self, category: str, score: float) -> bool: ...
     def detect(self, image: Any) -> Any: ...
 
 
 @dataclass(slots=True)
 class Loaded:
-    """A work item after :meth:`Stages.load`: an error, known content (``reuse``), or a tensor to infer."""
+    """A work item after :meth:`Stages.load`: an error, known content (``reuse``), or a tensor to infer.
+
+    ``face_image``: the decoded photo at the face detector's work size, kept for :meth:`Stages.postprocess`;
+    ``people``: its face signal once looked for (None: not looked)."""
 
     entry: scanner.FileEntry
     content_hash: str | None = None
@@ -70,6 +77,7 @@ class Loaded:
     people: Any = None
     error: str | None = None
     reuse: bool = False
+    face_image: Any = None
 
 
 @dataclass(slots=True)
@@ -121,8 +129,8 @@ class Stages:
                 return Loaded(entry, digest, tensor=self.gpu_decoder.load_tensor(data, entry.path, self.pre))
             image = imaging.decode(data, entry.path, min_side=self.pre.resize_size)
             tensor = imaging.to_tensor(image, self.pre)
-            people = detector.detect(image) if detector is not None else None
-            return Loaded(entry, digest, tensor=tensor, people=people)
+            face_image = detector.work_image(image) if detector is not None else None
+            return Loaded(entry, digest, tensor=tensor, face_image=face_image)
         except UnreadableImage as exc:
             return Loaded(entry, error=exc.reason)
 
@@ -135,6 +143,10 @@ class Stages:
         cats: Sequence[CategoryLike | None] = [None] * len(batch)
         if self.categorizer is not None and outputs.probs is not None:
             cats = self.categorizer.categorize(outputs.probs, [i.people for i in batch], outputs.embeddings)
+            if self._look_for_faces(batch, cats):
+                cats = self.categorizer.categorize(
+                    outputs.probs, [i.people for i in batch], outputs.embeddings
+                )
         out = []
         for i, item in enumerate(batch):
             assert item.content_hash is not None
@@ -151,6 +163,23 @@ class Stages:
             photo = PhotoRecord(item.entry.path, item.entry.size, item.entry.mtime_ns, item.content_hash)
             out.append(Processed(photo, result, cat.category if cat else None))
         return out
+
+    def _look_for_faces(self, batch: Sequence[Loaded], cats: Sequence[CategoryLike]) -> bool:
+        """Detect faces where the classifier's first decision leaves them worth it; True if any was looked at.
+
+        The work image is dropped either way: the batch is about to be stored."""
+        detector = self._detector()
+        looked = False
+        for item, cat in zip(batch, cats, strict=True):
+            if (
+                item.face_image is not None
+                and detector is not None
+                and detector.wanted(cat.category, cat.score)
+            ):
+                item.people = detector.detect(item.face_image)
+                looked = True
+            item.face_image = None
+        return looked
 
     def run_batch(self, batch: Sequence[Loaded]) -> list[Processed]:
         """infer + postprocess: what an executor does with a full batch."""
