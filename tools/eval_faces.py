@@ -24,8 +24,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from photosift.album.people import PeopleDetector
 from photosift.album.rules import Categorizer, load_rules
 from photosift.bench.corpus import ALBUM_DEV, REPOSITORY
