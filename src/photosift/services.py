@@ -209,7 +209,7 @@ def eval_categorize(
                 detector.append(PeopleDetector())
             # As the pipeline does it: faces only where the classifier's decision leaves them worth looking for.
             first = album.categorize(probs, None, embeddings)
-            people = []
+            people: list[Any] = []
             for f, cat in zip(files, first, strict=True):
                 if not detector[0].wanted(cat.category, cat.score):
                     people.append(None)
