@@ -201,7 +201,7 @@ def eval_categorize(
     ) -> list[str]:
         card = read_card(model)
         album = AlbumClassifier(pick(card.labels), abstract=head_for_model(sha256_file(model)))
-        people = None
+        people: list[Any] | None = None
         if settings.people and album.needs_people:
             if not detector:
                 from photosift.album.people import PeopleDetector
@@ -209,7 +209,7 @@ def eval_categorize(
                 detector.append(PeopleDetector())
             # As the pipeline does it: faces only where the classifier's decision leaves them worth looking for.
             first = album.categorize(probs, None, embeddings)
-            people: list[Any] = []
+            people = []
             for f, cat in zip(files, first, strict=True):
                 if not detector[0].wanted(cat.category, cat.score):
                     people.append(None)
