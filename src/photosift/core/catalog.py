@@ -33,10 +33,17 @@ TOPK_STORED = 100  # probabilities kept per photo so categories can be re-derive
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
-    # Not executescript(): it commits first, which would break the migration's transaction.
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    # Not executescript(): it commits first, which would break the migration's transaction. A trigger's body
+    # holds semicolons, so pieces are joined until SQLite says the statement is complete.
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                db.execute(pending)
+            pending = ""
+    if pending.strip(" \n;"):
+        db.execute(pending)
 
 
 def _m1_initial(db: sqlite3.Connection) -> None:
@@ -131,7 +138,82 @@ def _m2_model_tasks(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_model_tasks]
+# A photo's effective category: its correction, else the category of the newest result for its content.
+_EFFECTIVE = """COALESCE(
+    (SELECT category FROM corrections WHERE content_hash = {h}),
+    (SELECT category FROM results WHERE content_hash = {h} ORDER BY created_at DESC LIMIT 1))"""
+
+
+def _m3_category_index(db: sqlite3.Connection) -> None:
+    """Each photo's effective category kept on its row, and the number of photos per category kept in a table,
+    both by triggers on photos, results and corrections (so every writer keeps them true).
+
+    Why: the overview and the category pages asked "newest result per photo, then its correction" of every row
+    (a correlated subquery per photo: 0.6 s for the counts at 100,000 photos, more for a deep page). Now the
+    counts are one read of ``category_counts`` and a category's page is a range of ``photos_by_category``."""
+    _run_script(
+        db,
+        f"""
+        ALTER TABLE photos ADD COLUMN category TEXT;
+        CREATE INDEX results_newest ON results(content_hash, created_at);
+        UPDATE photos SET category = {_EFFECTIVE.format(h="photos.content_hash")}
+            WHERE content_hash IS NOT NULL;
+        CREATE INDEX photos_by_category ON photos(status, category, path);
+        CREATE TABLE category_counts (category TEXT PRIMARY KEY, photos INTEGER NOT NULL);
+        INSERT INTO category_counts SELECT COALESCE(category, ''), COUNT(*) FROM photos WHERE status = 'ok'
+            GROUP BY COALESCE(category, '');
+        CREATE TRIGGER photos_category_on_insert AFTER INSERT ON photos WHEN NEW.content_hash IS NOT NULL
+        BEGIN
+            UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")} WHERE id = NEW.id;
+        END;
+        CREATE TRIGGER photos_category_on_hash AFTER UPDATE OF content_hash ON photos
+        BEGIN
+            UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")} WHERE id = NEW.id;
+        END;
+        CREATE TRIGGER results_category_on_insert AFTER INSERT ON results BEGIN
+            UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")}
+                WHERE content_hash = NEW.content_hash;
+        END;
+        CREATE TRIGGER results_category_on_update AFTER UPDATE OF category, created_at ON results BEGIN
+            UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")}
+                WHERE content_hash = NEW.content_hash;
+        END;
+        CREATE TRIGGER results_category_on_delete AFTER DELETE ON results BEGIN
+            UPDATE photos SET category = {_EFFECTIVE.format(h="OLD.content_hash")}
+                WHERE content_hash = OLD.content_hash;
+        END;
+        CREATE TRIGGER corrections_on_insert AFTER INSERT ON corrections BEGIN
+            UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")}
+                WHERE content_hash = NEW.content_hash;
+        END;
+        CREATE TRIGGER corrections_on_update AFTER UPDATE ON corrections BEGIN
+            UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")}
+                WHERE content_hash = NEW.content_hash;
+        END;
+        CREATE TRIGGER corrections_on_delete AFTER DELETE ON corrections BEGIN
+            UPDATE photos SET category = {_EFFECTIVE.format(h="OLD.content_hash")}
+                WHERE content_hash = OLD.content_hash;
+        END;
+        CREATE TRIGGER counts_on_insert AFTER INSERT ON photos WHEN NEW.status = 'ok' BEGIN
+            INSERT INTO category_counts VALUES (COALESCE(NEW.category, ''), 1)
+                ON CONFLICT(category) DO UPDATE SET photos = photos + 1;
+        END;
+        CREATE TRIGGER counts_on_delete AFTER DELETE ON photos WHEN OLD.status = 'ok' BEGIN
+            UPDATE category_counts SET photos = photos - 1 WHERE category = COALESCE(OLD.category, '');
+        END;
+        CREATE TRIGGER counts_on_update AFTER UPDATE OF status, category ON photos
+            WHEN OLD.status IS NOT NEW.status OR OLD.category IS NOT NEW.category
+        BEGIN
+            UPDATE category_counts SET photos = photos - 1
+                WHERE OLD.status = 'ok' AND category = COALESCE(OLD.category, '');
+            INSERT INTO category_counts SELECT COALESCE(NEW.category, ''), 1 WHERE NEW.status = 'ok'
+                ON CONFLICT(category) DO UPDATE SET photos = photos + 1;
+        END
+        """,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_model_tasks, _m3_category_index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +267,6 @@ class ModelInfo:
     path: str | None
     task: str
     labels: tuple[str, ...]
-    results: int
 
 
 @dataclass
@@ -357,13 +438,13 @@ class Catalog:
             )
 
     def models(self) -> list[ModelInfo]:
-        """The models that have results here, newest results first."""
+        """The models that have results here, newest results first (one index seek per model)."""
         rows = self.db.execute(
-            "SELECT m.sha256, m.name, m.path, m.task, m.labels, COUNT(r.content_hash), MAX(r.created_at) "
-            "FROM models m JOIN results r ON r.model_sha256 = m.sha256 "
-            "GROUP BY m.sha256 ORDER BY MAX(r.created_at) DESC"
+            "SELECT * FROM (SELECT m.sha256, m.name, m.path, m.task, m.labels, "
+            "(SELECT MAX(r.created_at) FROM results r WHERE r.model_sha256 = m.sha256) AS newest FROM models m) "
+            "WHERE newest IS NOT NULL ORDER BY newest DESC"
         )
-        return [ModelInfo(s, n, p, t, tuple(json.loads(lab)), int(c)) for s, n, p, t, lab, c, _ in rows]
+        return [ModelInfo(s, n, p, t, tuple(json.loads(lab))) for s, n, p, t, lab, _ in rows]
 
     def find_model(self, name_or_sha: str) -> ModelInfo:
         """A model with results here, by name (the newest of that name) or by a sha256 prefix."""
@@ -380,8 +461,8 @@ class Catalog:
 
     def latest_model(self) -> str | None:
         """The sha256 of the model that produced the newest result."""
-        row = self.db.execute("SELECT model_sha256 FROM results ORDER BY created_at DESC LIMIT 1").fetchone()
-        return row[0] if row else None
+        models = self.models()
+        return models[0].sha256 if models else None
 
     def write_batch(
         self,
@@ -442,14 +523,21 @@ class Catalog:
         label: str | None,
         text: str | None,
         uncategorized: bool,
+        model: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """The WHERE clause shared by :meth:`results` and :meth:`count_results`.
 
         Every filter runs in SQL, before LIMIT/OFFSET: a filter applied afterwards returns short pages, and one
-        applied in Python reads the whole catalog per request.
+        applied in Python reads the whole catalog per request. Without a model, the category filters read the
+        photo's kept category (``photos_by_category``: a range of the index, in path order); for one model's
+        results they must look at that model's result row.
         """
-        effective = "COALESCE(c.category, r.category)"
-        where = ["p.status != 'missing'", "(p.status = 'error' OR r.content_hash IS NOT NULL)"]
+        if model is None:
+            effective = "p.category"
+            where = ["p.status != 'missing'"]
+        else:
+            effective = "COALESCE(c.category, r.category)"
+            where = ["p.status != 'missing'", "(p.status = 'error' OR r.content_hash IS NOT NULL)"]
         params: dict[str, Any] = {}
         if category is not None:
             where.append(f"{effective} = :category")
@@ -457,7 +545,10 @@ class Catalog:
         if uncategorized:
             where.append(f"{effective} IS NULL")
         if status is not None:
-            where.append("p.status = :status")
+            # A text or label search cannot use an index; "+" keeps SQLite walking the path index so a page
+            # stops at LIMIT instead of sorting every photo of that status first.
+            scan = (label is not None or text is not None) and category is None and not uncategorized
+            where.append("+p.status = :status" if scan else "p.status = :status")
             params["status"] = status
         top1 = "casefold(json_extract(r.top5, '$[0].label'))"
         if label is not None:
@@ -481,9 +572,15 @@ class Catalog:
     ) -> list[ResultRow]:
         """Result rows by path; ``label``: the top-1 label contains it; ``text``: the label or the category does;
         ``uncategorized``: photos with no category (nor correction)."""
-        where, params = self._where(category, status, label, text, uncategorized)
+        where, params = self._where(category, status, label, text, uncategorized, model_sha256)
         params |= {"model": model_sha256, "limit": -1 if limit is None else limit, "offset": offset}
-        sql = self._RESULT_SELECT + " WHERE " + where + " ORDER BY p.path LIMIT :limit OFFSET :offset"
+        if model_sha256 is None and label is None and text is None:
+            # The page is picked from the photo rows alone (an index range, in path order); only its rows are
+            # joined with their results, so page 100 costs what page 1 does, give or take the index walk.
+            page = "SELECT p.id FROM photos p WHERE " + where + " ORDER BY p.path LIMIT :limit OFFSET :offset"
+            sql = self._RESULT_SELECT + f" WHERE p.id IN ({page}) ORDER BY p.path"
+        else:
+            sql = self._RESULT_SELECT + " WHERE " + where + " ORDER BY p.path LIMIT :limit OFFSET :offset"
         return [self._row(r) for r in self.db.execute(sql, params)]
 
     def count_results(
@@ -497,7 +594,10 @@ class Catalog:
         """How many rows :meth:`results` would return without a limit."""
         where, params = self._where(category, status, label, text, uncategorized)
         params["model"] = None
-        sql = "SELECT COUNT(*) FROM (" + self._RESULT_SELECT + " WHERE " + where + ")"
+        if label is None and text is None:  # the photo's own columns: an index range, no join
+            sql = "SELECT COUNT(*) FROM photos p WHERE " + where
+        else:
+            sql = "SELECT COUNT(*) FROM (" + self._RESULT_SELECT + " WHERE " + where + ")"
         return int(self.db.execute(sql, params).fetchone()[0])
 
     def photo(self, photo_id: int) -> ResultRow | None:
@@ -527,17 +627,20 @@ class Catalog:
         )
 
     def counts(self) -> dict[str, int]:
+        """Photos per effective category, most first (``"None"``: photos with no category); kept by triggers."""
         rows = self.db.execute(
-            "SELECT COALESCE(c.category, r.category) AS cat, COUNT(*) FROM photos p "
-            "JOIN results r ON r.content_hash = p.content_hash AND r.created_at = "
-            "(SELECT MAX(created_at) FROM results r2 WHERE r2.content_hash = p.content_hash) "
-            "LEFT JOIN corrections c ON c.content_hash = p.content_hash "
-            "WHERE p.status = 'ok' GROUP BY cat ORDER BY COUNT(*) DESC"
+            "SELECT category, photos FROM category_counts WHERE photos > 0 ORDER BY photos DESC, category"
         )
-        return {str(cat): int(n) for cat, n in rows}
+        return {cat or "None": int(n) for cat, n in rows}
 
     def status_counts(self) -> dict[str, int]:
-        return {s: int(n) for s, n in self.db.execute("SELECT status, COUNT(*) FROM photos GROUP BY status")}
+        """Photos per status: "ok" from the kept category counts, the others from their index range."""
+        counts = {
+            status: int(self.db.execute("SELECT COUNT(*) FROM photos WHERE status = ?", (status,)).fetchone()[0])
+            for status in ("error", "missing")
+        }
+        ok = self.db.execute("SELECT COALESCE(SUM(photos), 0) FROM category_counts").fetchone()[0]
+        return {s: n for s, n in {"ok": int(ok), **counts}.items() if n}
 
     # -- corrections and categories ---------------------------------------------------------------------------
     def content_hash_of(self, path: str) -> str | None:

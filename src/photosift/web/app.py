@@ -281,8 +281,7 @@ def create_app(
         for raw, n in counts.items():
             name = UNCATEGORIZED if raw == "None" else raw
             if raw == "None":
-                samples = [r for r in cat.results(status="ok") if r.effective_category is None]
-                samples = samples[:SAMPLES_PER_CATEGORY]
+                samples = cat.results(status="ok", uncategorized=True, limit=SAMPLES_PER_CATEGORY)
                 url = "/uncategorized"
             else:
                 samples = cat.results(category=raw, status="ok", limit=SAMPLES_PER_CATEGORY)
