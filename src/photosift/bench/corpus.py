@@ -222,3 +222,52 @@ def make_many_tiny(out: str | Path, count: int) -> Path:
         (folder / f"f_{i:06d}.jpg").write_bytes(b"\xff\xd8\xff%d" % i)
     marker.touch()
     return out
+
+
+SCALE_CATEGORIES = (
+    "animals",
+    "food",
+    "plants",
+    "landscape",
+    "architecture",
+    "vehicles",
+    "documents",
+    "people",
+)
+
+
+def make_scale_catalog(path: str | Path, count: int, seed: int = 0) -> Path:
+    """A catalog of ``count`` photos as a long-used library has it, for the gallery benchmark (no files behind
+    it): 1 % unreadable, 2 % with no category, 1 % corrected, the rest spread over the album categories.
+    Made once (the file is kept beside a marker) because writing 100,000 rows takes a while."""
+    from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
+    from photosift.models.card import imagenet_labels
+
+    path = Path(path)
+    marker = path.with_name(path.name + ".complete")
+    if marker.is_file() and path.is_file():
+        return path
+    path.unlink(missing_ok=True)
+    rng = np.random.default_rng(seed)
+    labels = imagenet_labels()
+    model = "0" * 64
+    probs = rng.dirichlet(np.full(len(labels), 0.05), size=256).astype(np.float32)
+    with Catalog(path) as cat:
+        cat.register_model(model, "bench-model", labels)
+        for start in range(0, count, 5000):
+            photos, results = [], []
+            for i in range(start, min(count, start + 5000)):
+                where = f"/library/{i // 1000:04d}/IMG_{i:07d}.jpg"
+                if i % 100 == 7:
+                    photos.append(PhotoRecord(where, 1000 + i, i, None, "corrupt or unsupported image data"))
+                    continue
+                category = None if i % 50 == 3 else SCALE_CATEGORIES[int(rng.integers(len(SCALE_CATEGORIES)))]
+                results.append(
+                    ResultRecord(f"{i:064x}", probs[i % 256], None, category, 0.7 if category else None)
+                )
+                photos.append(PhotoRecord(where, 1000 + i, i, f"{i:064x}"))
+            cat.write_batch(photos, results, model, labels)
+        for i in range(0, count, 97):
+            cat.set_correction(f"{i:064x}", "people")
+    marker.touch()
+    return path

@@ -50,7 +50,11 @@ def bench(
     count: Annotated[int, typer.Option("--count", min=1, help="Phone photos to generate.")] = 72,
     mixed: Annotated[bool, typer.Option("--mixed", help="With --make-corpus: the mixed-format set.")] = False,
     scale: Annotated[
-        bool, typer.Option("--scale", help="Also: RSS over 10k photos, 100k-file rescan, cold start.")
+        bool,
+        typer.Option(
+            "--scale",
+            help="Also: RSS over 10k photos, 100k and 1M-file rescans, overview at 100k, cold start.",
+        ),
     ] = False,
     workroot: Annotated[Path, typer.Option("--workroot", help="Where corpora are generated.")] = Path(
         ".bench"
@@ -73,7 +77,7 @@ def bench(
     )
     if quick:
         opts.infer_photos, opts.naive_limit, opts.torch, opts.cli = 8, 2, False, False
-        opts.memory_count, opts.rescan_count = 20, 200
+        opts.memory_count, opts.rescan_count, opts.rescan_big = 20, 200, 0
     err = console(stderr=True)
     with errors_to_exit():
         report = b.run_bench(opts, log=(lambda s: None) if as_json else (lambda s: err.print(f"· {s}")))

@@ -636,7 +636,9 @@ class Catalog:
     def status_counts(self) -> dict[str, int]:
         """Photos per status: "ok" from the kept category counts, the others from their index range."""
         counts = {
-            status: int(self.db.execute("SELECT COUNT(*) FROM photos WHERE status = ?", (status,)).fetchone()[0])
+            status: int(
+                self.db.execute("SELECT COUNT(*) FROM photos WHERE status = ?", (status,)).fetchone()[0]
+            )
             for status in ("error", "missing")
         }
         ok = self.db.execute("SELECT COALESCE(SUM(photos), 0) FROM category_counts").fetchone()[0]
