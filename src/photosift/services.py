@@ -25,9 +25,9 @@ from photosift.core.errors import CatalogError, ModelError, PhotosiftError
 
 if TYPE_CHECKING:
     from photosift.album.decisions import CorrectionReport, RecategorizeReport, RulesFor
-    from photosift.models.session import OrtEngine
     from photosift.find.library import Finder
     from photosift.find.query import Query
+    from photosift.models.session import OrtEngine
     from photosift.run.driver import Pipeline, Progress, RunSummary
 
 log = logging.getLogger("photosift")
@@ -181,6 +181,22 @@ def correct_hash(settings: Settings, catalog: Catalog, content_hash: str, catego
     apply(catalog, rules_for(settings), settings.data_dir, content_hash, category)
 
 
+def correct_many(
+    settings: Settings, catalog: Catalog, changes: Sequence[tuple[str, str | None]]
+) -> dict[str, str | None]:
+    """Several corrections (content hash, category or None to clear) through an open catalog, as
+    :func:`correct_hash` does one: the personal head is retrained and categories re-derived once, after the
+    last. Returns each content's correction before, so the caller can undo."""
+    from photosift.album.decisions import correct as apply
+
+    before = catalog.corrections()
+    previous = {h: before.get(h) for h, _ in changes}
+    for n, (content_hash, category) in enumerate(changes, 1):
+        last = n == len(changes)
+        apply(catalog, rules_for(settings), settings.data_dir, content_hash, category, retrain=last)
+    return previous
+
+
 def recategorize(settings: Settings) -> RecategorizeReport:
     """Re-derive every stored category from stored outputs (after editing the rules); no inference."""
     from photosift.album.decisions import recategorize as rederive
@@ -275,6 +291,26 @@ def search(settings: Settings, query: str, *, limit: int | None = None, offset: 
     return SearchPage(parsed, len(hits), items)
 
 
+def search_ids(settings: Settings, query: str) -> list[int]:
+    """Every photo id a search finds, in its order (for stepping through the results)."""
+    from photosift.find.search import Searcher
+
+    f = _finder(settings)
+    photos = f.photos()
+    _, hits = Searcher(photos, f.topk()).search(query)
+    return [int(photos.ids[h.photo]) for h in hits]
+
+
+def browse_ids(settings: Settings, *, category: str | None = None, month: str | None = None) -> list[int]:
+    """Visible photo ids of one category (None: uncategorized) by path, or of one month (YYYY-MM) by date."""
+    photos = _finder(settings).photos()
+    if month is not None:
+        idx = [i for i in range(len(photos)) if str(photos.taken_at[i]).startswith(month)]
+        idx.sort(key=lambda i: (str(photos.taken_at[i]), photos.paths[i]))
+        return [int(photos.ids[i]) for i in idx]
+    return [int(photos.ids[i]) for i, c in enumerate(photos.category) if c == category]
+
+
 def photo_by_path(settings: Settings, path: str | Path) -> int:
     """The catalog id of the photo at ``path``; NotInCatalog when it is not there."""
     where = catalog_path_of(path)
@@ -302,7 +338,9 @@ def similar(settings: Settings, photo_id: int, *, limit: int = 20) -> list[Found
     scored = {index.hashes[r]: float(s) for r, s in zip(rows_, sims, strict=True)}
     if not index.exact:  # the reduced cosine proposed; the exact one ranks
         q = query / (np.linalg.norm(query) or 1.0)
-        scored = {h: float(q @ v / (np.linalg.norm(v) or 1.0)) for h, v in f.full_vectors(list(scored)).items()}
+        scored = {
+            h: float(q @ v / (np.linalg.norm(v) or 1.0)) for h, v in f.full_vectors(list(scored)).items()
+        }
     found: list[tuple[float, int]] = []
     for h, sim in scored.items():
         for i in by_hash.get(h, []):
@@ -341,7 +379,9 @@ def duplicates(settings: Settings, *, threshold: float | None = None) -> list[Du
     return out
 
 
-def set_hidden(settings: Settings, photo_ids: Sequence[int], hidden: bool, catalog: Catalog | None = None) -> int:
+def set_hidden(
+    settings: Settings, photo_ids: Sequence[int], hidden: bool, catalog: Catalog | None = None
+) -> int:
     """Hide photos from the gallery and from finding, or show them again; files are never touched."""
     if catalog is not None:
         return catalog.set_hidden(photo_ids, hidden)
@@ -394,25 +434,28 @@ def eval_categorize(
 
 
 __all__ = [
+    "DuplicateGroup",
+    "FindError",
+    "Found",
     "NotInCatalog",
     "PhotosiftError",
+    "browse_ids",
     "build_engine",
     "build_pipeline",
     "catalog_path_of",
-    "photo_by_path",
     "classify",
     "correct",
     "correct_hash",
-    "FindError",
-    "Found",
-    "DuplicateGroup",
+    "correct_many",
+    "duplicates",
     "eval_categorize",
     "known_categories",
+    "photo_by_path",
     "recategorize",
     "results",
     "rules_for",
     "search",
-    "similar",
-    "duplicates",
+    "search_ids",
     "set_hidden",
+    "similar",
 ]

@@ -104,7 +104,7 @@ def read_header(data: bytes, mtime_ns: int) -> PhotoMeta:
             )
             camera = camera_name(exif.get(TAG_MAKE), exif.get(TAG_MODEL))
             gps = bool(exif.get_ifd(IFD_GPS).get(GPS_LATITUDE))
-    except Exception:  # noqa: BLE001 - a malformed header means "no metadata", never an unreadable photo
+    except Exception:
         pass
     if taken is not None:
         return PhotoMeta(width, height, taken, "exif", camera, gps)
