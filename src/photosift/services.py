@@ -275,11 +275,9 @@ def _finder(settings: Settings) -> Finder:
 def search(settings: Settings, query: str, *, limit: int | None = None, offset: int = 0) -> SearchPage:
     """Photos a query describes (labels through the WordNet hierarchy, categories, corrections, file and folder
     names, dates), most relevant first; see :mod:`photosift.find.search`."""
-    from photosift.find.search import Searcher
-
     f = _finder(settings)
-    photos = f.photos()
-    searcher = Searcher(photos, f.topk())
+    searcher = f.searcher()
+    photos = searcher.photos
     parsed, hits = searcher.search(query)
     page = hits[offset : None if limit is None else offset + limit]
     rows = f.rows([int(photos.ids[h.photo]) for h in page])
@@ -293,11 +291,9 @@ def search(settings: Settings, query: str, *, limit: int | None = None, offset: 
 
 def search_ids(settings: Settings, query: str) -> list[int]:
     """Every photo id a search finds, in its order (for stepping through the results)."""
-    from photosift.find.search import Searcher
-
-    f = _finder(settings)
-    photos = f.photos()
-    _, hits = Searcher(photos, f.topk()).search(query)
+    searcher = _finder(settings).searcher()
+    photos = searcher.photos
+    _, hits = searcher.search(query)
     return [int(photos.ids[h.photo]) for h in hits]
 
 

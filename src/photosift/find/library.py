@@ -28,6 +28,7 @@ import numpy as np
 from photosift.core.catalog import TOPK_STORED, Catalog, ResultRow
 
 if TYPE_CHECKING:
+    from photosift.find.search import Searcher
     from photosift.find.vectors import VectorIndex
 
 
@@ -45,15 +46,18 @@ class Photos:
     size: np.ndarray  # int64 bytes
     pixels: np.ndarray  # int64 width * height (0 when unknown)
     phash: list[int | None]
+    _by_hash: dict[str, list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def by_hash(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
-        for i, h in enumerate(self.hashes):
-            out.setdefault(h, []).append(i)
-        return out
+        """Content hash -> the photos (indices) that hold it; built once per snapshot."""
+        if self._by_hash is None:
+            self._by_hash = {}
+            for i, h in enumerate(self.hashes):
+                self._by_hash.setdefault(h, []).append(i)
+        return self._by_hash
 
 
 @dataclass
@@ -63,8 +67,43 @@ class TopK:
     model_sha256: str
     labels: tuple[str, ...]
     hashes: list[str]
-    index: np.ndarray  # (M, K) int64 class indices
-    prob: np.ndarray  # (M, K) float32
+    index: np.ndarray  # (M, K) uint16 class indices, as stored
+    prob: np.ndarray  # (M, K) float16, as stored
+    _postings: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def postings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """By class: (offsets (C+1,), content rows int32, probabilities float32) — an inverted index, so a
+        term's mass touches only the entries of its classes, not all M x K."""
+        if self._postings is None:
+            k = self.index.shape[1] if self.index.ndim == 2 else 0
+            flat = self.index.ravel()
+            order = np.argsort(flat, kind="stable")
+            rows = (order // max(k, 1)).astype(np.int32)
+            probs = self.prob.ravel()[order].astype(np.float32)
+            offsets = np.searchsorted(flat[order], np.arange(len(self.labels) + 1))
+            self._postings = (offsets, rows, probs)
+        return self._postings
+
+    def mass(self, weights: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Per content row: the stored probability on these classes, and the same weighted."""
+        offsets, rows, probs = self.postings()
+        picked = [np.arange(offsets[c], offsets[c + 1]) for c in weights if 0 <= c < len(self.labels)]
+        where = np.concatenate(picked) if picked else np.zeros(0, np.int64)
+        w = (
+            np.concatenate(
+                [
+                    np.full(offsets[c + 1] - offsets[c], weights[c], np.float32)
+                    for c in weights
+                    if 0 <= c < len(self.labels)
+                ]
+            )
+            if picked
+            else np.zeros(0, np.float32)
+        )
+        m = len(self.hashes)
+        plain = np.bincount(rows[where], weights=probs[where], minlength=m)
+        ranked = np.bincount(rows[where], weights=probs[where] * w, minlength=m)
+        return plain, ranked
 
     def rows_of(self, hashes: Sequence[str]) -> np.ndarray:
         """Row of each content hash, -1 where this model has no result."""
@@ -122,8 +161,8 @@ def load_topk(cat: Catalog, model_sha256: str, labels: tuple[str, ...]) -> TopK:
     full = [r for r in rows if len(r[1]) == 2 * k]  # every row has k entries; a foreign one is skipped
     if len(full) != len(rows):
         hashes = [r[0] for r in full]
-    index = np.frombuffer(b"".join(r[1] for r in full), dtype=np.uint16).reshape(-1, k).astype(np.int64)
-    prob = np.frombuffer(b"".join(r[2] for r in full), dtype=np.float16).reshape(-1, k).astype(np.float32)
+    index = np.frombuffer(b"".join(r[1] for r in full), dtype=np.uint16).reshape(-1, k)
+    prob = np.frombuffer(b"".join(r[2] for r in full), dtype=np.float16).reshape(-1, k)
     return TopK(model_sha256, labels, hashes, index, prob)
 
 
@@ -168,6 +207,8 @@ class Finder:
         self._topk_sig: tuple[str, tuple[int, int]] | None = None
         self._vectors: VectorIndex | None = None
         self._vectors_sig: tuple[str, tuple[int, int]] | None = None
+        self._searcher: Searcher | None = None
+        self._checked: dict[str, int | None] = {}  # data_version at which each heavy part was last checked
         self.classifier: tuple[str, tuple[str, ...]] | None = None
         self.embedder: str | None = None
 
@@ -201,11 +242,28 @@ class Finder:
             if self.classifier is None:
                 return None
             sha, labels = self.classifier
+            if self._topk is not None and self._checked.get("topk") == self._version:
+                return self._topk
             sig = (sha, _signature(self.catalog, "results", sha))
+            self._checked["topk"] = self._version
             if self._topk is None or sig != self._topk_sig:
                 self._topk = load_topk(self.catalog, sha, labels)
                 self._topk_sig = sig
             return self._topk
+
+    def searcher(self) -> Searcher:
+        """The search over the current photos and top-k (its arrays built once per snapshot)."""
+        from photosift.find.search import Searcher
+
+        with self._lock:
+            photos, topk = self.photos(), self.topk()
+            if (
+                self._searcher is None
+                or self._searcher.photos is not photos
+                or self._searcher.topk is not topk
+            ):
+                self._searcher = Searcher(photos, topk)
+            return self._searcher
 
     def vectors(self) -> VectorIndex | None:
         from photosift.find.vectors import VectorIndex
@@ -214,7 +272,10 @@ class Finder:
             self._refresh()
             if self.embedder is None:
                 return None
+            if self._vectors is not None and self._checked.get("vectors") == self._version:
+                return self._vectors
             sig = (self.embedder, _signature(self.catalog, "embeddings", self.embedder))
+            self._checked["vectors"] = self._version
             if self._vectors is None or sig != self._vectors_sig:
                 hashes, matrix = load_vectors(self.catalog, self.embedder)
                 self._vectors = VectorIndex.build(hashes, matrix)

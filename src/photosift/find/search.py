@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -72,6 +72,7 @@ def _display_index(labels: tuple[str, ...]) -> dict[str, list[int]]:
     return out
 
 
+@lru_cache(maxsize=256)
 def class_weights(term: str, labels: tuple[str, ...]) -> dict[int, tuple[float, str]]:
     """Class index -> (ranking weight, how it matched) for one term and a classifier's labels."""
     out: dict[int, tuple[float, str]] = {}
@@ -91,9 +92,14 @@ def _category_forms(name: str) -> set[str]:
 
 
 def _word_pattern(term: str) -> re.Pattern[str]:
-    """The term as whole words, any separator between them, in a lower-cased path."""
+    """The term as whole words (a plural s allowed), any separator between them, in a lower-cased path. The
+    pattern starts with a literal so the regex engine can skip ahead; :func:`_is_word` checks what precedes."""
     words = [re.escape(w) for w in hierarchy.normalize(term).split()]
-    return re.compile(r"(?<![^\W_])" + r"[\s_\-.]+".join(words) + r"s?(?![^\W_])")
+    return re.compile(r"[\s_\-.]+".join(words) + r"s?(?![^\W_])")
+
+
+def _is_word(text: str, start: int) -> bool:
+    return start == 0 or not text[start - 1].isalnum()
 
 
 class Searcher:
@@ -158,7 +164,8 @@ class Searcher:
         return score
 
     def _name_hits(self, term: str) -> np.ndarray:
-        starts = [m.start() for m in _word_pattern(term).finditer(self._lower_paths)]
+        text = self._lower_paths
+        starts = [m.start() for m in _word_pattern(term).finditer(text) if _is_word(text, m.start())]
         rows = np.searchsorted(self._line_starts, np.array(starts, dtype=np.int64), side="right") - 1
         return np.unique(rows)
 
@@ -171,14 +178,11 @@ class Searcher:
         classes = class_weights(term, self.topk.labels)
         if not classes:
             return none
-        weight = np.zeros(len(self.topk.labels), dtype=np.float32)
-        member = np.zeros_like(weight)
-        for i, (w, _) in classes.items():
-            weight[i], member[i] = w, 1.0
         has = self.rows >= 0
         rows = np.maximum(self.rows, 0)
-        mass = (member[self.topk.index] * self.topk.prob).sum(axis=1)
-        ranked = (weight[self.topk.index] * self.topk.prob).sum(axis=1)
+        mass, ranked = self.topk.mass({i: w for i, (w, _) in classes.items()})
+        if len(mass) == 0:
+            return none
         photo_mass = np.where(has, mass[rows], 0.0)
         photo_rank = np.where(has, ranked[rows], 0.0)
         return np.flatnonzero(photo_mass >= MIN_MASS), photo_rank, photo_mass
@@ -201,8 +205,8 @@ class Searcher:
             classes = class_weights(term, self.topk.labels)
             matched = [
                 (float(p), int(c))
-                for c, p in zip(self.topk.index[row], self.topk.prob[row], strict=True)
-                if int(c) in classes
+                for c, p in zip(self.topk.index[row].tolist(), self.topk.prob[row].tolist(), strict=True)
+                if c in classes
             ]
             mass = sum(p for p, _ in matched)
             if matched and mass >= MIN_MASS:
@@ -212,7 +216,8 @@ class Searcher:
         if code >= 0 and code in self._categories_of(term):
             cat = self.categories[code]
             out.append(f"category {cat}" + (" (your correction)" if self.photos.corrected[i] else ""))
-        if _word_pattern(term).search(self.photos.paths[i].casefold()):
+        path = self.photos.paths[i].casefold()
+        if any(_is_word(path, m.start()) for m in _word_pattern(term).finditer(path)):
             out.append(f"“{term}” in its path")
         return out
 
