@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def find_at_scale(
             cold, _ = _timed(lambda: services.search(settings, QUERIES[0], limit=48))
             searches = {}
             for q in QUERIES:
-                runs = [_timed(lambda q=q: services.search(settings, q, limit=48)) for _ in range(repeats)]
+                runs = [_timed(partial(services.search, settings, q, limit=48)) for _ in range(repeats)]
                 searches[q] = {
                     "ms": round(statistics.median(r[0] for r in runs), 1),
                     "found": runs[0][1].total,
@@ -114,7 +115,7 @@ def find_at_scale(
                 for i in range(0, count, max(1, count // 20))
             ]
             cold, _ = _timed(lambda: services.similar(settings, ids[0], limit=20))
-            warm = [_timed(lambda i=i: services.similar(settings, i, limit=20))[0] for i in ids[1:]]
+            warm = [_timed(partial(services.similar, settings, i, limit=20))[0] for i in ids[1:]]
             report["similar"] = {
                 "cold_ms": round(cold, 1),
                 "warm_median_ms": round(statistics.median(warm), 1),
