@@ -176,11 +176,10 @@ def test_start_watch_and_stop_a_scan(gallery, page) -> None:
 @pytest.fixture(scope="module")
 def finding(engine, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A library with a near-duplicate (a re-encoded, resized copy) and a 240-character file name."""
-    from test_web import make_library
-
     from photosift.album.decisions import AlbumClassifier
     from photosift.album.rules import load_rules
     from photosift.run.driver import ClassifyOptions, Pipeline
+    from test_web import make_library
 
     root = tmp_path_factory.mktemp("finding")
     photos = make_library(root / "photos")

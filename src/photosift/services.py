@@ -279,12 +279,16 @@ def search(settings: Settings, query: str, *, limit: int | None = None, offset: 
     searcher = f.searcher()
     photos = searcher.photos
     parsed, hits = searcher.search(query)
-    page = hits[offset : None if limit is None else offset + limit]
-    rows = f.rows([int(photos.ids[h.photo]) for h in page])
+    end = None if limit is None else offset + limit
+    page = [
+        (int(i), round(float(r), 4))
+        for i, r in zip(hits.photos[offset:end], hits.relevance[offset:end], strict=True)
+    ]
+    rows = f.rows([int(photos.ids[i]) for i, _ in page])
     items = [
-        Found(rows[int(photos.ids[h.photo])], relevance=h.relevance, why=searcher.explain(parsed, h.photo))
-        for h in page
-        if int(photos.ids[h.photo]) in rows
+        Found(rows[int(photos.ids[i])], relevance=rel, why=searcher.explain(parsed, i))
+        for i, rel in page
+        if int(photos.ids[i]) in rows
     ]
     return SearchPage(parsed, len(hits), items)
 
@@ -294,7 +298,7 @@ def search_ids(settings: Settings, query: str) -> list[int]:
     searcher = _finder(settings).searcher()
     photos = searcher.photos
     _, hits = searcher.search(query)
-    return [int(photos.ids[h.photo]) for h in hits]
+    return [int(i) for i in photos.ids[hits.photos]]
 
 
 def browse_ids(settings: Settings, *, category: str | None = None, month: str | None = None) -> list[int]:
@@ -305,6 +309,16 @@ def browse_ids(settings: Settings, *, category: str | None = None, month: str | 
         idx.sort(key=lambda i: (str(photos.taken_at[i]), photos.paths[i]))
         return [int(photos.ids[i]) for i in idx]
     return [int(photos.ids[i]) for i, c in enumerate(photos.category) if c == category]
+
+
+def warm_finding(settings: Settings) -> None:
+    """Load what search and similar need for this catalog (the gallery calls it once at start); never raises."""
+    try:
+        f = _finder(settings)
+        f.searcher()
+        f.vectors()
+    except Exception as exc:  # a missing or unreadable catalog is reported by the pages that need it
+        log.debug("finding arrays not preloaded: %s", exc)
 
 
 def photo_by_path(settings: Settings, path: str | Path) -> int:
@@ -454,4 +468,5 @@ __all__ = [
     "search_ids",
     "set_hidden",
     "similar",
+    "warm_finding",
 ]

@@ -87,23 +87,18 @@ class TopK:
     def mass(self, weights: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
         """Per content row: the stored probability on these classes, and the same weighted."""
         offsets, rows, probs = self.postings()
-        picked = [np.arange(offsets[c], offsets[c + 1]) for c in weights if 0 <= c < len(self.labels)]
-        where = np.concatenate(picked) if picked else np.zeros(0, np.int64)
-        w = (
-            np.concatenate(
-                [
-                    np.full(offsets[c + 1] - offsets[c], weights[c], np.float32)
-                    for c in weights
-                    if 0 <= c < len(self.labels)
-                ]
-            )
-            if picked
-            else np.zeros(0, np.float32)
-        )
+        classes = [c for c in weights if 0 <= c < len(self.labels)]
         m = len(self.hashes)
-        plain = np.bincount(rows[where], weights=probs[where], minlength=m)
-        ranked = np.bincount(rows[where], weights=probs[where] * w, minlength=m)
-        return plain, ranked
+        if not classes:
+            return np.zeros(m), np.zeros(m)
+        # Each class's postings are one contiguous slice: no index arrays, one bincount per output.
+        r = np.concatenate([rows[offsets[c] : offsets[c + 1]] for c in classes])
+        p = np.concatenate([probs[offsets[c] : offsets[c + 1]] for c in classes])
+        w = np.repeat(
+            np.array([weights[c] for c in classes], np.float32),
+            [offsets[c + 1] - offsets[c] for c in classes],
+        )
+        return np.bincount(r, weights=p, minlength=m), np.bincount(r, weights=p * w, minlength=m)
 
     def rows_of(self, hashes: Sequence[str]) -> np.ndarray:
         """Row of each content hash, -1 where this model has no result."""
@@ -112,15 +107,14 @@ class TopK:
 
 
 def _best_model(cat: Catalog, table: str, task: str | None) -> tuple[str, tuple[str, ...]] | None:
-    """The model with the most rows in ``table`` (results of a ``task`` model, or embeddings)."""
-    join = "JOIN models m ON m.sha256 = t.model_sha256"
-    where = "WHERE m.task = ?" if task else ""
-    row = cat.db.execute(
-        f"SELECT t.model_sha256, m.labels, COUNT(*) AS n FROM {table} t {join} {where} "
-        "GROUP BY t.model_sha256 ORDER BY n DESC LIMIT 1",
-        (task,) if task else (),
-    ).fetchone()
-    return (row[0], tuple(json.loads(row[1]))) if row else None
+    """The model with the most rows in ``table`` (results of a ``task`` model, or embeddings). Counted on the
+    table's primary-key index alone: the rows themselves (blobs) are never read."""
+    counts = cat.db.execute(f"SELECT model_sha256, COUNT(*) FROM {table} GROUP BY model_sha256").fetchall()
+    for sha, _ in sorted(counts, key=lambda r: -r[1]):
+        row = cat.db.execute("SELECT labels, task FROM models WHERE sha256 = ?", (sha,)).fetchone()
+        if row is not None and (task is None or row[1] == task):
+            return sha, tuple(json.loads(row[0]))
+    return None
 
 
 def load_photos(cat: Catalog, model_sha256: str | None) -> Photos:

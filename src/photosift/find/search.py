@@ -22,7 +22,7 @@ vectorised pass over arrays the :class:`~photosift.find.library.Finder` keeps (t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache, lru_cache
 
 import numpy as np
@@ -40,12 +40,14 @@ DEPTH_FLOOR = 0.5
 
 
 @dataclass
-class Hit:
-    """One found photo: its index in :class:`Photos`, relevance, and the reasons, one per signal."""
+class Hits:
+    """Found photos, best first: indices into :class:`Photos` and their relevance."""
 
-    photo: int
-    relevance: float
-    why: list[str] = field(default_factory=list)
+    photos: np.ndarray
+    relevance: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.photos)
 
 
 def depth_weight(depth: int) -> float:
@@ -130,13 +132,13 @@ class Searcher:
     def parse(self, text: str) -> Query:
         return parse(text, self.knows)
 
-    def search(self, text: str) -> tuple[Query, list[Hit]]:
-        """The photos the query describes, most relevant first (then by path); ``why`` is left empty (see
-        :meth:`explain`, for the photos actually shown)."""
+    def search(self, text: str) -> tuple[Query, Hits]:
+        """The photos the query describes, most relevant first (then by path), as arrays; ``explain`` says why
+        for the photos actually shown."""
         query = self.parse(text)
         n = len(self.photos)
         if query.empty or n == 0:
-            return query, []
+            return query, Hits(np.zeros(0, np.int64), np.zeros(0))
         keep = self._date_mask(query.date) if query.date else np.ones(n, dtype=bool)
         total = np.zeros(n, dtype=np.float64)
         for term in query.terms:
@@ -150,7 +152,7 @@ class Searcher:
         else:  # a date alone: the photos of that time, in time order
             relevance = np.ones(len(found))
             order = np.lexsort((found, self.photos.taken_at[found]))
-        return query, [Hit(int(found[k]), round(float(relevance[k]), 4)) for k in order]
+        return query, Hits(found[order], relevance[order])
 
     def _term(self, term: str) -> np.ndarray:
         score = np.zeros(len(self.photos), dtype=np.float64)

@@ -28,9 +28,21 @@ BLOCK = 4096
 
 
 def _unit(m: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", m, m))[:, None]
     norms[norms == 0] = 1.0
     return m / norms
+
+
+def _top_eigenvectors(gram: np.ndarray, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """The ``dim`` leading eigenvectors of a symmetric (D, D) matrix by randomized subspace iteration: a few
+    (D, D) x (D, dim + 16) products and a small eigensolve instead of a full one (6 s for D = 1280 on a busy
+    2-core machine)."""
+    y = gram @ rng.standard_normal((gram.shape[0], dim + 16)).astype(np.float32)
+    for _ in range(3):
+        y, _ = np.linalg.qr(gram @ y)
+    small = y.T @ gram @ y
+    _, vecs = np.linalg.eigh(small)
+    return np.ascontiguousarray((y @ vecs[:, ::-1])[:, :dim], dtype=np.float32)
 
 
 def _to_float32(m: np.ndarray) -> np.ndarray:
@@ -66,8 +78,7 @@ class VectorIndex:
         sample_rows = np.sort(rng.choice(len(vectors), min(PCA_SAMPLE, len(vectors)), replace=False))
         sample = _unit(_to_float32(vectors[sample_rows]))
         # Uncentred PCA: the eigenvectors of S^T S are the directions that carry the most of the dot products.
-        _, eigvecs = np.linalg.eigh(sample.T @ sample)
-        basis = np.ascontiguousarray(eigvecs[:, ::-1][:, :dim], dtype=np.float32)
+        basis = _top_eigenvectors(sample.T @ sample, dim, rng)
         reduced = np.empty((len(vectors), dim), dtype=np.float32)
         for start in range(0, len(vectors), BLOCK):
             block = _unit(_to_float32(vectors[start : start + BLOCK]))

@@ -195,6 +195,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
+        # Build the finding arrays in the background: at 100,000 photos the first search or "more like this"
+        # would otherwise wait seconds for them.
+        threading.Thread(target=services.warm_finding, args=(settings,), daemon=True).start()
         yield
         await anyio.to_thread.run_sync(scans.shutdown)
         pool.close()
