@@ -321,6 +321,13 @@ def warm_finding(settings: Settings) -> None:
         log.debug("finding arrays not preloaded: %s", exc)
 
 
+def close_finding(settings: Settings) -> None:
+    """Drop the finding arrays and connection kept for this catalog (a benchmark's or a test's temporary one)."""
+    from photosift.find.library import forget
+
+    forget(settings.db_path)
+
+
 def photo_by_path(settings: Settings, path: str | Path) -> int:
     """The catalog id of the photo at ``path``; NotInCatalog when it is not there."""
     where = catalog_path_of(path)
@@ -454,6 +461,7 @@ __all__ = [
     "build_pipeline",
     "catalog_path_of",
     "classify",
+    "close_finding",
     "correct",
     "correct_hash",
     "correct_many",

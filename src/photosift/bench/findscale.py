@@ -89,7 +89,6 @@ def find_at_scale(
     """Search, similar and duplicates timings (ms) on a fresh ``count``-photo catalog."""
     from photosift import services
     from photosift.core.config import Settings
-    from photosift.find.library import forget
     from photosift.models.card import imagenet_labels
 
     with tempfile.TemporaryDirectory(prefix="photosift-bench-find-") as tmp:
@@ -130,5 +129,5 @@ def find_at_scale(
                 "planted_near_copies": built["near_copies"],
             }
         finally:
-            forget(db)
+            services.close_finding(settings)
     return report

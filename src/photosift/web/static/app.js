@@ -56,24 +56,12 @@ function setupScan() {
     });
   }
 
-  async function post(url, body) {
-    const res = await fetch(url, {
-      method: "POST",
-      headers: { "Accept": "application/json", "X-Photosift-Token": token,
-                 "Content-Type": "application/x-www-form-urlencoded" },
-      body: new URLSearchParams(body),
-    });
-    const data = await res.json().catch(() => ({ detail: res.statusText }));
-    if (!res.ok) throw new Error(data.detail || res.statusText);
-    return data;
-  }
-
   startForm.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     errorEl.hidden = true;
     startBtn.disabled = true;
     try {
-      show(await post("/scan/start", { folder: startForm.elements.folder.value }));
+      show(await postForm("/scan/start", { folder: startForm.elements.folder.value }));
       listen();
     } catch (err) {
       errorEl.textContent = err.message;
@@ -85,7 +73,7 @@ function setupScan() {
   stopForm.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     stopBtn.disabled = true;
-    try { show(await post("/scan/stop", {})); } catch (err) { errorEl.textContent = err.message; errorEl.hidden = false; }
+    try { show(await postForm("/scan/stop", {})); } catch (err) { errorEl.textContent = err.message; errorEl.hidden = false; }
   });
 
   if (box.dataset.active === "true") listen();
