@@ -141,6 +141,9 @@ def test_run_bench_with_scale_suite(tiny_corpus: Path, tmp_path: Path) -> None:
     assert report["memory"]["photos"] == 5
     assert report["memory"]["peak_rss_mb"] > 10
     assert report["cold_start"]["best_s"] > 0
+    find = report["find"]  # search, similar and duplicates on a written catalog of rescan_count photos
+    assert find["catalog"]["photos"] == 30 and find["similar"]["queries"] > 0
+    assert set(find["search"]["warm"]) >= {"dog", "june 2024"} and find["duplicates"]["ms"] > 0
 
 
 def test_bench_cli_json_and_plot(tiny_corpus: Path, tmp_path: Path) -> None:
