@@ -24,8 +24,13 @@ REFERENCE = """
 """
 
 
-def reference_counts(cat: Catalog) -> dict[str, int]:
-    return {str(c): int(n) for c, n in cat.db.execute(REFERENCE)}
+def reference_counts(cat: Catalog, include_hidden: bool = True) -> dict[str, int]:
+    sql = (
+        REFERENCE
+        if include_hidden
+        else REFERENCE.replace("WHERE p.status = 'ok'", "WHERE p.status = 'ok' AND p.hidden = 0")
+    )
+    return {str(c): int(n) for c, n in cat.db.execute(sql)}
 
 
 def result(h: str, category: str | None) -> ResultRecord:
@@ -42,7 +47,9 @@ def test_counts_follow_every_kind_of_write(tmp_path: Path) -> None:
     hashes = [f"h{i}" for i in range(12)]
     paths = [f"/lib/p{i}.jpg" for i in range(30)]
     for step in range(120):
-        op = rng.choice(["batch", "batch", "correct", "uncorrect", "recategorize", "missing", "error"])
+        op = rng.choice(
+            ["batch", "batch", "correct", "uncorrect", "recategorize", "missing", "error", "hide"]
+        )
         if op == "batch":  # a run: some results (either model, newer each time) and photos pointing at them
             chosen = rng.sample(hashes, 3)
             cat.write_batch(
@@ -58,11 +65,15 @@ def test_counts_follow_every_kind_of_write(tmp_path: Path) -> None:
         elif op == "recategorize":
             h = rng.choice(hashes)
             cat.update_categories([(h, m, rng.choice(["landscape", "other"]), 0.9, None) for m in models])
+        elif op == "hide":
+            ids = [r[0] for r in cat.db.execute("SELECT id FROM photos ORDER BY random() LIMIT 2")]
+            cat.set_hidden(ids, rng.random() < 0.6)
         elif op == "missing":
             cat.mark_missing([rng.choice(paths)])
         else:
             cat.write_batch([PhotoRecord(rng.choice(paths), 1, step, None, "corrupt")], [], models[0], LABELS)
         assert cat.counts() == reference_counts(cat), (step, op)
+        assert cat.counts(include_hidden=False) == reference_counts(cat, include_hidden=False), (step, op)
     statuses = dict(cat.db.execute("SELECT status, COUNT(*) FROM photos GROUP BY status").fetchall())
     assert cat.status_counts() == {s: int(n) for s, n in statuses.items()}
     for name, n in cat.counts().items():
@@ -85,7 +96,7 @@ def test_an_older_catalog_gets_its_counts_on_upgrade(tmp_path: Path) -> None:
 
     path = tmp_path / "old.db"
     full = list(catalog_module.MIGRATIONS)
-    catalog_module.MIGRATIONS[:] = full[:2]  # as photosift wrote catalogs before the kept counts
+    catalog_module.MIGRATIONS[:] = full[:-1]  # as photosift wrote catalogs before the kept counts
     try:
         old = Catalog(path)
         old.register_model("a" * 64, "a", LABELS)
@@ -109,9 +120,9 @@ def test_an_older_catalog_gets_its_counts_on_upgrade(tmp_path: Path) -> None:
     [
         "SELECT category, photos FROM category_counts",
         "SELECT p.id FROM photos p WHERE p.status != 'missing' AND p.category = 'food' AND p.status = 'ok' "
-        "ORDER BY p.path LIMIT 48 OFFSET 4800",
+        "AND p.hidden = 0 ORDER BY p.path LIMIT 48 OFFSET 4800",
         "SELECT p.id FROM photos p WHERE p.status != 'missing' AND p.category IS NULL AND p.status = 'ok' "
-        "ORDER BY p.path LIMIT 4",
+        "AND p.hidden = 0 ORDER BY p.path LIMIT 4",
         "SELECT COUNT(*) FROM photos WHERE status = 'error'",
     ],
 )

@@ -441,6 +441,7 @@ def _prefilled_catalog(folder: Path, db: Path, resolved: Any) -> None:
     Built once and kept beside the folder: a no-change rescan writes nothing, so the next run reuses it."""
     from photosift.core import scanner
     from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
+    from photosift.core.photometa import PhotoMeta, mtime_iso
 
     done = db.with_name(db.name + ".complete")
     if done.is_file() and db.is_file():
@@ -456,7 +457,8 @@ def _prefilled_catalog(folder: Path, db: Path, resolved: Any) -> None:
         )
         batch: list[PhotoRecord] = []
         for i, e in enumerate(scanner.walk([folder])):
-            batch.append(PhotoRecord(e.path, e.size, e.mtime_ns, hashes[i % len(hashes)]))
+            meta = PhotoMeta(8, 8, mtime_iso(e.mtime_ns), "mtime")  # as scanned: nothing left to fill in
+            batch.append(PhotoRecord(e.path, e.size, e.mtime_ns, hashes[i % len(hashes)], meta=meta))
             if len(batch) >= 20_000:
                 catalog.write_batch(batch, [], resolved.sha256, labels)
                 batch.clear()
@@ -726,6 +728,9 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -
         report["overview"] = overview_at_scale(opts.workroot, opts.rescan_count)
         log("scale: cold start")
         report["cold_start"] = cold_start(files[0], opts.model)
+        from photosift.bench.findscale import find_at_scale
+
+        report["find"] = find_at_scale(opts.rescan_count, log=log)
     return report
 
 
@@ -853,7 +858,7 @@ def render(report: dict[str, Any]) -> Any:
             s["note"],
         )
     lines = summary_lines(report)
-    for key in ("faces", "memory", "rescan", "rescan_big", "overview", "cold_start"):
+    for key in ("faces", "memory", "rescan", "rescan_big", "overview", "cold_start", "find"):
         if key in report:
             lines.append(f"{key}: {json.dumps(report[key])}")
     return Group(t, *(Text(line) for line in lines))
