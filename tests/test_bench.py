@@ -143,6 +143,7 @@ def test_run_bench_with_scale_suite(tiny_corpus: Path, tmp_path: Path) -> None:
     assert report["rescan_big"]["unchanged"] == 40
     assert report["overview"]["photos"] == 30
     assert report["overview"]["overview_queries_ms"] > 0
+    assert set(report["overview"]["pages_ms"]) == {"page /", "page /category/animals?page=1"}
     assert report["memory"]["photos"] == 5
     assert report["memory"]["peak_rss_mb"] > 10
     assert report["cold_start"]["best_s"] > 0
