@@ -7,7 +7,8 @@ the missing signal: a face detector, run on the decoded image before it is resiz
 The detector is MTCNN (Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded Convolutional
 Networks", 2016): three small CNNs (P-Net proposes 12 px windows over an image pyramid, R-Net and O-Net re-score
 24 and 48 px crops). The three ONNX files (2 MB, MIT licence) ship in ``photosift/data/faces`` (see the README
-there for their origin) and run on ONNX Runtime, which photosift needs anyway. We chose it over OpenCV's Haar
+there for their origin): P-Net, which is most of the cost, on OpenCV's DNN module (faster on a net this small, see
+``PeopleDetector._pnet``), R-Net and O-Net on ONNX Runtime. We chose MTCNN over OpenCV's Haar
 cascades after measuring both on the same photos (docs/CATEGORIES.md): Haar found fewer faces and fired on
 brick walls, animals and fire trucks; MTCNN found more and fired on none of 531 photos without people.
 
@@ -15,14 +16,19 @@ What it misses (measured and by construction): faces smaller than ``min_face`` o
 away, a person small in a landscape), people seen from behind or with the face covered (helmets, gas masks),
 strong profiles, faces rotated more than ~45° (a photo whose EXIF orientation is wrong), drawings and cartoons.
 
-Thread safety: one :class:`PeopleDetector` may be shared by all decode threads. ONNX Runtime sessions are safe to
-call concurrently and every call works on its own arrays; the sessions are created on first use under a lock.
-Each session uses one intra-op thread because the parallelism comes from the decode threads themselves.
+Where it runs: the pipeline keeps each decoded photo shrunk to the work size (:meth:`PeopleDetector.work_image`)
+and detects after the classifier, only where its decision leaves faces worth looking for
+(:meth:`PeopleDetector.wanted`).
+
+Thread safety: one :class:`PeopleDetector` may be shared by many threads. ONNX Runtime sessions are safe to call
+concurrently and are created on first use under a lock; the OpenCV P-Nets are per thread. Everything runs on one
+thread per call because the parallelism comes from the pipeline's threads.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -47,20 +53,24 @@ def require_cv2() -> Any:
             raise ModelError(
                 "face detection needs OpenCV: pip install 'photosift[people]' (or classify with --no-people)"
             ) from None
+        # OpenCV's own thread pool would compete with the pipeline's threads, which already use every core.
+        module.setNumThreads(1)
         cv2 = module
     return cv2
 
 
 FACE_MODEL_DIR = Path(str(resources.files("photosift.data"))) / "faces"
 
-# Cascade thresholds for P-Net, R-Net and O-Net. MTCNN's paper uses 0.6 for P-Net; 0.7 halves the proposals the
-# later stages must re-score and lost no face on our test photos.
-_STAGE_THRESHOLDS = (0.7, 0.7, 0.7)
+# Cascade thresholds for P-Net, R-Net and O-Net. MTCNN's paper uses 0.6 for P-Net; 0.9 leaves R-Net a fraction
+# of the proposals to re-score (on textured photos R-Net cost as much as P-Net) and lost no people photo on our
+# sets (tools/eval_faces.py: 0.7, 0.8, 0.85, 0.9 and 0.95 all found the same 49 of 75).
+_STAGE_THRESHOLDS = (0.9, 0.7, 0.7)
 # Most of the time goes into re-scoring proposals; a photo never needs more than this many looked at (taken best
 # first, after non-maximum suppression). A group photo has rarely more than 8 faces big enough to matter.
 _MAX_PROPOSALS = (32, 8)
 _PYRAMID_FACTOR = 0.709  # each pyramid level has half the pixels of the previous one
 _PNET_CELL, _PNET_STRIDE = 12, 2
+_PNET_SHAPES = 48  # P-Net input shapes kept per thread (a photo size needs ~7, one per pyramid level)
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,7 @@ class PeopleDetector:
         self._model_dir = model_dir or FACE_MODEL_DIR
         self._sessions: tuple[Any, Any, Any] | None = None
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     # -- public API --------------------------------------------------------------------------------------------
 
@@ -222,12 +233,31 @@ class PeopleDetector:
                     self._sessions = _load_sessions(self._model_dir)
         return self._sessions
 
+    def _pnet(self, shape: tuple[int, ...]) -> Any:
+        """P-Net on OpenCV's DNN module, one net per input shape and thread.
+
+        Why: on these tiny convolutions (3 to 32 channels) OpenCV's kernels are faster than ONNX Runtime's
+        (2.9 vs 4.0 core-ms for a phone photo's pyramid, same outputs to 1e-5), but only while a net keeps its
+        input shape: reshaping one net for every level costs most of the gain (3.7). A library has few photo
+        sizes, so the pyramid's shapes repeat; the cache is bounded for one that has many. An OpenCV Net also
+        holds its input between calls, hence per thread."""
+        nets: dict[tuple[int, ...], Any] | None = getattr(self._local, "pnets", None)
+        if nets is None:
+            nets = self._local.pnets = {}
+        net = nets.pop(shape, None)
+        if net is None:
+            if len(nets) >= _PNET_SHAPES:
+                nets.pop(next(iter(nets)))  # the least recently used shape
+            net = _load_pnet(self._model_dir)
+        nets[shape] = net  # most recently used last
+        return net
+
     def _detect_array(self, img: np.ndarray) -> np.ndarray:
         """(N, 5) boxes x0, y0, x1, y1, score for an HxWx3 uint8 RGB array."""
-        pnet, rnet, onet = self._session_triplet()
+        _, rnet, onet = self._session_triplet()
         height, width = img.shape[:2]
         min_px = max(float(_PNET_CELL), self.min_face * min(height, width))
-        boxes = self._stage1(pnet, img, _pyramid(min(height, width), min_px))
+        boxes = self._stage1(self._pnet, img, _pyramid(min(height, width), min_px))
         if len(boxes):
             boxes = self._refine(
                 rnet, img, _best(boxes, _MAX_PROPOSALS[0]), 24, _STAGE_THRESHOLDS[1], final=False
@@ -239,7 +269,9 @@ class PeopleDetector:
         return boxes
 
     @staticmethod
-    def _stage1(pnet: Any, img: np.ndarray, scales: list[float]) -> np.ndarray:
+    def _stage1(
+        pnet_for: Callable[[tuple[int, ...]], Any], img: np.ndarray, scales: list[float]
+    ) -> np.ndarray:
         height, width = img.shape[:2]
         found = []
         level = img
@@ -251,7 +283,10 @@ class PeopleDetector:
             level = cv2.resize(level, (ws, hs), interpolation=mode)
             # The networks were converted from Caffe weights trained on transposed (W, H) images.
             x = _normalise(level.transpose(1, 0, 2))[None]
-            reg, prob = pnet.run(["conv2d_4", "softmax"], {"input_1": x})
+            pnet = pnet_for(x.shape)
+            pnet.setInput(x)
+            outs = {o.shape[-1]: o for o in pnet.forward(pnet.getUnconnectedOutLayersNames())}
+            reg, prob = outs[4], outs[2]  # box offsets, face/not-face
             score = prob[0, :, :, 1]  # indexed [column, row]
             cols, rows = np.nonzero(score >= _STAGE_THRESHOLDS[0])
             if cols.size == 0:
@@ -313,6 +348,15 @@ class PeopleDetector:
 
 
 # -- helpers --------------------------------------------------------------------------------------------------
+
+
+def _load_pnet(model_dir: Path) -> Any:
+    path = model_dir / "pnet.onnx"
+    try:
+        return cv2.dnn.readNetFromONNX(str(path))
+    except cv2.error as exc:
+        reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else "unreadable"
+        raise ModelError(f"{path}: not a loadable ONNX model ({reason})") from None
 
 
 def _load_sessions(model_dir: Path) -> tuple[Any, Any, Any]:
