@@ -246,3 +246,15 @@ def test_text_search_and_uncategorized_run_in_sql(pipeline, photos_dir: Path) ->
     cat.db.execute("UPDATE results SET category = NULL")
     assert cat.count_results(status="ok", uncategorized=True) == len(everything) - 1
     assert coffee.id not in [r.id for r in cat.results(status="ok", uncategorized=True)]
+
+
+def test_scanner_extension_rule_is_splitext() -> None:
+    """The scanner's fast extension check picks exactly the files os.path.splitext's extension would."""
+    import os
+
+    from photosift.core import scanner
+
+    names = ["a.jpg", "b.JPEG", ".hidden.jpg", "..jpg", "c..png", "noext", "d.tar.gz", ".jpg", "e.", "f.HeIc"]
+    for name in names:
+        expected = os.path.splitext(name)[1].lower() in scanner.IMAGE_EXTENSIONS
+        assert scanner._wanted(name, "/nonexistent/" + name) == expected, name

@@ -457,7 +457,11 @@ class Catalog:
         states: dict[str, PhotoState] = {}
         for root in roots:
             lo, hi = _range_for(root)
-            rows = self.db.execute(
+            cursor = self.db.cursor()
+            cursor.row_factory = (
+                None  # plain tuples: a sqlite3.Row per photo costs a third of a 1M-file rescan
+            )
+            rows = cursor.execute(
                 "SELECT path, size, mtime_ns, content_hash, status, taken_source IS NOT NULL FROM photos "
                 "WHERE path = ? OR (path >= ? AND path < ?)",
                 (root, lo, hi),

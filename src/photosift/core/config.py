@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     # while ONNX Runtime runs the previous batch.
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=256)
     rules: Path | None = None
-    # Face detection for the "people" category (MTCNN on the already-decoded image, ~15-30 ms a photo).
+    # Face detection for the "people" category (MTCNN on the already-decoded image, ~5 core-ms a photo, after the
+    # classifier and only where it is not sure of animals or plants: docs/CATEGORIES.md).
     people: bool = True
     # JPEG decode on an NVIDIA GPU (nvJPEG via torchvision); falls back to the CPU decoder with a logged reason.
     gpu_decode: bool = False

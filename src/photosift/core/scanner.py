@@ -79,7 +79,11 @@ def looks_like_image(path: str) -> bool:
 
 
 def _wanted(name: str, path: str) -> bool:
-    suffix = os.path.splitext(name)[1].lower()
+    # os.path.splitext's answer; rfind is enough unless the name starts with a dot (".jpg" has no extension).
+    dot = name.rfind(".")
+    suffix = (
+        os.path.splitext(name)[1].lower() if name.startswith(".") else name[dot:].lower() if dot > 0 else ""
+    )
     if suffix:
         return suffix in IMAGE_EXTENSIONS
     return looks_like_image(path)
@@ -87,19 +91,25 @@ def _wanted(name: str, path: str) -> bool:
 
 def walk(paths: Iterable[str | Path], include_hidden: bool = False) -> Iterator[FileEntry]:
     """Yield every image file under ``paths`` (files given directly are yielded as they are)."""
-    seen: set[str] = set()
+    paths = list(paths)
+    # One root cannot yield a path twice (directory links are not followed): remember paths only when several
+    # roots may overlap, so a rescan of a million files does not keep a second million-path set.
+    seen: set[str] | None = set() if len(paths) > 1 else None
     for root in paths:
         root_abs = os.path.abspath(os.path.expanduser(str(root)))
-        if os.path.isfile(root_abs):
-            entry = _stat_entry(root_abs)
-            if entry and entry.path not in seen:
+        found = _walk_dir(root_abs, include_hidden) if not os.path.isfile(root_abs) else _stat_one(root_abs)
+        for entry in found:
+            if seen is None:
+                yield entry
+            elif entry.path not in seen:
                 seen.add(entry.path)
                 yield entry
-            continue
-        for entry in _walk_dir(root_abs, include_hidden):
-            if entry.path not in seen:
-                seen.add(entry.path)
-                yield entry
+
+
+def _stat_one(path: str) -> Iterator[FileEntry]:
+    entry = _stat_entry(path)
+    if entry is not None:
+        yield entry
 
 
 def _stat_entry(path: str) -> FileEntry | None:

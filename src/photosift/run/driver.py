@@ -134,11 +134,10 @@ def plan(
     snapshot = catalog.snapshot(roots)
     work: list[scanner.FileEntry] = []
     seen = unchanged = 0
-    seen_paths: set[str] = set()
     for entry in entries:
         seen += 1
-        seen_paths.add(entry.path)
-        state = snapshot.get(entry.path)
+        # Popped, not looked up: what is left afterwards was not seen (no second set of a million paths).
+        state = snapshot.pop(entry.path, None)
         same_file = state is not None and state.size == entry.size and state.mtime_ns == entry.mtime_ns
         if same_file and state is not None:
             done = state.status == "ok" and state.content_hash in known
@@ -149,7 +148,7 @@ def plan(
             if done:  # classified before dates and hashes were stored: read its header, no inference
                 refresh.add(entry.path)
         work.append(entry)
-    missing = [p for p, s in snapshot.items() if p not in seen_paths and s.status != "missing"]
+    missing = [p for p, s in snapshot.items() if s.status != "missing"]
     return work, seen, unchanged, missing
 
 
