@@ -78,7 +78,11 @@ def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeli
             notes.append(f"faces not detected: {exc}")
             log.warning(notes[-1])
     options = ClassifyOptions(
-        batch_size=settings.batch_size, workers=settings.workers, gpu_decode=settings.gpu_decode
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+        gpu_decode=settings.gpu_decode,
+        max_file_bytes=settings.max_file_mb * 2**20,
+        decode_memory=settings.decode_memory_mb * 2**20,
     )
     pipeline = Pipeline(engine, catalog, categorizer=album, people=people, options=options)
     pipeline.notes = notes

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     people: bool = True
     # JPEG decode on an NVIDIA GPU (nvJPEG via torchvision); falls back to the CPU decoder with a logged reason.
     gpu_decode: bool = False
+    # Files larger than this are refused unread (a 4 GB sparse .jpg, a video renamed .png).
+    max_file_mb: int = Field(default=256, ge=1, le=65536)
+    # Memory the decodes in flight may hold together (file bytes + decode peak), whatever the number of workers;
+    # an image that needs more is refused with the reason, one that needs less waits its turn.
+    decode_memory_mb: int = Field(default=1024, ge=64, le=1048576)
 
     @property
     def db_path(self) -> Path:

@@ -38,6 +38,8 @@ class ClassifyOptions:
     commit_every: int = 256  # files without inference (errors, renames) are committed at least this often
     # JPEG decode on the GPU (nvJPEG via torchvision); falls back to the CPU decoder, with a logged reason.
     gpu_decode: bool = False
+    max_file_bytes: int = imaging.DEFAULT_MAX_FILE_BYTES  # larger files are refused unread
+    decode_memory: int = imaging.DEFAULT_DECODE_MEMORY  # file bytes + decode peaks in flight, all workers
 
 
 @dataclass
@@ -186,7 +188,8 @@ class Pipeline:
             gpu_decoder, self.gpu_decode_note = imaging.GpuJpegDecoder.create()
             if self.gpu_decode_note:
                 logging.getLogger("photosift").warning(self.gpu_decode_note)
-        self.stages = Stages(engine, categorizer, people, gpu_decoder)
+        budget = imaging.MemoryBudget(self.options.decode_memory)
+        self.stages = Stages(engine, categorizer, people, gpu_decoder, budget, self.options.max_file_bytes)
         self.notes: list[str] = []  # what the run should tell the user (a detector that could not start, ...)
 
     def run(

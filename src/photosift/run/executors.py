@@ -33,17 +33,24 @@ class ThreadExecutor:
 
     Pillow, simplejpeg and OpenCV release the GIL, so ``workers`` threads decode while ONNX Runtime runs the
     previous batch on the calling thread: decoding overlaps inference from the first batch. At most
-    ``queue_depth`` files are in flight (default: enough to keep the workers busy during a batch).
+    ``queue_depth`` files are in flight (default: enough to keep the workers busy during a batch), and a batch
+    holds at most ``max_batch_bytes`` of tensors (106 photos at 224 px), whatever ``batch_size`` asks.
     """
 
     workers: int = 2
     batch_size: int = 16
     queue_depth: int | None = None
+    max_batch_bytes: int = 64 * 2**20
+
+    def effective_batch(self, stages: Stages) -> int:
+        tensor_bytes = 3 * stages.pre.input_size**2 * 4
+        return max(1, min(self.batch_size, self.max_batch_bytes // tensor_bytes))
 
     def run(
         self, work: Iterable[FileEntry], stages: Stages, known: Container[str], cancel: threading.Event
     ) -> Iterator[list[Processed]]:
-        depth = self.queue_depth or max(2 * self.batch_size, 4 * self.workers)
+        batch_size = self.effective_batch(stages)
+        depth = self.queue_depth or max(2 * batch_size, 4 * self.workers)
         work_iter = iter(work)
         exhausted = False
         batch: list[Loaded] = []
@@ -67,7 +74,7 @@ class ThreadExecutor:
                         ready.append(unbatched(item))
                         continue
                     batch.append(item)
-                    if len(batch) >= self.batch_size:
+                    if len(batch) >= batch_size:
                         yield stages.run_batch(batch)
                         batch = []
                 if ready:
