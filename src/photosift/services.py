@@ -40,7 +40,7 @@ def rules_for(settings: Settings) -> RulesFor:
 
 
 def open_catalog(settings: Settings, *, readonly: bool = False, create: bool = True) -> Catalog:
-    return Catalog(settings.db_path, readonly=readonly, create=create)
+    return Catalog(settings.db_path, readonly=readonly, create=create, busy_timeout=settings.busy_timeout_s)
 
 
 # -- classify ------------------------------------------------------------------------------------------------

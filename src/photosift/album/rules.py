@@ -129,6 +129,20 @@ def check_category(name: str, known: Sequence[str]) -> str:
     raise UnknownCategory(f"unknown category {name!r} (known: {', '.join(known)}){hint}")
 
 
+MAX_CATEGORY_NAME = 64
+
+
+def check_category_name(name: str) -> str:
+    """``name`` if it can be a new user category: one line of 1-64 printable characters, not blank (it is shown
+    in tables, menus and CSV, and typed back as --category); else an UnknownCategory saying why."""
+    if not name.strip() or len(name) > MAX_CATEGORY_NAME or not name.isprintable():
+        raise UnknownCategory(
+            f"invalid category name {name!r}: a category name is one line of 1-{MAX_CATEGORY_NAME} printable "
+            "characters"
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class CategoryResult:
     """``score``: the category's share of the weighted probability mass (0-1). For a photo that is "other" because

@@ -26,9 +26,11 @@ from photosift.cli.common import (
     errors_to_exit,
     fail,
     settings,
+    text,
 )
 from photosift.core.config import Settings
 from photosift.core.errors import UnknownCategory
+from photosift.core.scanner import printable
 
 if TYPE_CHECKING:
     from photosift.run.driver import RunSummary
@@ -164,14 +166,14 @@ def _print_summary(s: RunSummary, config: Settings) -> None:
 
     err = console(stderr=True)
     for path, reason in s.error_files[:20]:
-        err.print(f"skipping {path}: {reason}", markup=False)
+        err.print(text(f"skipping {path}: {reason}"))
     if len(s.error_files) > 20:
         err.print(f"… and {len(s.error_files) - 20} more unreadable files (photosift results --status error)")
     out = console()
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
-    table.add_column()
-    rows = [
+    table.add_column(overflow="fold")  # a long catalog path is wrapped, never cut
+    rows: list[tuple[str, object]] = [
         ("seen", s.seen),
         ("classified", s.classified),
         ("unchanged", s.unchanged),
@@ -183,14 +185,13 @@ def _print_summary(s: RunSummary, config: Settings) -> None:
         ("provider", s.provider),
         ("catalog", str(config.db_path)),
     ]
-    for key, value in rows:
-        table.add_row(key, str(value))
     if s.categories:
-        table.add_row("categories", ", ".join(f"{c} {n}" for c, n in s.categories.most_common()))
-    for note in s.notes:
-        table.add_row("note", note)
+        rows.append(("categories", ", ".join(f"{c} {n}" for c, n in s.categories.most_common())))
+    rows += [("note", note) for note in s.notes]
     if s.cancelled:
-        table.add_row("stopped", "interrupted; committed work is kept, rerun to finish")
+        rows.append(("stopped", s.outcome() + "; rerun to finish"))
+    for key, value in rows:
+        table.add_row(key, text(value))  # a catalog path or a category with brackets is text, not markup
     out.print(table)
 
 
@@ -221,6 +222,9 @@ def results(
             settings(db), category=category, status=status, label=label, model=model, limit=limit
         )
     items = [r.to_dict() for r in rows]
+    if fmt is Format.table:
+        for row, it in zip(rows, items, strict=True):
+            it["path_shown"] = printable(row.path)  # undecodable bytes as \xNN: tells two such names apart
     if fmt is Format.json:
         print(json.dumps(items, indent=2))
     elif fmt is Format.csv:
@@ -231,6 +235,7 @@ def results(
 
 _CSV_COLUMNS = (
     "path",
+    "path_b64",
     "status",
     "error",
     "label",
@@ -251,6 +256,7 @@ def _results_csv(items: list[dict[str, Any]]) -> None:
         writer.writerow(
             [
                 it["path"],
+                it["path_b64"] or "",
                 it["status"],
                 it["error"] or "",
                 it["label"] or "",
@@ -267,7 +273,6 @@ def _results_csv(items: list[dict[str, Any]]) -> None:
 
 def _results_table(items: list[dict[str, Any]]) -> None:
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(show_lines=False)
     for col in ("path", "label", "score", "category", "status"):
@@ -277,13 +282,13 @@ def _results_table(items: list[dict[str, Any]]) -> None:
         if it["corrected_category"]:
             cat += " (corrected)"
         cells = (
-            it["path"],
+            it["path_shown"],
             it["label"] or (it["error"] or ""),
             "" if it["score"] is None else f"{it['score']:.2f}",
             cat,
             it["status"],
         )
-        table.add_row(*(Text(c) for c in cells))  # paths and labels are text, never markup
+        table.add_row(*(text(c) for c in cells))  # paths and labels are text, never markup
     console().print(table)
 
 
@@ -303,6 +308,11 @@ def correct(
 
     if (category is None) == (not clear):
         fail("give --category NAME or --clear", code=2)
+    if create and category is not None:
+        from photosift.album.rules import check_category_name
+
+        with errors_to_exit():
+            check_category_name(category)
     with errors_to_exit():
         try:
             report = services.correct(settings(db, rules=rules), path, category, create=create)
@@ -311,12 +321,12 @@ def correct(
         except UnknownCategory as exc:
             fail(f"{exc}; pass --create to make a new category", code=2)
     out = console()
-    out.print(f"{report.path}: {'correction cleared' if clear else category}", markup=False)
+    out.print(text(f"{report.path}: {'correction cleared' if clear else category}"))
     if report.train is not None:
         if report.train.trained:
             out.print(f"personal head retrained on {report.train.corrections} corrections")
         else:
-            out.print(f"personal head not trained: {report.train.reason}")
+            out.print(text(f"personal head not trained: {report.train.reason}"))
     if report.recategorized is not None:
         out.print(
             f"recategorized {report.recategorized.photos} results, {report.recategorized.changed} changed"
@@ -334,6 +344,8 @@ def recategorize(db: DbOpt = None, rules: RulesOpt = None, as_json: JsonOpt = Fa
         print(json.dumps(report.to_dict(), indent=2))
         return
     console().print(
-        f"{report.photos} results recategorized, {report.changed} changed: "
-        + ", ".join(f"{c} {n}" for c, n in sorted(report.categories.items(), key=lambda kv: -kv[1]))
+        text(
+            f"{report.photos} results recategorized, {report.changed} changed: "
+            + ", ".join(f"{c} {n}" for c, n in sorted(report.categories.items(), key=lambda kv: -kv[1]))
+        )
     )

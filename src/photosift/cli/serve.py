@@ -15,25 +15,32 @@ from photosift.cli.common import DbOpt, JsonOpt, console, errors_to_exit, fail, 
 @app.command()
 def serve(
     db: DbOpt = None,
-    host: Annotated[str, typer.Option("--host", help="Address to bind; keep 127.0.0.1.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option("--host", help="Loopback address to bind: 127.0.0.1, ::1 or localhost.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
 ) -> None:
     """Browse, search and correct the catalog, and run scans, in a local web gallery."""
     try:
-        from photosift.web.app import is_loopback_host, run_server
+        from photosift.web.app import is_loopback_host, listen, run_server
     except ImportError as exc:
         fail(f"the web gallery needs the web extra: pip install 'photosift[web]' ({exc})")
-    err = console(stderr=True)
     if not is_loopback_host(host):
-        err.print(
-            f"[bold red]WARNING:[/] binding {host}: anyone who can reach this machine on port {port} can see "
-            "your photos and start scans. Use --host 127.0.0.1 unless you mean it.",
-            markup=True,
+        # The gallery has no accounts: whoever reaches the port sees every photo and can start scans. A LAN
+        # mode would need logins and TLS; an SSH tunnel gives both (docs/WEB.md, "Why loopback only").
+        fail(
+            f"refusing --host {host}: the gallery serves loopback only (127.0.0.1, ::1, localhost); from another "
+            f"machine use an SSH tunnel: ssh -L {port}:127.0.0.1:{port} THIS-MACHINE",
+            code=2,
         )
-    shown = f"[{host}]" if ":" in host else host
-    err.print(f"photosift gallery on http://{shown}:{port}/ (Ctrl-C to stop)", markup=False)
+    config = settings(db)
     with errors_to_exit():
-        run_server(settings(db), host=host, port=port)
+        sock = listen(host, port)
+        shown = f"[{host}]" if ":" in host else host
+        console(stderr=True).print(
+            f"photosift gallery on http://{shown}:{port}/ (Ctrl-C to stop)", markup=False
+        )
+        run_server(config, host=host, port=port, sock=sock)
 
 
 @app.command()

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from photosift.core.errors import CatalogError
+from photosift.core.scanner import path_text
 
 TOPK_STORED = 100  # probabilities kept per photo so categories can be re-derived without the model
 APPLICATION_ID = 0x50534654  # "PSFT" in the SQLite header: this file is a photosift catalog
@@ -243,8 +244,11 @@ class ResultRow:
         return self.corrected_category or self.category
 
     def to_dict(self) -> dict[str, Any]:
+        """For JSON and CSV: ``path`` is valid text; ``path_b64`` (None for any UTF-8 name) the exact bytes."""
+        shown, exact = path_text(self.path)
         return {
-            "path": self.path,
+            "path": shown,
+            "path_b64": exact,
             "status": self.status,
             "error": self.error,
             "label": self.label,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Literal
 
 from platformdirs import user_config_path, user_data_path
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 APP_NAME = "photosift"
@@ -33,7 +34,7 @@ class Settings(BaseSettings):
     config_dir: Path = Field(default_factory=default_config_dir)
     db: Path | None = None
     model: str = "efficientnet-lite0"
-    provider: str = "auto"
+    provider: Literal["auto", "cpu", "cuda", "tensorrt", "openvino", "coreml", "dml"] = "auto"
     batch_size: int = Field(default=16, ge=1, le=1024)
     # Decode threads. Pillow releases the GIL while decoding, so one thread per core keeps the cores busy
     # while ONNX Runtime runs the previous batch.
@@ -48,6 +49,13 @@ class Settings(BaseSettings):
     # Memory the decodes in flight may hold together (file bytes + decode peak), whatever the number of workers;
     # an image that needs more is refused with the reason, one that needs less waits its turn.
     decode_memory_mb: int = Field(default=1024, ge=64, le=1048576)
+    # How long a catalog write waits for another process's transaction before it gives up with a clear error.
+    busy_timeout_s: float = Field(default=30.0, ge=0, le=3600)
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _provider_lowercase(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @property
     def db_path(self) -> Path:

@@ -23,6 +23,7 @@ import ipaddress
 import json
 import math
 import secrets
+import socket
 import threading
 from importlib import resources
 from pathlib import Path
@@ -42,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from photosift import services
 from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
-from photosift.core.errors import CatalogError, UnreadableImage
+from photosift.core.errors import CatalogError, PhotosiftError, UnreadableImage
 from photosift.web import media
 from photosift.web.scan import PipelineFactory, ScanError, ScanManager
 
@@ -477,9 +478,37 @@ def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8765, log_lev
     return uvicorn.Server(config)
 
 
-def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve the gallery until Ctrl-C (the CLI prints the address and the warnings)."""
-    make_server(create_app(settings, host=host, port=port), host, port).run()
+class ServeError(PhotosiftError):
+    """The gallery cannot listen where it was asked to (the port is taken, the address is not this machine's)."""
 
 
-__all__ = ["allowed_hosts", "create_app", "is_loopback_host", "make_server", "run_server"]
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` before the server starts, so a busy port is a one-line error."""
+    bare = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT, never a live one
+        sock.bind((bare, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
+
+
+def run_server(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8765, sock: socket.socket | None = None
+) -> None:
+    """Serve the gallery until Ctrl-C on ``sock`` (default: :func:`listen`); the CLI prints the address."""
+    sock = sock or listen(host, port)
+    make_server(create_app(settings, host=host, port=port), host, port).run(sockets=[sock])
+
+
+__all__ = [
+    "ServeError",
+    "allowed_hosts",
+    "create_app",
+    "is_loopback_host",
+    "listen",
+    "make_server",
+    "run_server",
+]

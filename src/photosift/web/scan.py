@@ -165,11 +165,7 @@ class ScanManager:
                 state="stopped" if summary.cancelled else "done",
                 phase="done",
                 eta_s=None,
-                message=(
-                    f"{summary.seen} files seen, {summary.classified} classified, {summary.unchanged} unchanged, "
-                    f"{summary.reused} reused, {summary.errors} unreadable"
-                    + (" — stopped; committed work is kept" if summary.cancelled else "")
-                ),
+                message=summary.outcome(),
             )
 
 
