@@ -1,4 +1,4 @@
-"""What the CLI and the web gallery call: classify, results, correct, recategorize, known categories, eval.
+"""What the CLI and the web gallery call: classify, results, correct, recategorize, doctor, known categories, eval.
 
 Each service takes :class:`~photosift.core.config.Settings` (read once at the edge) and plain arguments, builds
 what it needs from the layers below (catalog, models, album, run), and returns data; it never prints and never
@@ -12,11 +12,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from photosift.album.rules import Rules, check_category, rules_for_model
 from photosift.core.catalog import Catalog, ResultRow
+from photosift.core.catalog_health import CatalogHealth, RecoveryReport, inspect_catalog, recover_catalog
 from photosift.core.config import Settings
 from photosift.core.errors import CatalogError, ModelError, PhotosiftError
 
@@ -181,6 +183,82 @@ class NotInCatalog(CatalogError):
     """A path the user named is not in the catalog."""
 
 
+# -- doctor --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DoctorReport:
+    """The catalog's health (:func:`~photosift.core.catalog_health.inspect_catalog`), each model's file, and a
+    recovery when one was asked for. ``problems`` make ``ok`` False; ``warnings`` do not (results stay usable)."""
+
+    health: CatalogHealth
+    models: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    recovery: RecoveryReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "catalog": self.health.to_dict(),
+            "models": self.models,
+            "problems": self.problems,
+            "warnings": self.warnings,
+            "recovery": self.recovery.to_dict() if self.recovery else None,
+        }
+
+
+def doctor(settings: Settings, recover_to: Path | None = None) -> DoctorReport:
+    """Check the catalog (integrity, schema, whose file it is, rows) and the models (present, sha256 verified);
+    with ``recover_to``, copy every readable row into a new catalog there. Changes nothing else."""
+    from photosift.models.registry import registry, registry_problems, sha256_file
+
+    health = inspect_catalog(settings.db_path)
+    report = DoctorReport(
+        health, problems=list(health.problems), warnings=registry_problems(settings.data_dir)
+    )
+    checked: dict[str, str] = {}
+
+    def state(path: Path, sha256: str) -> str:
+        if str(path) not in checked:
+            checked[str(path)] = (
+                "missing" if not path.is_file() else "verified" if sha256_file(path) == sha256 else "changed"
+            )
+        return checked[str(path)]
+
+    known = registry(settings.data_dir)
+    for entry in known.values():
+        verdict = state(entry.path, entry.sha256)
+        report.models.append(
+            {"name": entry.name, "origin": entry.origin, "path": str(entry.path), "file": verdict}
+        )
+        if verdict != "verified":
+            line = f"model {entry.name}: {entry.path} is {verdict}" + (
+                " (sha256 differs from the index)" if verdict == "changed" else ""
+            )
+            (report.problems if entry.origin == "packaged" else report.warnings).append(line)
+    by_sha = {e.sha256: e for e in known.values()}
+    for m in health.models:
+        registered = by_sha.get(m["sha256"])
+        path = Path(m["path"]) if m["path"] else (registered.path if registered else None)
+        verdict = state(path, m["sha256"]) if path is not None else "no file recorded"
+        report.models.append(
+            {"name": m["name"], "origin": "catalog", "path": str(path) if path else None, "file": verdict}
+        )
+        if verdict != "verified":
+            report.warnings.append(
+                f"model {m['name']} ({m['sha256'][:12]}) with results here: file {verdict}; its stored results "
+                "stay usable, reclassifying with it needs the file"
+            )
+    if recover_to is not None:
+        report.recovery = recover_catalog(settings.db_path, recover_to)
+    return report
+
+
 # -- evaluation -------------------------------------------------------------------------------------------------
 
 
@@ -222,6 +300,7 @@ def eval_categorize(
 
 
 __all__ = [
+    "DoctorReport",
     "NotInCatalog",
     "PhotosiftError",
     "build_engine",
@@ -230,6 +309,7 @@ __all__ = [
     "classify",
     "correct",
     "correct_hash",
+    "doctor",
     "eval_categorize",
     "known_categories",
     "recategorize",

@@ -1,4 +1,4 @@
-"""The library commands: classify, results, correct, recategorize."""
+"""The library commands: classify, results, correct, recategorize, doctor."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from photosift.core.errors import UnknownCategory
 from photosift.core.scanner import printable
 
 if TYPE_CHECKING:
+    from photosift import services
     from photosift.run.driver import RunSummary
 
 
@@ -349,3 +350,73 @@ def recategorize(db: DbOpt = None, rules: RulesOpt = None, as_json: JsonOpt = Fa
             + ", ".join(f"{c} {n}" for c, n in sorted(report.categories.items(), key=lambda kv: -kv[1]))
         )
     )
+
+
+@app.command()
+def doctor(
+    db: DbOpt = None,
+    recover: Annotated[
+        Path | None,
+        typer.Option(
+            "--recover", help="Copy every readable row into this new catalog file (must not exist)."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the catalog (integrity, schema, whose file it is, rows) and the models; recover a damaged one."""
+    from photosift import services
+
+    config = settings(db)
+    if not config.db_path.is_file():
+        fail(f"{config.db_path}: no such catalog")
+    with errors_to_exit():
+        report = services.doctor(config, recover_to=recover)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_doctor(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_doctor(report: services.DoctorReport) -> None:
+    from rich.table import Table
+
+    h = report.health
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    rows: list[tuple[str, object]] = [("catalog", h.path), ("owner", h.owner)]
+    if h.schema_version is not None:
+        rows.append(("schema", f"{h.schema_version} (current {h.schema_current})"))
+    if h.integrity:
+        rows.append(("integrity", "; ".join(h.integrity[:3])))
+    if h.rows:
+        rows.append(("rows", ", ".join(f"{t} {'unreadable' if n is None else n}" for t, n in h.rows.items())))
+    if h.photos:
+        rows.append(("photos", ", ".join(f"{s} {n}" for s, n in sorted(h.photos.items()))))
+    rows += [("model", f"{m['name']} ({m['origin']}): {m['file']}") for m in report.models]
+    rows += [("problem", p) for p in report.problems]
+    rows += [("warning", w) for w in report.warnings]
+    rows.append(("status", "healthy" if report.ok else f"{len(report.problems)} problem(s)"))
+    if report.recovery is None and not report.ok and h.owner.startswith("photosift"):
+        rows.append(("next", f"photosift doctor --db {h.path} --recover NEW.db copies what is readable"))
+    for key, value in rows:
+        table.add_row(key, text(value))
+    console().print(table)
+    if report.recovery is not None:
+        r = report.recovery
+        skipped = sum(r.damaged_stretches.values())
+        console().print(
+            text(
+                f"recovered into {r.output}: "
+                + ", ".join(f"{t} {n}" for t, n in r.copied.items() if t != "migrations")
+                + (f"; {skipped} damaged stretch(es) skipped" if skipped else "")
+                + (
+                    f"; {sum(r.dropped_orphans.values())} rows dropped (their model was lost)"
+                    if r.dropped_orphans
+                    else ""
+                )
+                + f"; integrity {r.integrity}"
+            )
+        )
