@@ -7,11 +7,11 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from test_catalog import damaged_catalog, fill
 from typer.testing import CliRunner
 
 from photosift.cli import app
 from photosift.core.catalog import Catalog
+from test_catalog import damaged_catalog, fill
 
 runner = CliRunner()
 

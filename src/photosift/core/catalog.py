@@ -640,6 +640,15 @@ class Catalog:
         ).fetchone()
         return self._row(row) if row else None
 
+    def photo_state(self, photo_id: int) -> tuple[str, PhotoState] | None:
+        """(path, what the scan stored about the file) for a photo id: what the gallery checks before serving."""
+        row = self.db.execute(
+            "SELECT path, size, mtime_ns, content_hash, status FROM photos WHERE id = ?", (photo_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return from_db_path(row[0]), PhotoState(row[1], row[2], row[3], row[4])
+
     def photo_id(self, path: str) -> int | None:
         row = self.db.execute("SELECT id FROM photos WHERE path = ?", (to_db_path(path),)).fetchone()
         return int(row[0]) if row else None
