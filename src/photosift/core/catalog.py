@@ -24,6 +24,7 @@ Design points:
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from photosift.core.errors import CatalogError
+from photosift.core.errors import CatalogError, CatalogReadOnly
 from photosift.core.scanner import path_text
 
 TOPK_STORED = 100  # probabilities kept per photo so categories can be re-derived without the model
@@ -261,6 +262,27 @@ class ResultRow:
         }
 
 
+def connect_readonly(path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """A read-only connection that writes nothing, not even WAL bookkeeping. On read-only media (a folder that
+    cannot be written, where SQLite cannot make the ``-shm`` file a WAL catalog needs) the file is opened as
+    immutable, which is what it is there."""
+    immutable = "&immutable=1" if not os.access(path.parent, os.W_OK) else ""
+    return sqlite3.connect(
+        f"file:{path}?mode=ro{immutable}", uri=True, timeout=busy_timeout, check_same_thread=False
+    )
+
+
+def _writable(path: Path, exists: bool) -> bool:
+    """Whether a catalog can be written at ``path``: the file and its folder (WAL keeps ``-wal`` and ``-shm``
+    files beside it), or for a new one the nearest folder that exists."""
+    if exists:
+        return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
 def _range_for(root: str) -> tuple[str, str]:
     """Stored paths under directory ``root`` sort in [root + '/', root + '0') because '0' follows '/'."""
     root = to_db_path(root.rstrip("/"))
@@ -292,9 +314,13 @@ class Catalog:
             raise CatalogError(f"{self.path}: catalog not found (run `photosift classify` first)")
         try:
             if readonly:
-                uri = f"file:{self.path}?mode=ro"
-                self.db = sqlite3.connect(uri, uri=True, timeout=busy_timeout, check_same_thread=False)
+                self.db = connect_readonly(self.path, busy_timeout)
             else:
+                if not _writable(self.path, exists):
+                    raise CatalogReadOnly(
+                        f"{self.path}: catalog is read-only (the file or its folder cannot be written); "
+                        "nothing was written (`photosift results` can still read it)"
+                    )
                 if not exists:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = sqlite3.connect(
@@ -369,7 +395,7 @@ class Catalog:
         if "locked" in text or "busy" in text:
             reason = "catalog is busy: another process is writing to it; try again when it has finished"
         elif "readonly" in text or "read-only" in text:
-            reason = f"catalog is read-only ({text}); nothing was written"
+            return CatalogReadOnly(f"{self.path}: catalog is read-only ({text}); nothing was written")
         elif "full" in text:
             reason = "disk full: the last batch was not stored (committed work is kept); free space and rerun"
         elif "malformed" in text or "not a database" in text or "corrupt" in text:

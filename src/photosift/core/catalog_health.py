@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from photosift.core.catalog import APPLICATION_ID, MIGRATIONS, Catalog
+from photosift.core.catalog import APPLICATION_ID, MIGRATIONS, Catalog, connect_readonly
 from photosift.core.errors import CatalogError
 
 MAX_PROBLEMS = 20  # integrity_check lines kept in a report
@@ -64,11 +64,6 @@ class RecoveryReport:
         return asdict(self)
 
 
-def _connect_ro(path: Path) -> sqlite3.Connection:
-    # mode=ro: nothing is written, not even a WAL switch; a damaged file stays as it is for other tools.
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-
-
 def inspect_catalog(path: str | Path) -> CatalogHealth:
     """Check the catalog at ``path`` without changing it: owner, schema, full integrity, rows per table."""
     path = Path(path)
@@ -77,7 +72,7 @@ def inspect_catalog(path: str | Path) -> CatalogHealth:
         health.problems.append(f"{path}: no such catalog")
         return health
     try:
-        db = _connect_ro(path)
+        db = connect_readonly(path)
     except sqlite3.Error as exc:
         health.problems.append(f"{path}: cannot open ({exc})")
         return health
@@ -153,7 +148,7 @@ def recover_catalog(source: str | Path, output: str | Path) -> RecoveryReport:
     report = RecoveryReport(str(source), str(output))
     partial = output.with_name(output.name + ".partial")
     partial.unlink(missing_ok=True)
-    src = _connect_ro(source)
+    src = connect_readonly(source)
     try:
         schema = _schema(src, source)
         dst = sqlite3.connect(partial, isolation_level=None)

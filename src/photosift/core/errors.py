@@ -34,6 +34,10 @@ class CatalogError(PhotosiftError):
     """The catalog cannot be opened, migrated or written."""
 
 
+class CatalogReadOnly(CatalogError):
+    """The catalog (or its folder) cannot be written; it can still be read."""
+
+
 class RulesError(PhotosiftError):
     """A category rules file is malformed."""
 

@@ -48,7 +48,7 @@ from photosift import services
 from photosift.core import imaging
 from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
-from photosift.core.errors import CatalogError, PhotosiftError, UnreadableImage
+from photosift.core.errors import CatalogError, CatalogReadOnly, PhotosiftError, UnreadableImage
 from photosift.core.scanner import printable
 from photosift.web import media
 from photosift.web.scan import PipelineFactory, ScanError, ScanManager
@@ -149,7 +149,11 @@ class CatalogPool:
             if not self.path.is_file():
                 raise CatalogMissing(f"{self.path}: no catalog yet")
             with self._lock:  # the first connection checks the file (quick_check); later ones trust it
-                cat = Catalog(self.path, verify=self.checks == 0, busy_timeout=self.busy_timeout)
+                verify = self.checks == 0
+                try:
+                    cat = Catalog(self.path, verify=verify, busy_timeout=self.busy_timeout)
+                except CatalogReadOnly:  # read-only media: browse it; a correction says why it cannot be saved
+                    cat = Catalog(self.path, readonly=True, verify=verify, busy_timeout=self.busy_timeout)
                 self.checks = max(self.checks, 1)
                 self._all.append(cat)
             self._local.catalog = cat
