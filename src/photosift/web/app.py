@@ -152,7 +152,7 @@ class CatalogPool:
                 verify = self.checks == 0
                 try:
                     cat = Catalog(self.path, verify=verify, busy_timeout=self.busy_timeout)
-                except CatalogReadOnly:  # read-only media: browse it; a correction says why it cannot be saved
+                except CatalogReadOnly:  # read-only media: browse it; a correction says why it fails
                     cat = Catalog(self.path, readonly=True, verify=verify, busy_timeout=self.busy_timeout)
                 self.checks = max(self.checks, 1)
                 self._all.append(cat)
