@@ -111,3 +111,56 @@ def test_a_huge_batch_size_does_not_scale_memory(tmp_path: Path, data_dir: Path,
     assert summary["classified"] == 240
     # one ORT run over 240 photos held ~2 GB of activations; runs of 16 hold ~0.15 GB
     assert peak < baseline_mb + 400, (peak, baseline_mb)
+
+
+def test_gallery_thumbnails_of_huge_images_share_the_budget(tmp_path: Path) -> None:
+    """Three thumbnails of a 13000² PNG at once took the server to 9 GB; they now take turns."""
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    pytest.importorskip("uvicorn")
+    from test_web_serving import register
+
+    posters = []
+    for i in range(3):
+        posters.append(tmp_path / f"poster{i}.png")
+        big_png(posters[-1], 13000 + i, 13000)
+    db = tmp_path / "c.db"
+    ids = register(db, [str(p) for p in posters])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "photosift", "serve", "--db", str(db), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        statuses: list[int] = []
+
+        def fetch(photo_id: int) -> None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/thumb/{photo_id}.jpg", timeout=300) as r:
+                statuses.append(r.status)
+
+        threads = [threading.Thread(target=fetch, args=(ids[str(p)],)) for p in posters]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        peak_mb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) // 1024
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert statuses == [200, 200, 200]
+    # one decode at a time under the default 1 GB budget, its memory returned before the next (before: 2.1 GB)
+    assert peak_mb < 1100, peak_mb
