@@ -457,7 +457,10 @@ def create_app(
                     abandon_on_cancel=True,
                 )
         except TimeoutError:
-            slow[path] = time.monotonic() + RETRY_SLOW_AFTER_S
+            now = time.monotonic()
+            for stale in [p for p, until in slow.items() if until <= now]:
+                del slow[stale]
+            slow[path] = now + RETRY_SLOW_AFTER_S
             raise HTTPException(
                 504, f"photo {photo_id} took longer than {render_timeout_s:g} s to read and decode"
             ) from None
