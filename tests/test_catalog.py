@@ -77,7 +77,8 @@ def test_prefix_queries_stay_indexed(tmp_path: Path) -> None:
 
 
 # -- item 6: other programs' databases are left alone, byte for byte ------------------------------------------
-def _foreign(path: Path) -> bytes:
+def foreign_database(path: Path) -> bytes:
+    """Another program's SQLite database at ``path``; returns its bytes."""
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
     db.execute("INSERT INTO notes(body) VALUES ('my notes')")
@@ -89,7 +90,7 @@ def _foreign(path: Path) -> bytes:
 @pytest.mark.parametrize("readonly", [False, True])
 def test_a_foreign_database_is_refused_and_left_byte_identical(tmp_path: Path, readonly: bool) -> None:
     other = tmp_path / "other.db"
-    before = _foreign(other)
+    before = foreign_database(other)
     with pytest.raises(CatalogError, match="not a photosift catalog"):
         Catalog(other, readonly=readonly)
     assert other.read_bytes() == before

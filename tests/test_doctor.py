@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from photosift.cli import app
 from photosift.core.catalog import Catalog
-from test_catalog import damaged_catalog, fill
+from test_catalog import damaged_catalog, fill, foreign_database
 
 runner = CliRunner()
 
@@ -79,11 +78,7 @@ def test_a_damaged_catalog_is_refused_explained_and_recovered(tmp_path: Path, da
 
 def test_another_programs_database_is_reported_and_untouched(tmp_path: Path) -> None:
     other = tmp_path / "notes.db"
-    raw = sqlite3.connect(other)
-    raw.execute("CREATE TABLE notes (body TEXT)")
-    raw.commit()
-    raw.close()
-    before = other.read_bytes()
+    before = foreign_database(other)
     res = run("doctor", "--db", str(other), "--json")
     assert res.exit_code == 1 and json.loads(res.stdout)["catalog"]["owner"] == "foreign"
     res = run("doctor", "--db", str(other), "--recover", str(tmp_path / "out.db"))

@@ -157,7 +157,9 @@ def test_gallery_thumbnails_of_huge_images_share_the_budget(tmp_path: Path) -> N
         for t in threads:
             t.join(300)
         status = Path(f"/proc/{server.pid}/status").read_text()
-        peak_mb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) // 1024
+        peak_mb = (
+            int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) // 1024
+        )
     finally:
         server.terminate()
         server.wait(30)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
 from photosift.web import app as webapp
+from test_catalog import foreign_database
 from test_web import BASE, PORT, TOKEN, LiveServer, settings_for
 
 LABELS = [f"label {i}" for i in range(20)]
@@ -208,11 +208,7 @@ def test_head_is_answered_like_get(library) -> None:
 # -- items 5 and 6: a damaged or foreign catalog -----------------------------------------------------------------------
 def test_a_foreign_database_is_not_touched_by_the_gallery(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
-    raw = sqlite3.connect(other)
-    raw.execute("CREATE TABLE notes (body TEXT)")
-    raw.commit()
-    raw.close()
-    before = other.read_bytes()
+    before = foreign_database(other)
     with client_for(other) as c:
         r = c.get("/category/animals")
         assert r.status_code == 503 and "not a photosift catalog" in r.text
