@@ -5,9 +5,27 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DB := .demo/catalog.db
 
-.PHONY: install demo test lint bench browser clean
+.PHONY: install demo test lint bench browser web-assets clean
 
-install: $(STAMP)
+# ONNX Runtime Web for the browser (the gallery's "Classify here" page, `photosift webcheck`): from npm, pinned by
+# web-assets/package-lock.json (integrity hashes; `npm ci` refuses anything else), copied into the web package's
+# static files. Built, not committed; never loaded from a CDN.
+ORT_DIR := src/photosift/web/static/ort
+ORT_STAMP := $(ORT_DIR)/.installed-stamp
+ORT_FILES := ort.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm \
+	ort-wasm-simd-threaded.jsep.mjs ort-wasm-simd-threaded.jsep.wasm
+
+install: $(STAMP) web-assets
+
+web-assets: $(ORT_STAMP)
+
+$(ORT_STAMP): web-assets/package.json web-assets/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed for the browser assets (apt-get install npm)"; exit 1; }
+	cd web-assets && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@mkdir -p $(ORT_DIR)
+	cp $(addprefix web-assets/node_modules/onnxruntime-web/dist/,$(ORT_FILES)) $(ORT_DIR)/
+	cp web-assets/node_modules/onnxruntime-web/package.json $(ORT_DIR)/package.json
+	touch $(ORT_STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "photosift needs Python 3.11+")'
@@ -42,4 +60,4 @@ bench: install
 	$(BIN)/photosift bench
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache web-assets/node_modules $(ORT_DIR)
