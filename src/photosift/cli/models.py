@@ -361,7 +361,9 @@ def webcheck_cmd(
     ] = None,
     resampler: Annotated[
         Resampler,
-        typer.Option("--resampler", help="pillow: the page's Pillow-exact resize; canvas: the browser's own."),
+        typer.Option(
+            "--resampler", help="pillow: the page's Pillow-exact resize; canvas: the browser's own."
+        ),
     ] = Resampler.pillow,
     chromium: Annotated[
         Path | None, typer.Option("--chromium", help="Chromium executable (default: /usr/bin/chromium).")

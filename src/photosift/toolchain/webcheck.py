@@ -66,7 +66,9 @@ class UnsupportedModel(ToolchainError):
     def __init__(self, model: Path, ops: list[UnsupportedOp], found_by: str) -> None:
         self.model = model
         self.ops = ops
-        self.found_by = found_by  # "static" (the graph against the kernel list) or "session" (ORT Web said so)
+        self.found_by = (
+            found_by  # "static" (the graph against the kernel list) or "session" (ORT Web said so)
+        )
         shown = "; ".join(str(op) for op in ops[:8]) + (f"; and {len(ops) - 8} more" if len(ops) > 8 else "")
         super().__init__(f"{model}: ONNX Runtime Web (WASM) cannot run this model: {shown}")
 
@@ -367,11 +369,6 @@ _CLASSIFY = """async ({first, count, framing, resampler}) => {
 }"""
 
 
-def framing() -> dict[str, float]:
-    """The cut-out framing constants core.imaging uses, for the page (one source of truth)."""
-    return {"cutout_min_transparent": imaging.CUTOUT_MIN_TRANSPARENT, "cutout_margin": imaging.CUTOUT_MARGIN}
-
-
 @dataclass
 class _BrowserRun:
     results: list[dict[str, Any]]
@@ -410,7 +407,8 @@ def _run_in_browser(
         for first in range(0, len(photos), PHOTOS_PER_CALL):
             count = min(PHOTOS_PER_CALL, len(photos) - first)
             results += page.evaluate(
-                _CLASSIFY, {"first": first, "count": count, "framing": framing(), "resampler": resampler}
+                _CLASSIFY,
+                {"first": first, "count": count, "framing": imaging.cutout_framing(), "resampler": resampler},
             )
             progress(f"browser: {len(results)}/{len(photos)} photos")
     return _BrowserRun(
@@ -526,7 +524,6 @@ __all__ = [
     "UnsupportedOp",
     "WebcheckReport",
     "chromium_page",
-    "framing",
     "ort_web_dir",
     "unsupported_operators",
     "webcheck",

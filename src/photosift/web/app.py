@@ -33,7 +33,14 @@ import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
@@ -42,7 +49,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from photosift import services
 from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
-from photosift.core.errors import CatalogError, UnreadableImage
+from photosift.core.errors import CatalogError, ModelError, UnreadableImage
 from photosift.web import media
 from photosift.web.scan import PipelineFactory, ScanError, ScanManager
 
@@ -89,6 +96,24 @@ class GuardMiddleware:
         ),
     ]
 
+    # "Classify here" runs ONNX Runtime Web: compiling WebAssembly needs 'wasm-unsafe-eval' (not 'unsafe-eval'),
+    # the chosen photos are shown from blob: URLs, and WASM threads need SharedArrayBuffer, which only a
+    # cross-origin isolated page gets (COOP + COEP). Only that page and the runtime's own files get these.
+    ISOLATED_PREFIXES = ("/classify-here", "/static/ort/")
+    ISOLATED_HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (
+            b"content-security-policy",
+            b"default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+            b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"cross-origin-embedder-policy", b"require-corp"),
+        (b"cross-origin-resource-policy", b"same-origin"),
+    ]
+
     def __init__(self, app: ASGIApp, hosts: set[str]) -> None:
         self.app = app
         self.hosts = hosts
@@ -110,9 +135,11 @@ class GuardMiddleware:
             await send({"type": "http.response.body", "body": body})
             return
 
+        extra = self.ISOLATED_HEADERS if scope["path"].startswith(self.ISOLATED_PREFIXES) else self.HEADERS
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -407,6 +434,30 @@ def create_app(
     @app.get("/view/{photo_id}.jpg")
     async def view(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
         return await image(request, photo_id, media.VIEW)
+
+    # -- classify here: in the browser, nothing uploaded -----------------------------------------------------
+    @app.get("/classify-here", response_class=HTMLResponse)
+    def classify_here(request: Request) -> Response:
+        ready = (Path(str(package / "static")) / "ort" / "ort.min.mjs").is_file()
+        return page(request, "classify.html", model=settings.model, ready=ready)
+
+    @app.get("/classify-here/model.json")
+    def classify_here_model() -> Response:
+        try:
+            _, payload = services.page_classifier(settings)
+        except ModelError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return JSONResponse(payload, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/classify-here/model.onnx")
+    def classify_here_onnx() -> Response:
+        try:
+            path, _ = services.page_classifier(settings)
+        except ModelError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return FileResponse(
+            path, media_type="application/octet-stream", headers={"Cache-Control": "no-cache"}
+        )
 
     # -- scans ---------------------------------------------------------------------------------------------------
     @app.get("/scan", response_class=HTMLResponse)
