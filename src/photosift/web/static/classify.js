@@ -112,8 +112,13 @@ const FILTERS = {
 const PRECISION_BITS = 22;
 
 function coefficients(inSize, in0, in1, outSize, filter) {
-  const scale = (in1 - in0) / outSize;
+  // Pillow takes the box as C floats and computes the scale in float: round as it does, or fractional boxes
+  // land a level off.
+  in0 = Math.fround(in0);
+  in1 = Math.fround(in1);
+  const scale = Math.fround(in1 - in0) / outSize;
   const filterScale = Math.max(1, scale);
+  const ss = 1 / filterScale; // multiplied, not divided: the same float rounding as Resample.c
   const support = filter.support * filterScale;
   const ksize = Math.ceil(support) * 2 + 1;
   const bounds = new Int32Array(outSize * 2);
@@ -124,7 +129,7 @@ function coefficients(inSize, in0, in1, outSize, filter) {
     const xmin = Math.max(0, Math.trunc(center - support + 0.5));
     const xmax = Math.min(inSize, Math.trunc(center + support + 0.5)) - xmin;
     let total = 0;
-    for (let x = 0; x < xmax; x++) total += w[x] = filter.f((x + xmin - center + 0.5) / filterScale);
+    for (let x = 0; x < xmax; x++) total += w[x] = filter.f((x + xmin - center + 0.5) * ss);
     for (let x = 0; x < xmax; x++) {
       const v = total !== 0 ? w[x] / total : w[x];
       kk[xx * ksize + x] = Math.trunc(v < 0 ? -0.5 + v * (1 << PRECISION_BITS) : 0.5 + v * (1 << PRECISION_BITS));
