@@ -407,7 +407,7 @@ def _print_webcheck(r: Any) -> None:
             f"{_ci(r.ci95)}), top-5 containment {r.top5_containment:.1%}, max |Δlogit| {r.max_abs_diff:.3g}, "
             f"logit SQNR {_db(r.sqnr_db)}",
             f"in the browser {r.ms_per_photo:.0f} ms/photo (inference {r.ms_inference:.0f} ms); "
-            f"native {r.native_ms_per_photo:.0f} ms/photo",
+            f"native {r.native_ms_per_photo:.0f} ms/photo (inference {r.native_ms_inference:.0f} ms)",
         ]
     lines += [f"  {d['file']}: browser {d['browser']}, native {d['native']}" for d in r.disagreements[:10]]
     lines += [f"skipped {path}: {why}" for path, why in r.skipped]
