@@ -102,16 +102,16 @@ class UnsupportedOp:
 class WebcheckReport:
     model: str
     photos: int  # compared (decoded both natively and in the browser)
-    agreement: float | None  # top-1, browser vs native
-    ms_per_photo: float | None  # in the page: decode + preprocess + inference, after a warm-up
-    ms_inference: float | None  # of which the model run
-    native_ms_per_photo: float | None  # native ONNX Runtime, same files, same threads: decode + run
-    native_ms_inference: float | None  # of which the model run
     backend: str
     threads: int
     resampler: str
     cross_origin_isolated: bool
     ort_web_version: str
+    agreement: float | None = None  # top-1, browser vs native
+    ms_per_photo: float | None = None  # in the page: decode + preprocess + inference, after a warm-up
+    ms_inference: float | None = None  # of which the model run
+    native_ms_per_photo: float | None = None  # native ONNX Runtime, same files, same threads: decode + run
+    native_ms_inference: float | None = None  # of which the model run
     unsupported_ops: list[dict[str, Any]] = field(default_factory=list)
     disagreements: list[dict[str, Any]] = field(default_factory=list)
     top5_containment: float | None = None
@@ -474,27 +474,16 @@ def webcheck(
     t0 = time.perf_counter()
     native = run_logits(sess, card, x, batch=1)
     run_s = time.perf_counter() - t0
-    native_ms = 1000 * (decode_s + run_s) / len(kept)
 
     rows = [i for i, r in enumerate(run.results) if "error" not in r]
     skipped += [
         (str(kept[i]), f"browser: {r['error'][:200]}") for i, r in enumerate(run.results) if "error" in r
     ]
     report = WebcheckReport(
-        model=str(path),
-        photos=len(rows),
-        agreement=None,
-        ms_per_photo=None,
-        ms_inference=None,
-        native_ms_per_photo=round(native_ms, 1),
-        native_ms_inference=round(1000 * run_s / len(kept), 1),
-        backend=run.backend,
-        threads=run.threads,
-        resampler=resampler,
-        cross_origin_isolated=run.isolated,
-        ort_web_version=run.version,
-        skipped=skipped,
+        str(path), len(rows), run.backend, run.threads, resampler, run.isolated, run.version, skipped=skipped
     )
+    report.native_ms_per_photo = round(1000 * (decode_s + run_s) / len(kept), 1)
+    report.native_ms_inference = round(1000 * run_s / len(kept), 1)
     if not rows:
         return report
     got = np.asarray([run.results[i]["logits"] for i in rows], dtype=np.float32)

@@ -19,6 +19,7 @@ loop keeps serving pages and progress events while a scan runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import math
@@ -82,33 +83,29 @@ def allowed_hosts(host: str, port: int) -> set[str]:
     return hosts
 
 
-class GuardMiddleware:
-    """Rejects unexpected Host headers and adds security headers to every response (pure ASGI: no buffering)."""
-
-    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+def security_headers(img_src: str = "'self'", script_src: str = "'self'") -> list[tuple[bytes, bytes]]:
+    csp = (
+        f"default-src 'self'; img-src {img_src}; style-src 'self'; script-src {script_src}; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return [
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
         (b"referrer-policy", b"no-referrer"),
-        (
-            b"content-security-policy",
-            b"default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
-            b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        (b"content-security-policy", csp.encode()),
     ]
 
+
+class GuardMiddleware:
+    """Rejects unexpected Host headers and adds security headers to every response (pure ASGI: no buffering)."""
+
+    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = security_headers()
     # "Classify here" runs ONNX Runtime Web: compiling WebAssembly needs 'wasm-unsafe-eval' (not 'unsafe-eval'),
     # the chosen photos are shown from blob: URLs, and WASM threads need SharedArrayBuffer, which only a
     # cross-origin isolated page gets (COOP + COEP). Only that page and the runtime's own files get these.
     ISOLATED_PREFIXES = ("/classify-here", "/static/ort/")
     ISOLATED_HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
-        (b"x-content-type-options", b"nosniff"),
-        (b"x-frame-options", b"DENY"),
-        (b"referrer-policy", b"no-referrer"),
-        (
-            b"content-security-policy",
-            b"default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
-            b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        *security_headers("'self' blob:", "'self' 'wasm-unsafe-eval'"),
         (b"cross-origin-opener-policy", b"same-origin"),
         (b"cross-origin-embedder-policy", b"require-corp"),
         (b"cross-origin-resource-policy", b"same-origin"),
@@ -441,23 +438,22 @@ def create_app(
         ready = (Path(str(package / "static")) / "ort" / "ort.min.mjs").is_file()
         return page(request, "classify.html", model=settings.model, ready=ready)
 
-    @app.get("/classify-here/model.json")
-    def classify_here_model() -> Response:
+    @functools.cache
+    def page_model() -> tuple[Path, dict[str, Any]]:
+        # Resolving verifies the model's sha256 and reads its card: once per launch, not per request.
         try:
-            _, payload = services.page_classifier(settings)
+            return services.page_classifier(settings)
         except ModelError as exc:
             raise HTTPException(409, str(exc)) from None
-        return JSONResponse(payload, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/classify-here/model.json")
+    def classify_here_model() -> Response:
+        return JSONResponse(page_model()[1], headers={"Cache-Control": "no-cache"})
 
     @app.get("/classify-here/model.onnx")
     def classify_here_onnx() -> Response:
-        try:
-            path, _ = services.page_classifier(settings)
-        except ModelError as exc:
-            raise HTTPException(409, str(exc)) from None
-        return FileResponse(
-            path, media_type="application/octet-stream", headers={"Cache-Control": "no-cache"}
-        )
+        headers = {"Cache-Control": "no-cache"}
+        return FileResponse(page_model()[0], media_type="application/octet-stream", headers=headers)
 
     # -- scans ---------------------------------------------------------------------------------------------------
     @app.get("/scan", response_class=HTMLResponse)
