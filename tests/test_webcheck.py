@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from photosift.core import imaging
 from photosift.core.errors import ToolchainError
@@ -123,8 +123,9 @@ def test_ort_web_itself_refuses_what_the_static_check_refuses(tmp_path: Path) ->
 
 
 def make_variations(out: Path) -> Path:
-    """Each test photo as it is plus eight variations: 2.5x and 4x JPEGs (DCT-scaled decodes natively), an
-    EXIF-rotated copy, a mirrored crop, grayscale, rotated at low quality, a small PNG and a PNG cut-out."""
+    """Each test photo as it is plus twelve variations: 2.5x and 4x JPEGs (DCT-scaled decodes natively), an
+    EXIF-rotated copy, a mirrored crop, grayscale, rotated at low quality, a small PNG, a PNG cut-out, brighter,
+    tilted, WebP and zoomed in: 130 photos, so one disagreement is 0.8%."""
     out.mkdir(parents=True)
     for p in sorted(DATA.iterdir()):
         if p.suffix.lower() not in {".jpg", ".png"}:
@@ -146,6 +147,12 @@ def make_variations(out: Path) -> Path:
         cut = im.convert("RGBA")
         cut.putalpha(mask)
         cut.save(out / f"{s}-cutout.png")
+        ImageEnhance.Brightness(im).enhance(1.15).save(out / f"{s}-bright.jpg", quality=90)
+        im.rotate(7, resample=Image.Resampling.BICUBIC).save(out / f"{s}-tilt.jpg", quality=90)
+        im.save(out / f"{s}-webp.webp", quality=80)
+        im.crop((w * 3 // 20, h * 3 // 20, w * 17 // 20, h * 17 // 20)).save(
+            out / f"{s}-zoom.jpg", quality=92
+        )
     return out
 
 
@@ -195,7 +202,7 @@ def test_the_page_feeds_the_model_what_core_imaging_feeds_it(variations: Path) -
 @browser
 def test_fp32_agrees_with_native_on_real_and_varied_photos(variations: Path) -> None:
     r = wc.webcheck("efficientnet-lite0", variations)
-    assert r.photos == 90 and r.skipped == []
+    assert r.photos == 130 and r.skipped == []
     assert r.agreement is not None and r.agreement >= 0.99, r.disagreements
     assert r.top5_containment == 1.0 and r.max_abs_diff is not None and r.max_abs_diff < 0.5
     assert r.backend == "wasm" and r.cross_origin_isolated and r.ort_web_version == wc.ort_web_version()
@@ -205,11 +212,12 @@ def test_fp32_agrees_with_native_on_real_and_varied_photos(variations: Path) -> 
 @browser
 def test_int8_disagrees_only_on_near_ties(variations: Path) -> None:
     """ORT Web's INT8 kernels are not x86's: on identical inputs the logits differ by up to ~0.2, so photos
-    whose top two classes are within a few hundredths of a logit can flip (docs/WEB.md). Everything else agrees."""
+    whose top two classes are within a few hundredths of a logit can flip (measured: 2 of 130, both within 0.02;
+    docs/WEB.md). Everything else agrees."""
     r = wc.webcheck("efficientnet-lite0-int8", variations)
-    assert r.photos == 90 and r.agreement is not None and r.agreement >= 0.9
+    assert r.photos == 130 and r.agreement is not None and r.agreement >= 0.97
     assert r.top5_containment is not None and r.top5_containment >= 0.99
-    assert all(d["logit_gap_native"] < 0.1 for d in r.disagreements), r.disagreements
+    assert all(d["logit_gap_native"] < 0.05 for d in r.disagreements), r.disagreements
 
 
 @browser
