@@ -12,17 +12,17 @@ DEMO_DB := .demo/catalog.db
 # static files. Built, not committed; never loaded from a CDN.
 ORT_DIR := src/photosift/web/static/ort
 ORT_STAMP := $(ORT_DIR)/.installed-stamp
-ORT_FILES := ort.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm \
-	ort-wasm-simd-threaded.jsep.mjs ort-wasm-simd-threaded.jsep.wasm
+# The WASM-only bundle (14 MB); WebGPU would need the 28 MB JSEP build and is not used.
+ORT_FILES := ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
 
 install: $(STAMP) web-assets
 
 web-assets: $(ORT_STAMP)
 
-$(ORT_STAMP): web-assets/package.json web-assets/package-lock.json
+$(ORT_STAMP): web-assets/package.json web-assets/package-lock.json Makefile
 	@command -v npm >/dev/null 2>&1 || { echo "npm is needed for the browser assets (apt-get install npm)"; exit 1; }
 	cd web-assets && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
-	@mkdir -p $(ORT_DIR)
+	@rm -rf $(ORT_DIR) && mkdir -p $(ORT_DIR)
 	cp $(addprefix web-assets/node_modules/onnxruntime-web/dist/,$(ORT_FILES)) $(ORT_DIR)/
 	cp web-assets/node_modules/onnxruntime-web/package.json $(ORT_DIR)/package.json
 	touch $(ORT_STAMP)

@@ -23,7 +23,7 @@ from test_web import TOKEN, LiveServer, settings_for
 CHROMIUM = Path("/usr/bin/chromium")
 DATA = Path(__file__).parent / "data"
 PHOTOS = sorted(p for p in DATA.iterdir() if p.suffix.lower() in {".jpg", ".png"})
-ORT = Path(webapp.__file__).parent / "static" / "ort" / "ort.min.mjs"
+ORT = Path(webapp.__file__).parent / "static" / "ort" / "ort.wasm.min.mjs"
 
 
 def needs_browser(test: Any) -> Any:

@@ -93,7 +93,9 @@ def main() -> None:
                 if threads == args.threads[0]:
                     framing = imaging.cutout_framing()
                     for resampler in wc.RESAMPLERS:
-                        ms = page.evaluate(_PREPROCESS, {"runs": 5, "framing": framing, "resampler": resampler})
+                        ms = page.evaluate(
+                            _PREPROCESS, {"runs": 5, "framing": framing, "resampler": resampler}
+                        )
                         print(f"  12 MP JPEG decode+preprocess, page ({resampler}): {stats(ms)} ms")
                     nat = []
                     for _ in range(5):

@@ -51,7 +51,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 STATIC_DIR = Path(str(resources.files("photosift"))) / "web" / "static"
-ORT_FILES = ("ort.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 OPS_FILE = Path(__file__).with_name("ort_web_ops.json")
 RESAMPLERS = ("pillow", "canvas")
 PHOTOS_PER_CALL = 16  # photos per round trip into the page (bounded messages, steady progress)
@@ -396,6 +396,16 @@ def _run_in_browser(
     routes: dict[str, Path | bytes] = {"/": HARNESS, "/model.onnx": model}
     routes.update({f"/photo/{i}": data for i, data in enumerate(photos)})
     with _serve(routes) as url, chromium_page(chromium) as page:
+        blocked: list[str] = []
+
+        def only_this_server(route: Any) -> None:  # nothing the page asks for may leave the machine
+            if route.request.url.startswith(url + "/"):
+                route.continue_()
+            else:
+                blocked.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_this_server)
         page.goto(url + "/")
         page.wait_for_function("() => window.photosift !== undefined")
         info = page.evaluate(_LOAD, {"card": json.loads(card.to_json()), "threads": threads or 0})
@@ -415,6 +425,10 @@ def _run_in_browser(
                 {"first": first, "count": count, "framing": imaging.cutout_framing(), "resampler": resampler},
             )
             progress(f"browser: {len(results)}/{len(photos)} photos")
+        if blocked:
+            raise ToolchainError(
+                f"{model}: the page tried to reach {blocked[0]} (blocked; nothing may leave)"
+            )
     return _BrowserRun(
         results, info["backend"], int(info["threads"]), bool(info["isolated"]), info["version"]
     )

@@ -442,7 +442,7 @@ def create_app(
     # -- classify here: in the browser, nothing uploaded -----------------------------------------------------
     @app.get("/classify-here", response_class=HTMLResponse)
     def classify_here(request: Request) -> Response:
-        ready = (Path(str(package / "static")) / "ort" / "ort.min.mjs").is_file()
+        ready = (Path(str(package / "static")) / "ort" / "ort.wasm.min.mjs").is_file()
         return page(request, "classify.html", model=settings.model, ready=ready)
 
     @functools.cache

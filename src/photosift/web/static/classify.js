@@ -2,7 +2,7 @@
 // ONNX Runtime Web (WASM), and decide its album category the way album/rules.py does. Shared by the gallery's
 // "Classify here" page and `photosift webcheck`. Nothing leaves the page: the photo is read from a File/Blob,
 // drawn on an OffscreenCanvas and fed to the model in memory.
-import * as ort from "./ort/ort.min.mjs";
+import * as ort from "./ort/ort.wasm.min.mjs";
 
 export const ORT_VERSION = ort.env.versions?.web || "";
 
