@@ -64,6 +64,33 @@ class RecoveryReport:
         return asdict(self)
 
 
+@dataclass
+class DoctorReport:
+    """What ``photosift doctor`` found: the catalog's health, each model's file (``models``: name, origin,
+    path, file = verified | missing | changed | no file recorded), and a recovery when one was asked for.
+    ``problems`` make ``ok`` False; ``warnings`` do not (stored results stay usable)."""
+
+    health: CatalogHealth
+    models: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    recovery: RecoveryReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "catalog": self.health.to_dict(),
+            "models": self.models,
+            "problems": self.problems,
+            "warnings": self.warnings,
+            "recovery": self.recovery.to_dict() if self.recovery else None,
+        }
+
+
 def inspect_catalog(path: str | Path) -> CatalogHealth:
     """Check the catalog at ``path`` without changing it: owner, schema, full integrity, rows per table."""
     path = Path(path)

@@ -62,6 +62,11 @@ CUTOUT_MIN_TRANSPARENT = 0.05  # share of transparent pixels that makes a cut-ou
 CUTOUT_MARGIN = 0.06  # white margin around a framed cut-out, as a share of its longer side (each side)
 
 
+def cutout_framing() -> dict[str, float]:
+    """The cut-out constants, for the page that reproduces this module in JS (web/static/classify.js)."""
+    return {"cutout_min_transparent": CUTOUT_MIN_TRANSPARENT, "cutout_margin": CUTOUT_MARGIN}
+
+
 def _register_heif() -> None:
     global _heif_registered
     if not _heif_registered:
@@ -172,7 +177,7 @@ _malloc_trim: Any = None
 
 
 @contextmanager
-def _open_regular(path: str | Path, max_bytes: int) -> Iterator[tuple[IO[bytes], os.stat_result]]:
+def open_regular(path: str | Path, max_bytes: int) -> Iterator[tuple[IO[bytes], os.stat_result]]:
     """The open file and its fstat, refused unless it is a regular file within ``max_bytes``.
 
     O_NONBLOCK: opening a FIFO (swapped in after the scan, or named on purpose) returns at once instead of
@@ -224,7 +229,7 @@ def _read_all(f: IO[bytes], st: os.stat_result, path: str | Path, max_bytes: int
 
 def read_file(path: str | Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> ImageFile:
     """The bytes of a regular file of at most ``max_bytes``, with the fstat of the file they came from."""
-    with _open_regular(path, max_bytes) as (f, st):
+    with open_regular(path, max_bytes) as (f, st):
         return _read_all(f, st, path, max_bytes)
 
 
@@ -238,7 +243,7 @@ def read_for_decode(
 ) -> Iterator[ImageFile]:
     """Open, estimate, reserve, read: the file's bytes, with memory for them and for their decode at
     ``min_side`` reserved in ``budget`` until the block ends (decode and preprocess inside it)."""
-    with _open_regular(path, max_bytes) as (f, st):
+    with open_regular(path, max_bytes) as (f, st):
         cost = st.st_size + _header_cost(f, min_side)
         with budget.reserve(cost, path):
             f.seek(0)

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO
 
 from PIL import Image
 
@@ -100,6 +103,22 @@ def render(
             buf, format="JPEG", quality=rendition.quality, optimize=False, progressive=not rendition.cover
         )
         return buf.getvalue()
+
+
+def open_original(path: str, size: int, mtime_ns: int) -> IO[bytes]:
+    """The photo's file, open, when it is still the regular file the scan stored (its size and mtime); the
+    caller streams from this descriptor, so what is sent is what was checked. Raises UnreadableImage."""
+    with imaging.open_regular(path, max_bytes=2**63 - 1) as (f, st):
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+            raise StaleFile(path, "changed since it was scanned (scan its folder again)")
+        return os.fdopen(os.dup(f.fileno()), "rb")
+
+
+def chunks(f: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
+    """The file in ``size`` pieces, closed at the end (a download streams; nothing is held whole)."""
+    with f:
+        while piece := f.read(size):
+            yield piece
 
 
 class RenderCache:
