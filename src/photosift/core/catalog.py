@@ -382,15 +382,18 @@ class Catalog:
             legacy = self._check_ours()
             if verify:
                 self._check_damage()
+            version = self.schema_version()
+            if version > len(MIGRATIONS):
+                raise CatalogError(f"{self.path}: catalog was written by a newer photosift (schema {version})")
             if readonly:
-                if self.schema_version() < len(MIGRATIONS):
+                if version < len(MIGRATIONS):
                     raise CatalogError(
                         f"{self.path}: catalog needs an upgrade (open it once with photosift classify)"
                     )
             else:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
-                self._migrate(mark=legacy or self.schema_version() < len(MIGRATIONS))
+                self._migrate(mark=legacy or version < len(MIGRATIONS))
             self.db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
             raise self.error(exc) from None
