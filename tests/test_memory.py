@@ -1,67 +1,33 @@
 """Memory stays flat for any input: huge, sparse and oversized files, many large decodes at once, huge batches.
 
-Each case runs the real `photosift classify` in a subprocess and reads that process's peak RSS from the kernel
-(``ru_maxrss`` of a fresh wrapper's only child); nothing is timed.
+Each case runs the real `photosift classify` (or `serve`) in a subprocess and reads that process's peak RSS from
+the kernel (``VmHWM``, bench.suite.run_child_rusage); nothing is timed. tools/memory_peaks.py prints the same
+measurements as the table in docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+from photosift.bench.corpus import big_png
+from photosift.bench.suite import photosift_command, run_child_rusage
 
-PEAK_RSS = """
-import resource, subprocess, sys
-res = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-sys.stderr.write(res.stderr)
-sys.stdout.write(res.stdout)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, file=sys.stderr)
-sys.exit(res.returncode)
-"""
+pytestmark = pytest.mark.slow
 
 
 def classify_peak_mb(
     folder: Path, db: Path, *extra: str, env: dict[str, str] | None = None
 ) -> tuple[int, dict]:
     """Run `photosift classify FOLDER --json` and return (peak RSS in MB, its JSON summary)."""
-    cmd = [sys.executable, "-m", "photosift", "classify", str(folder), "--db", str(db), "--json", *extra]
-    res = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS, *cmd],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-    )
-    assert res.returncode == 0, res.stderr
-    assert "Traceback" not in res.stderr
-    return int(res.stderr.strip().splitlines()[-1]), json.loads(res.stdout)
-
-
-def big_png(path: Path, width: int, height: int, mode: str = "RGB") -> None:
-    """A valid PNG of width x height, written row by row (the test never holds the pixels)."""
-    channels, color_type = {"RGB": (3, 2), "RGBA": (4, 6)}[mode]
-    row = b"\x00" + bytes([200, 60, 30, 255][:channels]) * width
-    comp = zlib.compressobj(6)
-    with path.open("wb") as f:
-
-        def chunk(kind: bytes, body: bytes) -> None:
-            f.write(struct.pack(">I", len(body)) + kind + body)
-            f.write(struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
-
-        f.write(b"\x89PNG\r\n\x1a\n")
-        chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))
-        body = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
-        chunk(b"IDAT", body)
-        chunk(b"IEND", b"")
+    args = [*photosift_command(), "classify", str(folder), "--db", str(db), "--json", *extra]
+    _, _, peak, out = run_child_rusage(args, env)  # raises on a nonzero exit
+    return int(peak), json.loads(out)
 
 
 @pytest.fixture(scope="module")
