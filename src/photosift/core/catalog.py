@@ -384,7 +384,9 @@ class Catalog:
                 self._check_damage()
             version = self.schema_version()
             if version > len(MIGRATIONS):
-                raise CatalogError(f"{self.path}: catalog was written by a newer photosift (schema {version})")
+                raise CatalogError(
+                    f"{self.path}: catalog was written by a newer photosift (schema {version})"
+                )
             if readonly:
                 if version < len(MIGRATIONS):
                     raise CatalogError(
