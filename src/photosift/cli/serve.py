@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 
 from photosift.cli.app import app
-from photosift.cli.common import DbOpt, JsonOpt, console, errors_to_exit, fail, settings
+from photosift.cli.common import (
+    DbOpt,
+    EngineOpt,
+    JsonOpt,
+    RayAddressOpt,
+    console,
+    engine_settings,
+    errors_to_exit,
+    fail,
+    settings,
+)
 
 
 @app.command()
@@ -17,6 +27,8 @@ def serve(
     db: DbOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; keep 127.0.0.1.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Browse, search and correct the catalog, and run scans, in a local web gallery."""
     try:
@@ -33,7 +45,7 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     err.print(f"photosift gallery on http://{shown}:{port}/ (Ctrl-C to stop)", markup=False)
     with errors_to_exit():
-        run_server(settings(db), host=host, port=port)
+        run_server(settings(db, **engine_settings(engine, ray_address)), host=host, port=port)
 
 
 @app.command()
