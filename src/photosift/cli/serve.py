@@ -11,6 +11,7 @@ import typer
 from photosift.cli.app import app
 from photosift.cli.common import (
     DbOpt,
+    Engine,
     EngineOpt,
     JsonOpt,
     RayAddressOpt,
@@ -71,6 +72,11 @@ def bench(
     settle: Annotated[
         float, typer.Option("--settle", min=0, help="Per stage, wait up to S seconds for a quiet machine.")
     ] = 0.0,
+    engine: Annotated[
+        Engine,
+        typer.Option("--engine", help="ray: also the local and ray engines, interleaved, and the driver."),
+    ] = Engine.local,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="With --engine ray: runs per engine.")] = 3,
 ) -> None:
     """Measure decode, inference, the pipeline and the naive loop on one corpus; report the limit."""
     from photosift.bench import suite as b
@@ -81,11 +87,18 @@ def bench(
         print(json.dumps({"folder": str(make_corpus), "files": len(made)}) if as_json else make_corpus)
         return
     opts = b.BenchOptions(
-        images=images, model=model, workroot=workroot, corpus_count=count, scale=scale, settle_s=settle
+        images=images,
+        model=model,
+        workroot=workroot,
+        corpus_count=count,
+        scale=scale,
+        settle_s=settle,
+        engine=engine.value,
+        engine_rounds=rounds,
     )
     if quick:
         opts.infer_photos, opts.naive_limit, opts.torch, opts.cli = 8, 2, False, False
-        opts.memory_count, opts.rescan_count = 20, 200
+        opts.memory_count, opts.rescan_count, opts.write_rows = 20, 200, 200
     err = console(stderr=True)
     with errors_to_exit():
         report = b.run_bench(opts, log=(lambda s: None) if as_json else (lambda s: err.print(f"· {s}")))

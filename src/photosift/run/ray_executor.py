@@ -62,8 +62,11 @@ from photosift.run.stages import Categorizer, PeopleDetector, Processed, Stages,
 log = logging.getLogger("photosift")
 
 # Files per input block: a decode task takes one block (~4 inference batches, a few seconds of decoding), which
-# keeps the tail of a run short and a retried task cheap, without millions of tiny blocks.
+# keeps the tail of a run short and a retried task cheap. The driver puts every block in the object store before
+# the job starts (~1.3 ms each, measured), so a huge library gets bigger blocks instead of more: 10M files
+# make 10,000 blocks of 1,000 files (~13 s on the driver, ~1 min of decoding per task).
 BATCHES_PER_BLOCK = 4
+MAX_INPUT_BLOCKS = 10_000
 # Per photo, decoding (with face detection) costs 3-5× the inference core-ms: an actor per 4 CPUs at most.
 CPU_SHARE_OF_DECODING = 4
 
@@ -192,6 +195,10 @@ def _pickled(objs: list[Any]) -> np.ndarray:
 
 
 # -- the driver side ---------------------------------------------------------------------------------------------
+def input_blocks(files: int, batch_size: int) -> int:
+    return max(1, min(MAX_INPUT_BLOCKS, math.ceil(files / (batch_size * BATCHES_PER_BLOCK))))
+
+
 def import_ray(local: bool) -> Any:
     """Ray, or a one-line error naming the extra. ``local``: a local instance will be started, so Ray must keep
     it on the loopback interface (its default binds every interface and connects through the host's address)."""
@@ -320,8 +327,7 @@ class RayExecutor:
 
         hashes = known if isinstance(known, KnownHashes) else KnownHashes.of(known)  # type: ignore[arg-type]
         rows = [{"path": e.path, "size": e.size, "mtime_ns": e.mtime_ns} for e in work]
-        blocks = max(1, math.ceil(len(rows) / (self.batch_size * BATCHES_PER_BLOCK)))
-        ds = ray.data.from_items(rows, override_num_blocks=blocks)
+        ds = ray.data.from_items(rows, override_num_blocks=input_blocks(len(rows), self.batch_size))
         ds = ds.map_batches(
             decode_block,
             batch_size=self.batch_size,
