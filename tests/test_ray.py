@@ -240,3 +240,24 @@ def test_cli_ray_engine_starts_and_stops_its_own_instance(library: Path, tmp_pat
     assert any(n.startswith("engine: ray on a local Ray instance") for n in summary["notes"])
     assert "Traceback" not in res.stderr
     assert _ray_servers() <= before  # the instance it started is gone
+
+
+@needs_ray
+@pytest.mark.slow
+def test_web_scan_runs_on_the_engine_the_settings_choose(
+    local_ray: Any, library: Path, reference: dict[str, tuple[Any, ...]], tmp_path: Path
+) -> None:
+    import time
+
+    from photosift.web.scan import ScanManager
+
+    manager = ScanManager(_settings(tmp_path, "web.db", engine="ray", ray_workers=1, cpus_per_worker=0.5))
+    manager.start(str(library))
+    deadline = time.monotonic() + 240
+    while manager.snapshot().active and time.monotonic() < deadline:
+        time.sleep(0.2)
+    state = manager.snapshot()
+    manager.shutdown()
+    assert state.state == "done", state.message
+    assert (state.classified, state.errors) == (len(reference) - 2, 1)
+    _same(tmp_path / "web.db", reference)

@@ -98,7 +98,7 @@ def bench(
     )
     if quick:
         opts.infer_photos, opts.naive_limit, opts.torch, opts.cli = 8, 2, False, False
-        opts.memory_count, opts.rescan_count, opts.write_rows = 20, 200, 200
+        opts.memory_count, opts.rescan_count = 20, 200
     err = console(stderr=True)
     with errors_to_exit():
         report = b.run_bench(opts, log=(lambda s: None) if as_json else (lambda s: err.print(f"· {s}")))
