@@ -39,6 +39,8 @@ def test_known_hashes_finds_exactly_the_known_digests() -> None:
     assert len(known) == 4 and all(d in known for d in digests)
     assert "00" * 32 not in known and "ff" * 32 not in known and f"{18:02x}" * 32 not in known
     assert "11" * 32 not in KnownHashes.of([])
+    # Anything that is not a sha256 in hex is never a file's content hash (nor a reason to fail).
+    assert len(KnownHashes.of(["bench0001", "zz" * 32, digests[0]])) == 1 and "bench0001" not in known
 
 
 def test_a_workers_photosift_error_comes_back_as_its_own_line() -> None:

@@ -134,18 +134,28 @@ class KnownHashes(Container[str]):
 
     @classmethod
     def of(cls, hashes: Iterable[str]) -> KnownHashes:
-        raw = sorted(bytes.fromhex(h) for h in hashes)
+        raw = sorted(d for d in map(_digest, hashes) if d is not None)
         return cls(np.array(raw, dtype="S32") if raw else np.empty(0, dtype="S32"))
 
     def __contains__(self, content_hash: object) -> bool:
-        if not isinstance(content_hash, str) or len(self.digests) == 0:
+        key = _digest(content_hash)
+        if key is None or len(self.digests) == 0:
             return False
-        key = np.bytes_(bytes.fromhex(content_hash))
-        i = int(np.searchsorted(self.digests, key))
+        i = int(np.searchsorted(self.digests, np.bytes_(key)))
         return i < len(self.digests) and self.digests[i] == key
 
     def __len__(self) -> int:
         return len(self.digests)
+
+
+def _digest(content_hash: object) -> bytes | None:
+    """The raw sha256 of a hex content hash; None for anything else (it cannot be a file's content hash)."""
+    if not isinstance(content_hash, str) or len(content_hash) != 64:
+        return None
+    try:
+        return bytes.fromhex(content_hash)
+    except ValueError:
+        return None
 
 
 # -- what runs on the workers ------------------------------------------------------------------------------------
