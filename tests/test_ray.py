@@ -228,20 +228,64 @@ def _ray_servers() -> set[int]:
     return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in ("gcs_server", "raylet")}
 
 
+def _crops(folder: Path, data_dir: Path, n: int) -> Path:
+    """n distinct photos (crops of the test photos: different content hashes)."""
+    from PIL import Image
+
+    folder.mkdir()
+    jpegs = sorted(data_dir.glob("*.jpg"))
+    for i in range(n):
+        with Image.open(jpegs[i % len(jpegs)]) as im:
+            k = 1 + i // len(jpegs)
+            im.convert("RGB").crop((k, k, im.width - k, im.height - k)).save(
+                folder / f"img{i:03d}.jpg", quality=85
+            )
+    return folder
+
+
+def _stored_rows(db: Path, proc: subprocess.Popen[str], rows: int, timeout: float = 180) -> int:
+    import sqlite3
+    import time
+
+    deadline, stored = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline and proc.poll() is None and stored < rows:
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=1) as c:
+                    stored = c.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+            except sqlite3.OperationalError:
+                stored = 0  # tables not created yet
+        time.sleep(0.02)
+    return stored
+
+
 @needs_ray
 @pytest.mark.slow
-def test_cli_ray_engine_starts_and_stops_its_own_instance(library: Path, tmp_path: Path) -> None:
+def test_cli_ctrl_c_stops_the_job_and_a_rerun_finishes(tmp_path: Path, data_dir: Path) -> None:
+    """The CLI starts and stops its own local instance. Ctrl-C in a terminal signals the whole process group,
+    Ray's processes included: the run still stops cleanly, keeps its commits, and leaves no Ray process."""
+    n = 60
+    corpus, db = _crops(tmp_path / "many", data_dir, n), tmp_path / "cli.db"
     before = _ray_servers()
-    db = tmp_path / "cli.db"
-    cmd = [sys.executable, "-m", "photosift", "classify", str(library), "--db", str(db), "--engine", "ray",
-           "--workers", "1", "--cpus-per-worker", "0.5", "--no-people", "--json"]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "photosift", "classify", str(corpus), "--db", str(db), "--engine", "ray",
+           "--workers", "1", "--cpus-per-worker", "0.5", "--batch-size", "2", "--no-people"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert _stored_rows(db, proc, 4) >= 4
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in out + err and "interrupted" in out
+    with Catalog(db, readonly=True) as cat:
+        kept = len(cat.results())
+    assert 4 <= kept < n
+    res = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads(res.stdout)  # stdout holds the summary and nothing else
-    assert (summary["classified"], summary["errors"]) == (len(list(library.iterdir())) - 1, 1)
-    assert any(n.startswith("engine: ray on a local Ray instance") for n in summary["notes"])
-    assert "Traceback" not in res.stderr
-    assert _ray_servers() <= before  # the instance it started is gone
+    assert (summary["unchanged"], summary["classified"], summary["errors"]) == (kept, n - kept, 0)
+    assert any(note.startswith("engine: ray on a local Ray instance") for note in summary["notes"])
+    assert _ray_servers() <= before  # the instances it started are gone
 
 
 @needs_ray
