@@ -153,6 +153,27 @@ def classify(
         pipeline.catalog.close()
 
 
+def page_classifier(settings: Settings) -> tuple[Path, dict[str, Any]]:
+    """The model file and what a web page needs to classify with it in the browser (the gallery's "Classify
+    here"): its card, the rules for its labels as data, the cut-out framing constants."""
+    from photosift.album.rules import page_rules
+    from photosift.core.imaging import cutout_framing
+    from photosift.models.registry import resolve_model
+
+    model = resolve_model(settings.model, settings.data_dir)
+    card = model.card
+    if card.task != "classify":
+        raise ModelError(f"{model.path}: an embedding model has no labels to show (set PHOTOSIFT_MODEL)")
+    payload = {
+        "name": model.name,
+        "sha256": model.sha256,
+        "card": card.model_dump(mode="json"),
+        "rules": page_rules(rules_for(settings)(card.labels)),
+        "framing": cutout_framing(),
+    }
+    return model.path, payload
+
+
 # -- the catalog -----------------------------------------------------------------------------------------------
 
 
@@ -516,6 +537,7 @@ __all__ = [
     "duplicates",
     "eval_categorize",
     "known_categories",
+    "page_classifier",
     "photo_by_path",
     "ray_executor",
     "recategorize",

@@ -19,6 +19,7 @@ loop keeps serving pages and progress events while a scan runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import secrets
@@ -32,7 +33,14 @@ import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
@@ -41,7 +49,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from photosift import services
 from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
-from photosift.core.errors import CatalogError, UnreadableImage
+from photosift.core.errors import CatalogError, ModelError, UnreadableImage
 from photosift.web import finding, media
 from photosift.web.scan import PipelineFactory, ScanError, ScanManager
 
@@ -74,18 +82,32 @@ def allowed_hosts(host: str, port: int) -> set[str]:
     return hosts
 
 
-class GuardMiddleware:
-    """Rejects unexpected Host headers and adds security headers to every response (pure ASGI: no buffering)."""
-
-    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+def security_headers(img_src: str = "'self'", script_src: str = "'self'") -> list[tuple[bytes, bytes]]:
+    csp = (
+        f"default-src 'self'; img-src {img_src}; style-src 'self'; script-src {script_src}; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return [
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
         (b"referrer-policy", b"no-referrer"),
-        (
-            b"content-security-policy",
-            b"default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
-            b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        (b"content-security-policy", csp.encode()),
+    ]
+
+
+class GuardMiddleware:
+    """Rejects unexpected Host headers and adds security headers to every response (pure ASGI: no buffering)."""
+
+    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = security_headers()
+    # "Classify here" runs ONNX Runtime Web: compiling WebAssembly needs 'wasm-unsafe-eval' (not 'unsafe-eval'),
+    # the chosen photos are shown from blob: URLs, and WASM threads need SharedArrayBuffer, which only a
+    # cross-origin isolated page gets (COOP + COEP). Only that page and the runtime's own files get these.
+    ISOLATED_PREFIXES = ("/classify-here", "/static/ort/")
+    ISOLATED_HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+        *security_headers("'self' blob:", "'self' 'wasm-unsafe-eval'"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"cross-origin-embedder-policy", b"require-corp"),
+        (b"cross-origin-resource-policy", b"same-origin"),
     ]
 
     def __init__(self, app: ASGIApp, hosts: set[str]) -> None:
@@ -109,9 +131,11 @@ class GuardMiddleware:
             await send({"type": "http.response.body", "body": body})
             return
 
+        extra = self.ISOLATED_HEADERS if scope["path"].startswith(self.ISOLATED_PREFIXES) else self.HEADERS
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -414,6 +438,29 @@ def create_app(
     @app.get("/view/{photo_id}.jpg")
     async def view(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
         return await image(request, photo_id, media.VIEW)
+
+    # -- classify here: in the browser, nothing uploaded -----------------------------------------------------
+    @app.get("/classify-here", response_class=HTMLResponse)
+    def classify_here(request: Request) -> Response:
+        ready = (Path(str(package / "static")) / "ort" / "ort.wasm.min.mjs").is_file()
+        return page(request, "classify.html", model=settings.model, ready=ready)
+
+    @functools.cache
+    def page_model() -> tuple[Path, dict[str, Any]]:
+        # Resolving verifies the model's sha256 and reads its card: once per launch, not per request.
+        try:
+            return services.page_classifier(settings)
+        except ModelError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.get("/classify-here/model.json")
+    def classify_here_model() -> Response:
+        return JSONResponse(page_model()[1], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/classify-here/model.onnx")
+    def classify_here_onnx() -> Response:
+        headers = {"Cache-Control": "no-cache"}
+        return FileResponse(page_model()[0], media_type="application/octet-stream", headers=headers)
 
     # -- scans ---------------------------------------------------------------------------------------------------
     @app.get("/scan", response_class=HTMLResponse)
