@@ -166,6 +166,18 @@ def test_ray_engine_stores_what_the_local_engine_stores(
     assert (again.classified, again.reused, again.unchanged) == (0, 1, len(reference) - 1)
 
 
+@needs_ray
+@pytest.mark.slow
+def test_a_worker_no_node_can_hold_is_refused_in_one_line(
+    local_ray: Any, library: Path, tmp_path: Path
+) -> None:
+    if local_ray.cluster_resources().get("GPU", 0) >= 1:
+        pytest.skip("this machine has a GPU")
+    settings = _settings(tmp_path, "gpu.db", engine="ray", ray_workers=1, gpus_per_worker=1.0)
+    with pytest.raises(ClusterError, match=r"no node of the local Ray instance has 1 CPU and 1 GPU"):
+        _classify(settings, library)
+
+
 def _kill_an_inference_actor() -> int:
     """SIGKILL the process of a running inference actor (what the OOM killer or a lost node does; Ray then
     restarts the actor and retries its batch). Returns the pid killed."""

@@ -260,6 +260,9 @@ def connect(address: str | None, *, cpus: int | None = None, object_store_mb: in
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI draws its own
     ctx.print_on_execution_start = False
+    ctx.wait_for_min_actors_s = (
+        600  # inference workers no node can hold: an error after 10 minutes, not a hang
+    )
     return ray
 
 
@@ -295,6 +298,7 @@ class RayExecutor:
         _ENDING.clear()
         batches: Any = None
         try:
+            self._check_fits(ray)
             dataset = self.dataset(ray, items, known)
             batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
             for batch in batches:
@@ -319,6 +323,29 @@ class RayExecutor:
             return ray, False  # the caller's instance (a notebook, the tests): use it, leave it running
         cpus = self.local_cpus or (os.cpu_count() or 1) + math.ceil(self.pool_cpus())
         return connect(self.address, cpus=cpus, object_store_mb=self.object_store_mb), True
+
+    def _check_fits(self, ray: Any) -> None:
+        """An inference worker that no node can hold would wait for one forever. A local instance will never
+        grow: refuse at once. A cluster may add nodes on demand (its autoscaler): say so, and Ray Data gives up
+        if none has come after ``wait_for_min_actors_s`` (set by :func:`connect`)."""
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if any(
+            r.get("CPU", 0) >= self.cpus_per_worker and r.get("GPU", 0) >= self.gpus_per_worker for r in nodes
+        ):
+            return
+        need = f"{self.cpus_per_worker:g} CPU" + (
+            f" and {self.gpus_per_worker:g} GPU" if self.gpus_per_worker else ""
+        )
+        have = ", ".join(f"{r.get('CPU', 0):g} CPU/{r.get('GPU', 0):g} GPU" for r in nodes) or "no node"
+        if self.address is None:
+            raise ClusterError(
+                f"no node of the local Ray instance has {need} for an inference worker ({have})"
+            )
+        log.warning(
+            "ray: no node has %s for an inference worker yet (%s); waiting for the cluster to add one",
+            need,
+            have,
+        )
 
     def describe(self) -> str:
         """One line for the run's notes: where it runs and with what."""
