@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     def _provider_lowercase(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
+    # Where classify runs: "local" (this process's threads) or "ray" (Ray Data; the cluster extra).
+    engine: Literal["local", "ray"] = "local"
+    # A running Ray cluster (`ray://HEAD:10001`, `HEAD:6379`, `auto`); None: a local instance for each run.
+    ray_address: str | None = None
+    # Inference actors on the ray engine; None: from 1 up to what the cluster's CPUs (or GPUs) allow.
+    ray_workers: int | None = Field(default=None, ge=1, le=100_000)
+    # What each inference actor reserves; its ONNX Runtime session gets that many intra-op threads.
+    cpus_per_worker: float = Field(default=1.0, gt=0, le=1024)
+    gpus_per_worker: float = Field(default=0.0, ge=0, le=64)
+
     @property
     def db_path(self) -> Path:
         return self.db if self.db is not None else self.data_dir / "catalog.db"
