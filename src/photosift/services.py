@@ -1,4 +1,4 @@
-"""What the CLI and the web gallery call: classify, results, correct, recategorize, known categories, eval.
+"""What the CLI and the web gallery call: classify, results, correct, recategorize, doctor, known categories, eval.
 
 Each service takes :class:`~photosift.core.config.Settings` (read once at the edge) and plain arguments, builds
 what it needs from the layers below (catalog, models, album, run), and returns data; it never prints and never
@@ -8,6 +8,7 @@ turn into messages. Nothing here imports ONNX Runtime until a service needs a mo
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -20,15 +21,19 @@ import numpy as np
 
 from photosift.album.rules import Rules, check_category, rules_for_model
 from photosift.core.catalog import Catalog, ResultRow
+from photosift.core.catalog_health import DoctorReport, inspect_catalog, recover_catalog
 from photosift.core.config import Settings
 from photosift.core.errors import CatalogError, ModelError, PhotosiftError
+from photosift.core.scanner import path_text
 
 if TYPE_CHECKING:
-    from photosift.album.decisions import CorrectionReport, RecategorizeReport, RulesFor
+    from photosift.album.decisions import AlbumClassifier, CorrectionReport, RecategorizeReport, RulesFor
+    from photosift.album.people import PeopleDetector
     from photosift.find.library import Finder
     from photosift.find.query import Query
     from photosift.models.session import OrtEngine
     from photosift.run.driver import Pipeline, Progress, RunSummary
+    from photosift.run.ray_executor import RayExecutor
 
 log = logging.getLogger("photosift")
 
@@ -43,7 +48,7 @@ def rules_for(settings: Settings) -> RulesFor:
 
 
 def open_catalog(settings: Settings, *, readonly: bool = False, create: bool = True) -> Catalog:
-    return Catalog(settings.db_path, readonly=readonly, create=create)
+    return Catalog(settings.db_path, readonly=readonly, create=create, busy_timeout=settings.busy_timeout_s)
 
 
 # -- classify ------------------------------------------------------------------------------------------------
@@ -58,8 +63,18 @@ def build_engine(settings: Settings) -> OrtEngine:
     return OrtEngine(model, provider=settings.provider, cache_dir=str(cache))
 
 
+@functools.cache
+def shared_people_detector() -> PeopleDetector:
+    """One face detector per process, shared by its decode threads. A module-level function, so a cluster
+    worker gets it by name (pickled by reference) and builds its own."""
+    from photosift.album.people import PeopleDetector
+
+    return PeopleDetector()
+
+
 def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeline:
-    """The engine, the album classifier for its labels, the face detector when categories need faces."""
+    """The engine, the album classifier for its labels, the face detector when categories need faces, and the
+    executor the settings choose (threads here, or Ray Data)."""
     from photosift.album.decisions import AlbumClassifier
     from photosift.run.driver import ClassifyOptions, Pipeline
 
@@ -73,19 +88,62 @@ def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeli
     people = None
     if settings.people and album is not None and album.needs_people:
         try:
-            from photosift.album.people import PeopleDetector
-
-            detector = PeopleDetector()
-            people = lambda: detector  # noqa: E731 - one detector shared by the decode threads
+            shared_people_detector()
+            people = shared_people_detector
         except ModelError as exc:
             notes.append(f"faces not detected: {exc}")
             log.warning(notes[-1])
+    gpu_decode = settings.gpu_decode
+    executor = None
+    if settings.engine == "ray":
+        executor = ray_executor(settings, engine, album, people)
+        notes.append(executor.describe())
+        if gpu_decode:
+            notes.append("--gpu-decode is for the local engine; the ray engine decodes on the workers' CPUs")
+            gpu_decode = False
     options = ClassifyOptions(
-        batch_size=settings.batch_size, workers=settings.workers, gpu_decode=settings.gpu_decode
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+        gpu_decode=gpu_decode,
+        max_file_bytes=settings.max_file_mb * 2**20,
+        decode_memory=settings.decode_memory_mb * 2**20,
     )
-    pipeline = Pipeline(engine, catalog, categorizer=album, people=people, options=options)
+    pipeline = Pipeline(engine, catalog, categorizer=album, people=people, options=options, executor=executor)
     pipeline.notes = notes
     return pipeline
+
+
+def ray_executor(
+    settings: Settings,
+    engine: OrtEngine,
+    album: AlbumClassifier | None,
+    people: Callable[[], PeopleDetector] | None,
+) -> RayExecutor:
+    """The Ray Data executor for these settings; its workers rebuild the driver's stages from a picklable spec
+    (the model by path and sha256, its card, this album classifier, the face detector's factory)."""
+    from photosift.run.ray_executor import RayExecutor, WorkerSpec
+
+    threads = max(1, round(settings.cpus_per_worker))
+    spec = WorkerSpec(
+        model_name=engine.model.name,
+        model_path=str(engine.model.path),
+        model_sha256=engine.model.sha256,
+        card=engine.card,
+        provider=settings.provider,
+        intra_op_threads=threads,
+        categorizer=album,
+        people=people,
+        max_file_bytes=settings.max_file_mb * 2**20,
+        decode_memory=settings.decode_memory_mb * 2**20,
+    )
+    return RayExecutor(
+        spec,
+        address=settings.ray_address,
+        workers=settings.ray_workers,
+        cpus_per_worker=settings.cpus_per_worker,
+        gpus_per_worker=settings.gpus_per_worker,
+        batch_size=settings.batch_size,
+    )
 
 
 def classify(
@@ -103,6 +161,27 @@ def classify(
         return pipeline.run([str(p) for p in paths], on_progress=on_progress, cancel=cancel)
     finally:
         pipeline.catalog.close()
+
+
+def page_classifier(settings: Settings) -> tuple[Path, dict[str, Any]]:
+    """The model file and what a web page needs to classify with it in the browser (the gallery's "Classify
+    here"): its card, the rules for its labels as data, the cut-out framing constants."""
+    from photosift.album.rules import page_rules
+    from photosift.core.imaging import cutout_framing
+    from photosift.models.registry import resolve_model
+
+    model = resolve_model(settings.model, settings.data_dir)
+    card = model.card
+    if card.task != "classify":
+        raise ModelError(f"{model.path}: an embedding model has no labels to show (set PHOTOSIFT_MODEL)")
+    payload = {
+        "name": model.name,
+        "sha256": model.sha256,
+        "card": card.model_dump(mode="json"),
+        "rules": page_rules(rules_for(settings)(card.labels)),
+        "framing": cutout_framing(),
+    }
+    return model.path, payload
 
 
 # -- the catalog -----------------------------------------------------------------------------------------------
@@ -209,6 +288,22 @@ class NotInCatalog(CatalogError):
     """A path the user named is not in the catalog."""
 
 
+# -- doctor --------------------------------------------------------------------------------------------------------
+
+
+def doctor(settings: Settings, recover_to: Path | None = None) -> DoctorReport:
+    """Check the catalog (integrity, schema, whose file it is, rows) and the models (present, sha256 verified);
+    with ``recover_to``, copy every readable row into a new catalog there. Changes nothing else."""
+    from photosift.models.registry import verify_models
+
+    health = inspect_catalog(settings.db_path)
+    models, problems, warnings = verify_models(settings.data_dir, health.models)
+    report = DoctorReport(health, models, [*health.problems, *problems], warnings)
+    if recover_to is not None:
+        report.recovery = recover_catalog(settings.db_path, recover_to)
+    return report
+
+
 # -- finding photos ---------------------------------------------------------------------------------------------
 
 
@@ -245,14 +340,15 @@ class DuplicateGroup:
     keeper_reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        shown = [path_text(r.path)[0] for r in self.rows]  # valid text for JSON, CSV and tables, any name
         return {
-            "paths": [r.path for r in self.rows],
+            "paths": shown,
             "similarity": self.similarity,
-            "keeper": self.rows[0].path,
+            "keeper": shown[0],
             "keeper_reason": self.keeper_reason,
             "photos": [
                 {
-                    "path": r.path,
+                    "path": path_text(r.path)[0],
                     "size": r.size,
                     "width": r.width,
                     "height": r.height,
@@ -457,6 +553,7 @@ def eval_categorize(
 
 
 __all__ = [
+    "DoctorReport",
     "DuplicateGroup",
     "FindError",
     "Found",
@@ -471,16 +568,20 @@ __all__ = [
     "correct",
     "correct_hash",
     "correct_many",
+    "doctor",
     "duplicates",
     "eval_categorize",
     "known_categories",
+    "page_classifier",
     "photo_by_path",
+    "ray_executor",
     "recategorize",
     "results",
     "rules_for",
     "search",
     "search_ids",
     "set_hidden",
+    "shared_people_detector",
     "similar",
     "warm_finding",
 ]

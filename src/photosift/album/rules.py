@@ -129,6 +129,20 @@ def check_category(name: str, known: Sequence[str]) -> str:
     raise UnknownCategory(f"unknown category {name!r} (known: {', '.join(known)}){hint}")
 
 
+MAX_CATEGORY_NAME = 64
+
+
+def check_category_name(name: str) -> str:
+    """``name`` if it can be a new user category: one line of 1-64 printable characters, not blank (it is shown
+    in tables, menus and CSV, and typed back as --category); else an UnknownCategory saying why."""
+    if not name.strip() or len(name) > MAX_CATEGORY_NAME or not name.isprintable():
+        raise UnknownCategory(
+            f"invalid category name {name!r}: a category name is one line of 1-{MAX_CATEGORY_NAME} printable "
+            "characters"
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class CategoryResult:
     """``score``: the category's share of the weighted probability mass (0-1). For a photo that is "other" because
@@ -618,6 +632,24 @@ class Categorizer:
             return None
         g = int(groups[np.argmax(fine_mass[groups])])
         return r.fine_labels[g] if fine_mass[g] >= 0.5 * total else None
+
+
+def page_rules(rules: Rules) -> dict[str, Any]:
+    """What a web page needs to decide categories as :class:`Categorizer` does from a softmax alone (the same few
+    lines of maths live in web/static/classify.js); faces and the abstract-art head cannot run there."""
+    return {
+        "source": rules.source,
+        "categories": list(rules.categories),
+        "other": rules.categories.index(OTHER),
+        "class_category": rules.class_category.tolist(),
+        "class_fine": rules.class_fine.tolist(),
+        "fine_labels": list(rules.fine_labels),
+        "weights": [rules.weights.get(c, 1.0) for c in rules.categories],
+        "prior_floor": rules.prior_floor,
+        "prior_correction": rules.prior_correction,
+        "min_confidence": rules.min_confidence,
+        "temperature": rules.temperature,
+    }
 
 
 def category_mass(probs: np.ndarray | TopK, rules: Rules | None = None) -> np.ndarray:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -207,6 +209,25 @@ def make_many_small(out: str | Path, count: int, variants: int = 16) -> Path:
         (folder / f"small_{i:06d}.jpg").write_bytes(with_comment(bases[i % variants], b"%d" % i))
     marker.touch()
     return out
+
+
+def big_png(path: Path, width: int, height: int, mode: str = "RGB") -> Path:
+    """A valid PNG of ``width`` x ``height`` (one flat colour, so a few hundred KB for 169 MP), written row by row:
+    the memory tests' huge image, made without ever holding its pixels."""
+    channels, color_type = {"RGB": (3, 2), "RGBA": (4, 6)}[mode]
+    row = b"\x00" + bytes([200, 60, 30, 255][:channels]) * width
+    comp = zlib.compressobj(6)
+    with path.open("wb") as f:
+
+        def chunk(kind: bytes, body: bytes) -> None:
+            f.write(struct.pack(">I", len(body)) + kind + body)
+            f.write(struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+        f.write(b"\x89PNG\r\n\x1a\n")
+        chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))
+        chunk(b"IDAT", b"".join(comp.compress(row) for _ in range(height)) + comp.flush())
+        chunk(b"IEND", b"")
+    return path
 
 
 def make_many_tiny(out: str | Path, count: int) -> Path:

@@ -626,6 +626,9 @@ class BenchOptions:
     rescan_count: int = 100_000  # also the library size of the peak-RSS and overview rows
     rescan_big: int = 1_000_000  # 0: skip the big rescan
     pipeline_settings: dict[str, Any] = field(default_factory=dict)
+    engine: str = "local"  # "ray": also the local and ray engines interleaved, and the driver's write rate
+    engine_rounds: int = 3
+    write_rows: int = 4000
 
 
 def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
@@ -735,6 +738,17 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -
             "core_ms_per_photo": round(with_faces.core_ms_per_photo - without.core_ms_per_photo, 2),
             "detector_core_ms_every_photo": round(1000 * people_core, 2),
             "target_ratio": 0.95,
+        }
+    if opts.engine == "ray":
+        from photosift.bench import cluster
+
+        report["engines"] = cluster.compare_engines(
+            resolved, folder, opts.engine_rounds, opts.pipeline_settings, opts.settle_s, log
+        )
+        log("driver: catalog write rate")
+        report["driver"] = {
+            "write": cluster.driver_write_rate(resolved, folder, opts.write_rows),
+            "setup": report["engines"].pop("driver_setup"),
         }
     if opts.scale:
         log(f"scale: memory over {opts.memory_count} photos")
@@ -877,7 +891,9 @@ def render(report: dict[str, Any]) -> Any:
             f"{s['other_cores']:.2f}",
             s["note"],
         )
-    lines = summary_lines(report)
+    from photosift.bench import cluster
+
+    lines = summary_lines(report) + cluster.summary_lines(report)
     for key in ("faces", "memory", "rescan", "rescan_big", "overview", "cold_start", "find"):
         if key in report:
             lines.append(f"{key}: {json.dumps(report[key])}")

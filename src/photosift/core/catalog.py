@@ -11,26 +11,62 @@ Design points:
 * **Corrections belong to the content** (by hash), so they survive renames, reclassification and model changes,
   and always win over the model.
 * **Migrations** are an ordered list of functions; the ``migrations`` table records which ran.
+* **Whose file it is.** A catalog is marked (``PRAGMA application_id`` and ``user_version``); a file that is
+  neither empty nor ours (another program's database, a photo passed as ``--db``) is refused before anything
+  is written to it, so it stays byte-identical. Catalogs from before the mark are recognised by their tables.
+* **Damage is noticed.** Every open runs ``PRAGMA quick_check`` (0.23 s per 100k photos, docs/RELIABILITY.md)
+  and refuses a damaged file before writing to it; ``photosift doctor`` explains and recovers
+  (:mod:`photosift.core.catalog_health`).
+* **Any path.** File names are stored losslessly, including bytes that are not UTF-8 (see :func:`to_db_path`);
+  prefix ranges over the ``path`` index still find a folder's files.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from photosift.core.errors import CatalogError
+from photosift.core.errors import CatalogError, CatalogReadOnly
 from photosift.core.photometa import PhotoMeta
+from photosift.core.scanner import path_text
 
 TOPK_STORED = 100  # probabilities kept per photo so categories can be re-derived without the model
+APPLICATION_ID = 0x50534654  # "PSFT" in the SQLite header: this file is a photosift catalog
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before giving up
+DOCTOR_HINT = "run `photosift doctor --db {path}` for details; `--recover NEW.db` copies what is readable"
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED = re.compile("\x00([0-9a-f]{4})")
+
+
+def to_db_path(path: str) -> str:
+    """How ``path`` is stored: itself when it is valid Unicode (every UTF-8 file name), else each lone surrogate
+    (a byte that is not UTF-8, as ``os`` functions give it with surrogateescape) as NUL and its four hex digits.
+
+    A POSIX path never contains NUL, so the encoding is lossless and never collides with a real name; it maps
+    character by character, so a folder's prefix range (:func:`_range_for`) still holds all its files.
+    """
+    if _SURROGATE.search(path) is None:
+        return path
+    return _SURROGATE.sub(lambda m: f"\x00{ord(m.group()):04x}", path)
+
+
+def from_db_path(stored: str) -> str:
+    """The inverse of :func:`to_db_path`: the ``str`` that ``open()`` needs."""
+    if "\x00" not in stored:
+        return stored
+    return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), stored)
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
@@ -333,8 +369,11 @@ class ResultRow:
         return self.corrected_category or self.category
 
     def to_dict(self) -> dict[str, Any]:
+        """For JSON and CSV: ``path`` is valid text; ``path_b64`` (None for any UTF-8 name) the exact bytes."""
+        shown, exact = path_text(self.path)
         return {
-            "path": self.path,
+            "path": shown,
+            "path_b64": exact,
             "status": self.status,
             "error": self.error,
             "label": self.label,
@@ -351,12 +390,33 @@ class ResultRow:
         }
 
 
+def connect_readonly(path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """A read-only connection that writes nothing, not even WAL bookkeeping. On read-only media (a folder that
+    cannot be written, where SQLite cannot make the ``-shm`` file a WAL catalog needs) the file is opened as
+    immutable, which is what it is there."""
+    immutable = "&immutable=1" if not os.access(path.parent, os.W_OK) else ""
+    return sqlite3.connect(
+        f"file:{path}?mode=ro{immutable}", uri=True, timeout=busy_timeout, check_same_thread=False
+    )
+
+
+def _writable(path: Path, exists: bool) -> bool:
+    """Whether a catalog can be written at ``path``: the file and its folder (WAL keeps ``-wal`` and ``-shm``
+    files beside it), or for a new one the nearest folder that exists."""
+    if exists:
+        return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
 _NO_META = PhotoMeta()
 
 
 def _range_for(root: str) -> tuple[str, str]:
-    """Paths under directory ``root`` sort in [root + '/', root + '0') because '0' follows '/'."""
-    root = root.rstrip("/")
+    """Stored paths under directory ``root`` sort in [root + '/', root + '0') because '0' follows '/'."""
+    root = to_db_path(root.rstrip("/"))
     return root + "/", root + "0"
 
 
@@ -367,39 +427,118 @@ def _casefold(value: str | None) -> str | None:
 class Catalog:
     """A connection to one catalog file. Use one instance per thread."""
 
-    def __init__(self, path: str | Path, readonly: bool = False, create: bool = True) -> None:
-        """``create=False``: the file must exist already (a mistyped ``--db`` must not make an empty catalog)."""
+    def __init__(
+        self,
+        path: str | Path,
+        readonly: bool = False,
+        create: bool = True,
+        *,
+        verify: bool = True,
+        busy_timeout: float = BUSY_TIMEOUT_S,
+    ) -> None:
+        """``create=False``: the file must exist already (a mistyped ``--db`` must not make an empty catalog).
+        ``verify=False`` skips the quick_check (a second connection to a file another one just checked)."""
         self.path = Path(path)
         self._lock = threading.RLock()
-        if not create and not readonly and not self.path.is_file():
+        exists = self.path.is_file()
+        if (readonly or not create) and not exists:
             raise CatalogError(f"{self.path}: catalog not found (run `photosift classify` first)")
         try:
             if readonly:
-                if not self.path.is_file():
-                    raise CatalogError(f"{self.path}: catalog not found (run `photosift classify` first)")
-                uri = f"file:{self.path}?mode=ro"
-                self.db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+                self.db = connect_readonly(self.path, busy_timeout)
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not _writable(self.path, exists):
+                    raise CatalogReadOnly(
+                        f"{self.path}: catalog is read-only (the file or its folder cannot be written); "
+                        "nothing was written (`photosift results` can still read it)"
+                    )
+                if not exists:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = sqlite3.connect(
-                    str(self.path), timeout=30, isolation_level=None, check_same_thread=False
+                    str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
                 )
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.row_factory = sqlite3.Row
-            # SQLite's lower() folds ASCII only; searches fold like Python does ("Fotos für Oma").
-            self.db.create_function("casefold", 1, _casefold, deterministic=True)
-            if not readonly:
-                self._migrate()
-            elif self.schema_version() < len(MIGRATIONS):
-                raise CatalogError(
-                    f"{self.path}: catalog needs an upgrade (open it once with photosift classify)"
-                )
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             raise CatalogError(f"{self.path}: cannot open catalog ({exc})") from None
         except OSError as exc:
             raise CatalogError(f"{self.path}: cannot open catalog ({exc.strerror or exc})") from None
+        try:
+            self._open(readonly, verify)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _open(self, readonly: bool, verify: bool) -> None:
+        # Nothing is written until the file is known to be ours and undamaged: a refused file stays
+        # byte-identical (no WAL switch, no tables, no mark).
+        try:
+            legacy = self._check_ours()
+            if verify:
+                self._check_damage()
+            version = self.schema_version()
+            if version > len(MIGRATIONS):
+                raise CatalogError(
+                    f"{self.path}: catalog was written by a newer photosift (schema {version})"
+                )
+            if readonly:
+                if version < len(MIGRATIONS):
+                    raise CatalogError(
+                        f"{self.path}: catalog needs an upgrade (open it once with photosift classify)"
+                    )
+            else:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self._migrate(mark=legacy or version < len(MIGRATIONS))
+            self.db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise self.error(exc) from None
+        self.db.row_factory = sqlite3.Row
+        # SQLite's lower() folds ASCII only; searches fold like Python does ("Fotos für Oma").
+        self.db.create_function("casefold", 1, _casefold, deterministic=True)
+
+    def _check_ours(self) -> bool:
+        """Refuse a file that is neither empty nor a photosift catalog; True for a catalog from before the mark."""
+        try:
+            app_id = int(self.db.execute("PRAGMA application_id").fetchone()[0])
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise CatalogError(
+                    f"{self.path}: not a photosift catalog (not an SQLite database); nothing was changed"
+                ) from None
+            raise
+        if app_id == APPLICATION_ID:
+            return False
+        if app_id == 0 and not tables:
+            return False  # empty: a new catalog
+        if app_id == 0 and {"migrations", "photos", "results"} <= tables:
+            return True  # written before catalogs were marked
+        what = f"application_id {app_id:#x}" if app_id else "tables " + ", ".join(sorted(tables)[:5])
+        raise CatalogError(
+            f"{self.path}: not a photosift catalog ({what}); nothing was changed (choose another --db)"
+        )
+
+    def _check_damage(self) -> None:
+        rows = [str(r[0]) for r in self.db.execute("PRAGMA quick_check(5)")]
+        if rows != ["ok"]:
+            raise CatalogError(
+                f"{self.path}: catalog is damaged ({rows[0][:160]}); nothing was written; "
+                + DOCTOR_HINT.format(path=self.path)
+            )
+
+    def error(self, exc: sqlite3.Error) -> CatalogError:
+        """A one-line CatalogError that says what went wrong with this file and what to do."""
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            reason = "catalog is busy: another process is writing to it; try again when it has finished"
+        elif "readonly" in text or "read-only" in text:
+            return CatalogReadOnly(f"{self.path}: catalog is read-only ({text}); nothing was written")
+        elif "full" in text:
+            reason = "disk full: the last batch was not stored (committed work is kept); free space and rerun"
+        elif "malformed" in text or "not a database" in text or "corrupt" in text:
+            reason = f"catalog is damaged ({text}); " + DOCTOR_HINT.format(path=self.path)
+        else:
+            reason = f"cannot use catalog ({text})"
+        return CatalogError(f"{self.path}: {reason}")
 
     # -- schema -------------------------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -410,37 +549,55 @@ class Catalog:
             return 0
         return int(self.db.execute("SELECT COALESCE(MAX(version), 0) FROM migrations").fetchone()[0])
 
-    def _migrate(self) -> None:
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL)"
-        )
-        current = self.schema_version()
-        if current > len(MIGRATIONS):
-            raise CatalogError(f"{self.path}: catalog was written by a newer photosift (schema {current})")
-        for version, step in enumerate(MIGRATIONS[current:], start=current + 1):
-            with self.atomic():
+    def _migrate(self, mark: bool) -> None:
+        if not mark:
+            current = self.schema_version()
+            if current > len(MIGRATIONS):
+                raise CatalogError(
+                    f"{self.path}: catalog was written by a newer photosift (schema {current})"
+                )
+            return
+        # One write transaction, version read inside it: two processes opening a new catalog at once both
+        # succeed (the second finds the work done).
+        with self.atomic():
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL)"
+            )
+            current = self.schema_version()
+            if current > len(MIGRATIONS):
+                raise CatalogError(
+                    f"{self.path}: catalog was written by a newer photosift (schema {current})"
+                )
+            for version, step in enumerate(MIGRATIONS[current:], start=current + 1):
                 step(self.db)
                 self.db.execute(
                     "INSERT INTO migrations(version, name, applied_at) VALUES (?, ?, ?)",
                     (version, step.__name__.lstrip("_"), time.time()),
                 )
+            self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self.db.execute(f"PRAGMA user_version = {max(current, len(MIGRATIONS))}")
 
     @contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
-        """One transaction: everything inside is stored, or nothing is."""
+        """One transaction: everything inside is stored, or nothing is. SQLite errors (a lock held too long, a
+        full disk, a read-only file) become a one-line CatalogError; the connection stays usable."""
         with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self.error(exc) from None
             try:
                 yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
+                self.db.execute("COMMIT")
+            except BaseException as exc:
+                # SQLite may have rolled back already (a full disk does): only roll back what is still open.
+                if self.db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
+                    raise self.error(exc) from None
                 raise
-            else:
-                try:
-                    self.db.execute("COMMIT")
-                except sqlite3.OperationalError as exc:
-                    self.db.execute("ROLLBACK")
-                    raise CatalogError(f"{self.path}: cannot write catalog ({exc})") from None
 
     def close(self) -> None:
         self.db.close()
@@ -464,10 +621,10 @@ class Catalog:
             rows = cursor.execute(
                 "SELECT path, size, mtime_ns, content_hash, status, taken_source IS NOT NULL FROM photos "
                 "WHERE path = ? OR (path >= ? AND path < ?)",
-                (root, lo, hi),
+                (to_db_path(root), lo, hi),
             )
             for path, size, mtime_ns, content_hash, status, has_meta in rows:
-                states[path] = PhotoState(size, mtime_ns, content_hash, status, bool(has_meta))
+                states[from_db_path(path)] = PhotoState(size, mtime_ns, content_hash, status, bool(has_meta))
         return states
 
     def hashes_with_results(self, model_sha256: str) -> set[str]:
@@ -551,7 +708,7 @@ class Catalog:
                     "taken_at=excluded.taken_at, taken_source=excluded.taken_source, camera=excluded.camera, "
                     "has_gps=excluded.has_gps, phash=excluded.phash",
                     (
-                        p.path,
+                        to_db_path(p.path),
                         p.size,
                         p.mtime_ns,
                         p.content_hash,
@@ -573,7 +730,7 @@ class Catalog:
         with self.atomic() as db:
             cur = db.executemany(
                 "UPDATE photos SET status = 'missing', updated_at = ? WHERE path = ? AND status != 'missing'",
-                ((now, p) for p in paths),
+                ((now, to_db_path(p)) for p in paths),
             )
             return cur.rowcount
 
@@ -705,6 +862,15 @@ class Catalog:
         ).fetchone()
         return self._row(row) if row else None
 
+    def photo_state(self, photo_id: int) -> tuple[str, PhotoState] | None:
+        """(path, what the scan stored about the file) for a photo id: what the gallery checks before serving."""
+        row = self.db.execute(
+            "SELECT path, size, mtime_ns, content_hash, status FROM photos WHERE id = ?", (photo_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return from_db_path(row[0]), PhotoState(row[1], row[2], row[3], row[4])
+
     def photos_by_id(self, ids: Sequence[int]) -> dict[int, ResultRow]:
         """Result rows of these photo ids (each photo's newest result); unknown ids are left out."""
         out: dict[int, ResultRow] = {}
@@ -736,14 +902,14 @@ class Catalog:
         return [(str(m), int(n), int(g or 0)) for m, n, g in rows]
 
     def photo_id(self, path: str) -> int | None:
-        row = self.db.execute("SELECT id FROM photos WHERE path = ?", (path,)).fetchone()
+        row = self.db.execute("SELECT id FROM photos WHERE path = ?", (to_db_path(path),)).fetchone()
         return int(row[0]) if row else None
 
     def _row(self, r: sqlite3.Row) -> ResultRow:
         top5 = json.loads(r["top5"]) if r["top5"] else []
         return ResultRow(
             id=r["id"],
-            path=r["path"],
+            path=from_db_path(r["path"]),
             status=r["status"],
             error=r["error"],
             label=top5[0]["label"] if top5 else None,
@@ -785,7 +951,9 @@ class Catalog:
 
     # -- corrections and categories ---------------------------------------------------------------------------
     def content_hash_of(self, path: str) -> str | None:
-        row = self.db.execute("SELECT content_hash FROM photos WHERE path = ?", (path,)).fetchone()
+        row = self.db.execute(
+            "SELECT content_hash FROM photos WHERE path = ?", (to_db_path(path),)
+        ).fetchone()
         return row[0] if row else None
 
     def set_correction(self, content_hash: str, category: str) -> None:
