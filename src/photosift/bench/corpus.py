@@ -245,25 +245,15 @@ def make_many_tiny(out: str | Path, count: int) -> Path:
     return out
 
 
-SCALE_CATEGORIES = (
-    "animals",
-    "food",
-    "plants",
-    "landscape",
-    "architecture",
-    "vehicles",
-    "documents",
-    "people",
-)
-
-
 def make_scale_catalog(path: str | Path, count: int, seed: int = 0) -> Path:
     """A catalog of ``count`` photos as a long-used library has it, for the gallery benchmark (no files behind
     it): 1 % unreadable, 2 % with no category, 1 % corrected, the rest spread over the album categories.
     Made once (the file is kept beside a marker) because writing 100,000 rows takes a while."""
+    from photosift.album.rules import load_rules
     from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
     from photosift.models.card import imagenet_labels
 
+    categories = [c for c in load_rules().categories if c not in ("objects", "other")]
     path = Path(path)
     marker = path.with_name(path.name + ".complete")
     if marker.is_file() and path.is_file():
@@ -282,7 +272,7 @@ def make_scale_catalog(path: str | Path, count: int, seed: int = 0) -> Path:
                 if i % 100 == 7:
                     photos.append(PhotoRecord(where, 1000 + i, i, None, "corrupt or unsupported image data"))
                     continue
-                category = None if i % 50 == 3 else SCALE_CATEGORIES[int(rng.integers(len(SCALE_CATEGORIES)))]
+                category = None if i % 50 == 3 else categories[int(rng.integers(len(categories)))]
                 results.append(
                     ResultRecord(f"{i:064x}", probs[i % 256], None, category, 0.7 if category else None)
                 )

@@ -201,6 +201,23 @@ _EFFECTIVE = """COALESCE(
     (SELECT category FROM results WHERE content_hash = {h} ORDER BY created_at DESC LIMIT 1))"""
 
 
+def _follow_content() -> str:
+    """Triggers that recompute the kept category of a content's photos when its results or correction change."""
+    events = [
+        ("results_category_on_insert", "AFTER INSERT ON results", "NEW"),
+        ("results_category_on_update", "AFTER UPDATE OF category, created_at ON results", "NEW"),
+        ("results_category_on_delete", "AFTER DELETE ON results", "OLD"),
+        ("corrections_on_insert", "AFTER INSERT ON corrections", "NEW"),
+        ("corrections_on_update", "AFTER UPDATE ON corrections", "NEW"),
+        ("corrections_on_delete", "AFTER DELETE ON corrections", "OLD"),
+    ]
+    return "".join(
+        f"CREATE TRIGGER {name} {event} BEGIN UPDATE photos SET category = "
+        f"{_EFFECTIVE.format(h=row + '.content_hash')} WHERE content_hash = {row}.content_hash; END;\n"
+        for name, event, row in events
+    )
+
+
 def _m4_category_index(db: sqlite3.Connection) -> None:
     """Each photo's effective category kept on its row, and the number of photos per category kept in a table,
     both by triggers on photos, results and corrections (so every writer keeps them true).
@@ -231,30 +248,7 @@ def _m4_category_index(db: sqlite3.Connection) -> None:
         BEGIN
             UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")} WHERE id = NEW.id;
         END;
-        CREATE TRIGGER results_category_on_insert AFTER INSERT ON results BEGIN
-            UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")}
-                WHERE content_hash = NEW.content_hash;
-        END;
-        CREATE TRIGGER results_category_on_update AFTER UPDATE OF category, created_at ON results BEGIN
-            UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")}
-                WHERE content_hash = NEW.content_hash;
-        END;
-        CREATE TRIGGER results_category_on_delete AFTER DELETE ON results BEGIN
-            UPDATE photos SET category = {_EFFECTIVE.format(h="OLD.content_hash")}
-                WHERE content_hash = OLD.content_hash;
-        END;
-        CREATE TRIGGER corrections_on_insert AFTER INSERT ON corrections BEGIN
-            UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")}
-                WHERE content_hash = NEW.content_hash;
-        END;
-        CREATE TRIGGER corrections_on_update AFTER UPDATE ON corrections BEGIN
-            UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")}
-                WHERE content_hash = NEW.content_hash;
-        END;
-        CREATE TRIGGER corrections_on_delete AFTER DELETE ON corrections BEGIN
-            UPDATE photos SET category = {_EFFECTIVE.format(h="OLD.content_hash")}
-                WHERE content_hash = OLD.content_hash;
-        END;
+{_follow_content()}
         CREATE TRIGGER counts_on_insert AFTER INSERT ON photos WHEN NEW.status = 'ok' BEGIN
             INSERT INTO category_counts VALUES (COALESCE(NEW.category, ''), 1, NEW.hidden != 0)
                 ON CONFLICT(category) DO UPDATE SET photos = photos + 1, hidden = hidden + excluded.hidden;
