@@ -4,7 +4,9 @@ Order of authority for a photo's category (see personal.py for why):
 
 1. the user's correction (stored per content hash in the catalog, applied at query time, never overridden);
 2. the personal head trained from those corrections, when confident;
-3. the rules (categories.py) over the model's full softmax, with the abstract-art detector (abstract.py, on the
+3. the learned category head (learned.py) where the rules in force switch it on (``learned_head: on``, as the
+   shipped rules do) and it fits the model;
+4. the rules (categories.py) over the model's full softmax, with the abstract-art detector (abstract.py, on the
    embedding; ``abstract_threshold`` in the rules) and the face signal for people.
 
 Categories are stored at classify time; :func:`recategorize` re-derives them from what the catalog stored
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from photosift.album import learned
 from photosift.album.abstract import AbstractHead, head_for_model
 from photosift.album.people import PeopleSignal
 from photosift.album.personal import PersonalHead, base_head, combine, load_head, train_head
@@ -42,22 +45,30 @@ def head_path(data_dir: Path, catalog_path: Path, model_sha256: str) -> Path:
 
 
 class AlbumClassifier:
-    """rules -> personal head; what the pipeline and recategorize call."""
+    """rules -> learned head -> personal head; what the pipeline and recategorize call."""
 
     def __init__(
-        self, rules: Rules, head: PersonalHead | None = None, abstract: AbstractHead | None = None
+        self,
+        rules: Rules,
+        head: PersonalHead | None = None,
+        abstract: AbstractHead | None = None,
+        category_head: learned.CategoryHead | None = None,
     ) -> None:
         self.rules = rules
         self.categorizer = Categorizer(rules)
         self.head = head
         self.abstract = abstract
+        # The learned head decides only where the rules ask for it and know its categories (a user's own rules
+        # file leaves it off unless it says `learned_head: on`).
+        fits = category_head is not None and rules.learned_head and category_head.fits(rules.categories)
+        self.category_head = category_head if fits else None
 
     @classmethod
     def load(cls, rules: Rules, data_dir: Path, catalog_path: Path, model_sha256: str) -> AlbumClassifier:
         """The classifier for ``model_sha256``'s outputs in the catalog at ``catalog_path``: ``rules`` (for that
         model's labels), the catalog's personal head, and the abstract-art detector where it fits the model."""
         head = load_head(head_path(data_dir, catalog_path, model_sha256))
-        return cls(rules, head, head_for_model(model_sha256))
+        return cls(rules, head, head_for_model(model_sha256), learned.head_for_model(model_sha256))
 
     @property
     def needs_people(self) -> bool:
@@ -77,9 +88,17 @@ class AlbumClassifier:
         embeddings: np.ndarray | None = None,
     ) -> list[CategoryResult]:
         results = self.categorizer.categorize(probs, people, self.abstract_scores(embeddings))
+        posterior = None
+        if self.category_head is not None and embeddings is not None:
+            # The head reads the detector's probability whatever the rules' threshold: it is one of its inputs.
+            abstract = self.abstract.scores(embeddings) if self.abstract is not None else None
+            results, posterior = learned.decide(
+                self.category_head, self.categorizer, probs, people, embeddings, abstract
+            )
         if self.head is None or embeddings is None:
             return results
-        posterior = self.categorizer.posterior(probs, people, results)
+        if posterior is None:
+            posterior = self.categorizer.posterior(probs, people, results)
         predictions = self.head.predict(np.asarray(embeddings, dtype=np.float32), posterior)
         return [combine(r, p) for r, p in zip(results, predictions, strict=True)]
 
