@@ -32,15 +32,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
+from photosift.bench.corpus import ALBUM_DEV
 from photosift.core import imaging
 from photosift.core.config import default_data_dir
 from photosift.models.registry import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "photosift" / "data" / "abstract_head.npz"
-ALBUM_DEV = ROOT.parent / "shared" / "datasets" / "album-dev"
-if not ALBUM_DEV.is_dir():
-    ALBUM_DEV = Path("/work/shared/datasets/album-dev")
 SEED = 20261122
 
 

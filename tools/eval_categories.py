@@ -28,14 +28,13 @@ import numpy as np
 from photosift.album.abstract import head_for_model
 from photosift.album.people import PeopleDetector, PeopleSignal
 from photosift.album.rules import Categorizer, load_rules
+from photosift.bench.corpus import ALBUM_DEV
 from photosift.core import imaging
 from photosift.core.config import default_data_dir
 from photosift.models.registry import resolve_model
 from photosift.models.tasks import softmax
 
-DEFAULT_SET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "album-dev"
-if not DEFAULT_SET.is_dir():
-    DEFAULT_SET = Path("/work/shared/datasets/album-dev")
+DEFAULT_SET = ALBUM_DEV
 
 
 def run_model(paths: list[Path], model: str, people: bool, fit_cutouts: bool = True) -> dict[str, np.ndarray]:
