@@ -125,3 +125,16 @@ def test_head_file_round_trips(tmp_path: Path) -> None:
     assert again is not None and again.categories == head.categories and again.meta == {"arch": "test"}
     assert np.array_equal(again.weight, head.weight.astype(np.float32))
     json.dumps(again.meta)
+
+
+def test_the_personal_head_starts_from_the_learned_heads_distribution() -> None:
+    """AlbumClassifier.base: what the personal head is trained on and applied to; the learned head's where it
+    decides, the rules' otherwise (and for photos without embeddings)."""
+    faces = [PeopleSignal(3, 0.001, 0.002, 0.99)]
+    with_head = AlbumClassifier(RULES, category_head=mass_head())
+    results, posterior = with_head.base(one_hot_probs(207), faces, np.ones((1, 8)))
+    assert results[0].category == PEOPLE and posterior[0].argmax() == CATS.index(PEOPLE)
+    rules_results, rules_posterior = AlbumClassifier(RULES).base(one_hot_probs(207), faces, np.ones((1, 8)))
+    assert rules_results[0].category == "animals" and rules_posterior[0].argmax() == CATS.index("animals")
+    no_embedding, _ = with_head.base(one_hot_probs(207), faces, None)
+    assert no_embedding[0].category == "animals"

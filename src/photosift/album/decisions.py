@@ -81,24 +81,30 @@ class AlbumClassifier:
             return None
         return self.abstract.scores(embeddings)
 
+    def base(
+        self,
+        probs: np.ndarray,
+        people: Sequence[Any | None] | None = None,
+        embeddings: np.ndarray | None = None,
+    ) -> tuple[list[CategoryResult], np.ndarray]:
+        """The decision below the personal head — the learned head where it decides, else the rules — and its
+        distribution over ``rules.categories``, which the personal head starts from (training and applying)."""
+        if self.category_head is not None and embeddings is not None:
+            # The head reads the detector's probability whatever the rules' threshold: it is one of its inputs.
+            abstract = self.abstract.scores(embeddings) if self.abstract is not None else None
+            return learned.decide(self.category_head, self.categorizer, probs, people, embeddings, abstract)
+        results = self.categorizer.categorize(probs, people, self.abstract_scores(embeddings))
+        return results, self.categorizer.posterior(probs, people, results)
+
     def categorize(
         self,
         probs: np.ndarray,
         people: Sequence[Any | None] | None = None,
         embeddings: np.ndarray | None = None,
     ) -> list[CategoryResult]:
-        results = self.categorizer.categorize(probs, people, self.abstract_scores(embeddings))
-        posterior = None
-        if self.category_head is not None and embeddings is not None:
-            # The head reads the detector's probability whatever the rules' threshold: it is one of its inputs.
-            abstract = self.abstract.scores(embeddings) if self.abstract is not None else None
-            results, posterior = learned.decide(
-                self.category_head, self.categorizer, probs, people, embeddings, abstract
-            )
+        results, posterior = self.base(probs, people, embeddings)
         if self.head is None or embeddings is None:
             return results
-        if posterior is None:
-            posterior = self.categorizer.posterior(probs, people, results)
         predictions = self.head.predict(np.asarray(embeddings, dtype=np.float32), posterior)
         return [combine(r, p) for r, p in zip(results, predictions, strict=True)]
 
@@ -214,10 +220,12 @@ def train_personal_head(catalog: Catalog, rules: Rules, data_dir: Path, model_sh
     if len(rows) < MIN_CORRECTIONS:
         target.unlink(missing_ok=True)
         return TrainReport(len(rows), False, None, f"needs at least {MIN_CORRECTIONS} corrected photos")
-    album = AlbumClassifier(rules, abstract=head_for_model(model_sha256))
+    album = AlbumClassifier(
+        rules, abstract=head_for_model(model_sha256), category_head=learned.head_for_model(model_sha256)
+    )
     probs = _Softmaxer(catalog).probs(rows, rules.num_classes)
     embeddings = _embeddings(rows)
-    posterior = album.categorizer.posterior(probs, _people(rows), abstract=album.abstract_scores(embeddings))
+    _, posterior = album.base(probs, _people(rows), embeddings)
     # The head centres embeddings on the whole library's mean, not just the corrected photos'.
     total, count = np.zeros(rows[0].embedding.shape[0]), 0  # type: ignore[union-attr]
     for batch in catalog.stored_outputs(model_sha256):
