@@ -8,6 +8,7 @@ turn into messages. Nothing here imports ONNX Runtime until a service needs a mo
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -24,11 +25,13 @@ from photosift.core.config import Settings
 from photosift.core.errors import CatalogError, ModelError, PhotosiftError
 
 if TYPE_CHECKING:
-    from photosift.album.decisions import CorrectionReport, RecategorizeReport, RulesFor
+    from photosift.album.decisions import AlbumClassifier, CorrectionReport, RecategorizeReport, RulesFor
+    from photosift.album.people import PeopleDetector
     from photosift.find.library import Finder
     from photosift.find.query import Query
     from photosift.models.session import OrtEngine
     from photosift.run.driver import Pipeline, Progress, RunSummary
+    from photosift.run.ray_executor import RayExecutor
 
 log = logging.getLogger("photosift")
 
@@ -58,8 +61,18 @@ def build_engine(settings: Settings) -> OrtEngine:
     return OrtEngine(model, provider=settings.provider, cache_dir=str(cache))
 
 
+@functools.cache
+def shared_people_detector() -> PeopleDetector:
+    """One face detector per process, shared by its decode threads. A module-level function, so a cluster
+    worker gets it by name (pickled by reference) and builds its own."""
+    from photosift.album.people import PeopleDetector
+
+    return PeopleDetector()
+
+
 def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeline:
-    """The engine, the album classifier for its labels, the face detector when categories need faces."""
+    """The engine, the album classifier for its labels, the face detector when categories need faces, and the
+    executor the settings choose (threads here, or Ray Data)."""
     from photosift.album.decisions import AlbumClassifier
     from photosift.run.driver import ClassifyOptions, Pipeline
 
@@ -73,19 +86,54 @@ def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeli
     people = None
     if settings.people and album is not None and album.needs_people:
         try:
-            from photosift.album.people import PeopleDetector
-
-            detector = PeopleDetector()
-            people = lambda: detector  # noqa: E731 - one detector shared by the decode threads
+            shared_people_detector()
+            people = shared_people_detector
         except ModelError as exc:
             notes.append(f"faces not detected: {exc}")
             log.warning(notes[-1])
-    options = ClassifyOptions(
-        batch_size=settings.batch_size, workers=settings.workers, gpu_decode=settings.gpu_decode
-    )
-    pipeline = Pipeline(engine, catalog, categorizer=album, people=people, options=options)
+    gpu_decode = settings.gpu_decode
+    executor = None
+    if settings.engine == "ray":
+        executor = ray_executor(settings, engine, album, people)
+        notes.append(executor.describe())
+        if gpu_decode:
+            notes.append("--gpu-decode is for the local engine; the ray engine decodes on the workers' CPUs")
+            gpu_decode = False
+    options = ClassifyOptions(batch_size=settings.batch_size, workers=settings.workers, gpu_decode=gpu_decode)
+    pipeline = Pipeline(engine, catalog, categorizer=album, people=people, options=options, executor=executor)
     pipeline.notes = notes
     return pipeline
+
+
+def ray_executor(
+    settings: Settings,
+    engine: OrtEngine,
+    album: AlbumClassifier | None,
+    people: Callable[[], PeopleDetector] | None,
+) -> RayExecutor:
+    """The Ray Data executor for these settings; its workers rebuild the driver's stages from a picklable spec
+    (the model by path and sha256, its card, this album classifier, the face detector's factory)."""
+    from photosift.run.ray_executor import RayExecutor, WorkerSpec
+
+    threads = max(1, round(settings.cpus_per_worker))
+    spec = WorkerSpec(
+        model_name=engine.model.name,
+        model_path=str(engine.model.path),
+        model_sha256=engine.model.sha256,
+        card=engine.card,
+        provider=settings.provider,
+        intra_op_threads=threads,
+        categorizer=album,
+        people=people,
+    )
+    return RayExecutor(
+        spec,
+        address=settings.ray_address,
+        workers=settings.ray_workers,
+        cpus_per_worker=settings.cpus_per_worker,
+        gpus_per_worker=settings.gpus_per_worker,
+        batch_size=settings.batch_size,
+    )
 
 
 def classify(
@@ -495,12 +543,14 @@ __all__ = [
     "known_categories",
     "page_classifier",
     "photo_by_path",
+    "ray_executor",
     "recategorize",
     "results",
     "rules_for",
     "search",
     "search_ids",
     "set_hidden",
+    "shared_people_detector",
     "similar",
     "warm_finding",
 ]

@@ -518,6 +518,9 @@ class BenchOptions:
     memory_count: int = 10_000
     rescan_count: int = 100_000
     pipeline_settings: dict[str, Any] = field(default_factory=dict)
+    engine: str = "local"  # "ray": also the local and ray engines interleaved, and the driver's write rate
+    engine_rounds: int = 3
+    write_rows: int = 4000
 
 
 def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
@@ -620,6 +623,17 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -
                 "speedup_vs_naive": round(cli.photos_per_s / naive.photos_per_s, 2),
                 "fraction_of_limit": round(cli.photos_per_s / lim, 3),
             }
+    if opts.engine == "ray":
+        from photosift.bench import cluster
+
+        report["engines"] = cluster.compare_engines(
+            resolved, folder, opts.engine_rounds, opts.pipeline_settings, opts.settle_s, log
+        )
+        log("driver: catalog write rate")
+        report["driver"] = {
+            "write": cluster.driver_write_rate(resolved, folder, opts.write_rows),
+            "setup": report["engines"].pop("driver_setup"),
+        }
     if opts.scale:
         log(f"scale: memory over {opts.memory_count} photos")
         report["memory"] = memory_at_scale(opts.workroot, opts.memory_count, str(resolved.path))
@@ -756,7 +770,9 @@ def render(report: dict[str, Any]) -> Any:
             f"{s['other_cores']:.2f}",
             s["note"],
         )
-    lines = summary_lines(report)
+    from photosift.bench import cluster
+
+    lines = summary_lines(report) + cluster.summary_lines(report)
     for key in ("memory", "rescan", "cold_start", "find"):
         if key in report:
             lines.append(f"{key}: {json.dumps(report[key])}")

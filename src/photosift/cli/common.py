@@ -30,6 +30,32 @@ RulesOpt = Annotated[
 ]
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+EngineOpt = Annotated[
+    Engine | None,
+    typer.Option("--engine", help="local (this machine's threads) or ray (Ray Data; the cluster extra)."),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="A running Ray cluster (ray://HEAD:10001, HEAD:6379, auto); implies --engine ray. "
+        "Default: a local Ray instance for each run.",
+    ),
+]
+
+
+def engine_settings(engine: Engine | None, ray_address: str | None) -> dict[str, Any]:
+    """Settings overrides for --engine and --ray-address (an address means the ray engine)."""
+    if engine is None and ray_address is not None:
+        engine = Engine.ray
+    return {"engine": engine.value if engine is not None else None, "ray_address": ray_address}
+
+
 class Format(str, Enum):
     table = "table"
     json = "json"

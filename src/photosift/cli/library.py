@@ -20,10 +20,13 @@ import typer
 from photosift.cli.app import app
 from photosift.cli.common import (
     DbOpt,
+    EngineOpt,
     Format,
     JsonOpt,
+    RayAddressOpt,
     RulesOpt,
     console,
+    engine_settings,
     errors_to_exit,
     fail,
     settings,
@@ -63,7 +66,15 @@ def classify(
         typer.Option("--provider", help="Execution provider (default: PHOTOSIFT_PROVIDER or auto)."),
     ] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=1024)] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Decode threads.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=100_000,
+            help="Decode threads (local engine); inference workers (ray engine; default: autoscaled).",
+        ),
+    ] = None,
     retry_errors: Annotated[
         bool, typer.Option("--retry-errors", help="Decode files that failed before again.")
     ] = False,
@@ -75,6 +86,18 @@ def classify(
     gpu_decode: Annotated[
         bool | None,
         typer.Option("--gpu-decode", help="Decode JPEGs on an NVIDIA GPU (nvJPEG) when possible."),
+    ] = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    cpus_per_worker: Annotated[
+        float | None,
+        typer.Option("--cpus-per-worker", min=0.01, help="Ray engine: CPUs each inference worker reserves."),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            "--gpus-per-worker", min=0, help="Ray engine: GPUs (or a fraction) each worker reserves."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -89,12 +112,22 @@ def classify(
         db,
         model=model,
         batch_size=batch_size,
-        workers=workers,
         provider=provider.value if provider is not None else None,
         rules=rules,
         people=people,
         gpu_decode=gpu_decode,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
+        **engine_settings(engine, ray_address),
     )
+    if config.engine == "ray":
+        config.ray_workers = workers if workers is not None else config.ray_workers
+    else:
+        if workers is not None and workers > 256:
+            fail("--workers: at most 256 decode threads on the local engine", code=2)
+        config.workers = workers if workers is not None else config.workers
+        if cpus_per_worker is not None or gpus_per_worker is not None:
+            fail("--cpus-per-worker and --gpus-per-worker are for --engine ray", code=2)
     show_progress = not as_json and sys.stderr.isatty()
     with errors_to_exit(), _progress_bar(show_progress) as on_progress, _stop_on_ctrl_c() as cancel:
         summary = services.classify(

@@ -9,7 +9,18 @@ from typing import Annotated
 import typer
 
 from photosift.cli.app import app
-from photosift.cli.common import DbOpt, JsonOpt, console, errors_to_exit, fail, settings
+from photosift.cli.common import (
+    DbOpt,
+    Engine,
+    EngineOpt,
+    JsonOpt,
+    RayAddressOpt,
+    console,
+    engine_settings,
+    errors_to_exit,
+    fail,
+    settings,
+)
 
 
 @app.command()
@@ -17,6 +28,8 @@ def serve(
     db: DbOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; keep 127.0.0.1.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Browse, search and correct the catalog, and run scans, in a local web gallery."""
     try:
@@ -33,7 +46,7 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     err.print(f"photosift gallery on http://{shown}:{port}/ (Ctrl-C to stop)", markup=False)
     with errors_to_exit():
-        run_server(settings(db), host=host, port=port)
+        run_server(settings(db, **engine_settings(engine, ray_address)), host=host, port=port)
 
 
 @app.command()
@@ -59,6 +72,11 @@ def bench(
     settle: Annotated[
         float, typer.Option("--settle", min=0, help="Per stage, wait up to S seconds for a quiet machine.")
     ] = 0.0,
+    engine: Annotated[
+        Engine,
+        typer.Option("--engine", help="ray: also the local and ray engines, interleaved, and the driver."),
+    ] = Engine.local,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="With --engine ray: runs per engine.")] = 3,
 ) -> None:
     """Measure decode, inference, the pipeline and the naive loop on one corpus; report the limit."""
     from photosift.bench import suite as b
@@ -69,7 +87,14 @@ def bench(
         print(json.dumps({"folder": str(make_corpus), "files": len(made)}) if as_json else make_corpus)
         return
     opts = b.BenchOptions(
-        images=images, model=model, workroot=workroot, corpus_count=count, scale=scale, settle_s=settle
+        images=images,
+        model=model,
+        workroot=workroot,
+        corpus_count=count,
+        scale=scale,
+        settle_s=settle,
+        engine=engine.value,
+        engine_rounds=rounds,
     )
     if quick:
         opts.infer_photos, opts.naive_limit, opts.torch, opts.cli = 8, 2, False, False

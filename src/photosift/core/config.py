@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from platformdirs import user_config_path, user_data_path
 from pydantic import Field
@@ -43,6 +44,15 @@ class Settings(BaseSettings):
     people: bool = True
     # JPEG decode on an NVIDIA GPU (nvJPEG via torchvision); falls back to the CPU decoder with a logged reason.
     gpu_decode: bool = False
+    # Where classify runs: "local" (this process's threads) or "ray" (Ray Data; the cluster extra).
+    engine: Literal["local", "ray"] = "local"
+    # A running Ray cluster (`ray://HEAD:10001`, `HEAD:6379`, `auto`); None: a local instance for each run.
+    ray_address: str | None = None
+    # Inference actors on the ray engine; None: from 1 up to what the cluster's CPUs (or GPUs) allow.
+    ray_workers: int | None = Field(default=None, ge=1, le=100_000)
+    # What each inference actor reserves; its ONNX Runtime session gets that many intra-op threads.
+    cpus_per_worker: float = Field(default=1.0, gt=0, le=1024)
+    gpus_per_worker: float = Field(default=0.0, ge=0, le=64)
 
     @property
     def db_path(self) -> Path:

@@ -44,3 +44,7 @@ class UnknownCategory(PhotosiftError):
 
 class ToolchainError(PhotosiftError):
     """Export, optimization, quantization or evaluation failed (parity, bad input, missing extra)."""
+
+
+class ClusterError(PhotosiftError):
+    """The cluster engine cannot run: Ray missing (the cluster extra), the cluster unreachable, a job failed."""

@@ -3,8 +3,9 @@
 The driver hands an executor the planned work, the :class:`~photosift.run.stages.Stages` and a cancel event, and
 consumes what it yields: lists of :class:`~photosift.run.stages.Processed` records, in whatever order they finish.
 An executor keeps only a bounded number of items in flight, so memory stays flat for any library; on a cancel it
-stops taking new work, finishes what is in flight and returns. Another executor (a process pool, Ray Data on a
-cluster) is another class with the same ``run``; the driver, the stages and the sink do not change.
+stops taking new work, finishes what is in flight and returns. Another executor is another class with the same
+``run`` (Ray Data on a cluster: :mod:`photosift.run.ray_executor`); the driver, the stages and the sink do not
+change.
 """
 
 from __future__ import annotations
