@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from eval_categories import DEFAULT_SET as ALBUM_DEV
 from eval_categories import run_model
 from photosift.album.abstract import load_head as load_abstract_head
 from photosift.album.learned import BUILTIN_HEAD, CategoryHead, load_head, raw_features
 from photosift.album.people import PeopleSignal
 from photosift.album.rules import Categorizer, load_rules
+from photosift.bench.corpus import ALBUM_DEV
 from photosift.models.registry import registry
 from photosift.models.tasks import softmax
 from photosift.toolchain.evaluate import read_labels
