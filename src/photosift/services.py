@@ -513,8 +513,9 @@ def eval_categorize(
     settings: Settings,
 ) -> Callable[[Path, np.ndarray, np.ndarray | None, list[Path]], list[str]]:
     """What classify does to model outputs, for ``photosift eval``: the rules for the model's labels, the
-    abstract-art detector where it fits the model and, when the settings and rules want faces, the face detector
-    (run once per photo and shared by the model and its reference)."""
+    abstract-art detector and the learned category head where they fit the model and, when the settings and
+    rules want faces, the face detector (run once per photo and shared by the model and its reference)."""
+    from photosift.album import learned
     from photosift.album.abstract import head_for_model
     from photosift.album.decisions import AlbumClassifier
     from photosift.core import imaging
@@ -529,7 +530,10 @@ def eval_categorize(
         model: Path, probs: np.ndarray, embeddings: np.ndarray | None, files: list[Path]
     ) -> list[str]:
         card = read_card(model)
-        album = AlbumClassifier(pick(card.labels), abstract=head_for_model(sha256_file(model)))
+        sha = sha256_file(model)
+        album = AlbumClassifier(
+            pick(card.labels), abstract=head_for_model(sha), category_head=learned.head_for_model(sha)
+        )
         people: list[Any] | None = None
         if settings.people and album.needs_people:
             if not detector:

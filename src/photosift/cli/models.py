@@ -269,10 +269,17 @@ def eval_cmd(
     people: Annotated[
         bool, typer.Option("--people/--no-people", help="Face detection for the people category.")
     ] = True,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Only the CSV rows whose 'split' column is this.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write the album confusion matrix as a PNG here.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a model: agreement with a reference, ImageNet and album accuracy, confusion table."""
-    from photosift.toolchain.evaluate import evaluate
+    """Evaluate a model: agreement with a reference, ImageNet and album accuracy, per-category recall and
+    precision, confusion table (and with --plot, its PNG)."""
+    from photosift.toolchain.evaluate import evaluate, plot_confusion
 
     if labels is None and images is None:
         fail("give --labels CSV and/or --images DIR", code=2)
@@ -286,8 +293,11 @@ def eval_cmd(
             images,
             Path(reference) if reference else None,
             categorize=services.eval_categorize(config) if labels is not None else None,
+            split=split,
             progress=_say(as_json),
         )
+        if plot is not None:
+            plot_confusion(r, plot)
     if as_json:
         print(json.dumps(r.to_dict(), indent=2))
         return
@@ -341,6 +351,20 @@ def _print_eval(r: Any) -> None:
                 f"{row.get(truth, 0)}/{sum(row.values())}",
             )
         out.print(table)
+    if r.per_category:
+        scores = Table(title="per category (95% Wilson intervals)")
+        for col in ("category", "recall", "interval", "precision", "interval"):
+            scores.add_column(col, no_wrap=True)
+        for name, c in r.per_category.items():
+            d = c.to_dict()
+            scores.add_row(
+                name,
+                f"{c.correct}/{c.labelled} {c.recall:.0%}" if c.labelled else "—",
+                _ci(d["recall_ci"]),
+                f"{c.correct}/{c.predicted} {c.precision:.0%}" if c.predicted else "—",
+                _ci(d["precision_ci"]),
+            )
+        out.print(scores)
     if r.disagreements:
         shown = r.disagreements[:10]
         out.print(
