@@ -38,6 +38,10 @@ class CatalogReadOnly(CatalogError):
     """The catalog (or its folder) cannot be written; it can still be read."""
 
 
+class CatalogBusy(CatalogError):
+    """Another process holds the catalog's write lock for longer than the busy timeout."""
+
+
 class RulesError(PhotosiftError):
     """A category rules file is malformed."""
 
