@@ -1,4 +1,4 @@
-"""What the CLI and the web gallery call: classify, results, correct, recategorize, known categories, eval.
+"""What the CLI and the web gallery call: classify, results, correct, recategorize, doctor, known categories, eval.
 
 Each service takes :class:`~photosift.core.config.Settings` (read once at the edge) and plain arguments, builds
 what it needs from the layers below (catalog, models, album, run), and returns data; it never prints and never
@@ -8,24 +8,32 @@ turn into messages. Nothing here imports ONNX Runtime until a service needs a mo
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from photosift.album.rules import Rules, check_category, rules_for_model
 from photosift.core.catalog import Catalog, ResultRow
+from photosift.core.catalog_health import DoctorReport, inspect_catalog, recover_catalog
 from photosift.core.config import Settings
 from photosift.core.errors import CatalogError, ModelError, PhotosiftError
+from photosift.core.scanner import path_text
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from photosift.album.decisions import CorrectionReport, RecategorizeReport, RulesFor
+    from photosift.album.decisions import AlbumClassifier, CorrectionReport, RecategorizeReport, RulesFor
+    from photosift.album.people import PeopleDetector
+    from photosift.find.library import Finder
+    from photosift.find.query import Query
     from photosift.models.session import OrtEngine
     from photosift.run.driver import Pipeline, Progress, RunSummary
+    from photosift.run.ray_executor import RayExecutor
 
 log = logging.getLogger("photosift")
 
@@ -40,7 +48,7 @@ def rules_for(settings: Settings) -> RulesFor:
 
 
 def open_catalog(settings: Settings, *, readonly: bool = False, create: bool = True) -> Catalog:
-    return Catalog(settings.db_path, readonly=readonly, create=create)
+    return Catalog(settings.db_path, readonly=readonly, create=create, busy_timeout=settings.busy_timeout_s)
 
 
 # -- classify ------------------------------------------------------------------------------------------------
@@ -55,8 +63,18 @@ def build_engine(settings: Settings) -> OrtEngine:
     return OrtEngine(model, provider=settings.provider, cache_dir=str(cache))
 
 
+@functools.cache
+def shared_people_detector() -> PeopleDetector:
+    """One face detector per process, shared by its decode threads. A module-level function, so a cluster
+    worker gets it by name (pickled by reference) and builds its own."""
+    from photosift.album.people import PeopleDetector
+
+    return PeopleDetector()
+
+
 def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeline:
-    """The engine, the album classifier for its labels, the face detector when categories need faces."""
+    """The engine, the album classifier for its labels, the face detector when categories need faces, and the
+    executor the settings choose (threads here, or Ray Data)."""
     from photosift.album.decisions import AlbumClassifier
     from photosift.run.driver import ClassifyOptions, Pipeline
 
@@ -70,19 +88,62 @@ def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeli
     people = None
     if settings.people and album is not None and album.needs_people:
         try:
-            from photosift.album.people import PeopleDetector
-
-            detector = PeopleDetector()
-            people = lambda: detector  # noqa: E731 - one detector shared by the decode threads
+            shared_people_detector()
+            people = shared_people_detector
         except ModelError as exc:
             notes.append(f"faces not detected: {exc}")
             log.warning(notes[-1])
+    gpu_decode = settings.gpu_decode
+    executor = None
+    if settings.engine == "ray":
+        executor = ray_executor(settings, engine, album, people)
+        notes.append(executor.describe())
+        if gpu_decode:
+            notes.append("--gpu-decode is for the local engine; the ray engine decodes on the workers' CPUs")
+            gpu_decode = False
     options = ClassifyOptions(
-        batch_size=settings.batch_size, workers=settings.workers, gpu_decode=settings.gpu_decode
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+        gpu_decode=gpu_decode,
+        max_file_bytes=settings.max_file_mb * 2**20,
+        decode_memory=settings.decode_memory_mb * 2**20,
     )
-    pipeline = Pipeline(engine, catalog, categorizer=album, people=people, options=options)
+    pipeline = Pipeline(engine, catalog, categorizer=album, people=people, options=options, executor=executor)
     pipeline.notes = notes
     return pipeline
+
+
+def ray_executor(
+    settings: Settings,
+    engine: OrtEngine,
+    album: AlbumClassifier | None,
+    people: Callable[[], PeopleDetector] | None,
+) -> RayExecutor:
+    """The Ray Data executor for these settings; its workers rebuild the driver's stages from a picklable spec
+    (the model by path and sha256, its card, this album classifier, the face detector's factory)."""
+    from photosift.run.ray_executor import RayExecutor, WorkerSpec
+
+    threads = max(1, round(settings.cpus_per_worker))
+    spec = WorkerSpec(
+        model_name=engine.model.name,
+        model_path=str(engine.model.path),
+        model_sha256=engine.model.sha256,
+        card=engine.card,
+        provider=settings.provider,
+        intra_op_threads=threads,
+        categorizer=album,
+        people=people,
+        max_file_bytes=settings.max_file_mb * 2**20,
+        decode_memory=settings.decode_memory_mb * 2**20,
+    )
+    return RayExecutor(
+        spec,
+        address=settings.ray_address,
+        workers=settings.ray_workers,
+        cpus_per_worker=settings.cpus_per_worker,
+        gpus_per_worker=settings.gpus_per_worker,
+        batch_size=settings.batch_size,
+    )
 
 
 def classify(
@@ -100,6 +161,27 @@ def classify(
         return pipeline.run([str(p) for p in paths], on_progress=on_progress, cancel=cancel)
     finally:
         pipeline.catalog.close()
+
+
+def page_classifier(settings: Settings) -> tuple[Path, dict[str, Any]]:
+    """The model file and what a web page needs to classify with it in the browser (the gallery's "Classify
+    here"): its card, the rules for its labels as data, the cut-out framing constants."""
+    from photosift.album.rules import page_rules
+    from photosift.core.imaging import cutout_framing
+    from photosift.models.registry import resolve_model
+
+    model = resolve_model(settings.model, settings.data_dir)
+    card = model.card
+    if card.task != "classify":
+        raise ModelError(f"{model.path}: an embedding model has no labels to show (set PHOTOSIFT_MODEL)")
+    payload = {
+        "name": model.name,
+        "sha256": model.sha256,
+        "card": card.model_dump(mode="json"),
+        "rules": page_rules(rules_for(settings)(card.labels)),
+        "framing": cutout_framing(),
+    }
+    return model.path, payload
 
 
 # -- the catalog -----------------------------------------------------------------------------------------------
@@ -127,13 +209,26 @@ def results(
     label: str | None = None,
     model: str | None = None,
     limit: int | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    order: str = "path",
 ) -> list[ResultRow]:
-    """Result rows by path (``model``: a model's name or sha256 prefix; default: each photo's newest result)."""
-    with open_catalog(settings, readonly=True) as cat:
+    """Result rows by path or date (``model``: a model's name or sha256 prefix; default: each photo's newest
+    result; ``since``/``until``: an ISO date or its prefix, inclusive)."""
+    with open_catalog(settings, create=False) as cat:  # read-write: an older catalog gets its new columns
         if category is not None:
             check_category(category, known_categories(settings, cat))
         model_sha = cat.find_model(model).sha256 if model is not None else None
-        return cat.results(category=category, status=status, label=label, limit=limit, model_sha256=model_sha)
+        return cat.results(
+            category=category,
+            status=status,
+            label=label,
+            limit=limit,
+            model_sha256=model_sha,
+            since=since,
+            until=until,
+            order=order,
+        )
 
 
 def catalog_path_of(path: str | Path) -> str:
@@ -163,6 +258,22 @@ def correct_hash(settings: Settings, catalog: Catalog, content_hash: str, catego
     from photosift.album.decisions import correct as apply
 
     apply(catalog, rules_for(settings), settings.data_dir, content_hash, category)
+
+
+def correct_many(
+    settings: Settings, catalog: Catalog, changes: Sequence[tuple[str, str | None]]
+) -> dict[str, str | None]:
+    """Several corrections (content hash, category or None to clear) through an open catalog, as
+    :func:`correct_hash` does one: the personal head is retrained and categories re-derived once, after the
+    last. Returns each content's correction before, so the caller can undo."""
+    from photosift.album.decisions import correct as apply
+
+    before = catalog.corrections()
+    previous = {h: before.get(h) for h, _ in changes}
+    for n, (content_hash, category) in enumerate(changes, 1):
+        last = n == len(changes)
+        apply(catalog, rules_for(settings), settings.data_dir, content_hash, category, retrain=last)
+    return previous
 
 
 def recategorize(settings: Settings) -> RecategorizeReport:
@@ -207,6 +318,224 @@ def imagenet_concepts(min_classes: int = 2) -> np.ndarray:
     return matrix
 
 
+# -- doctor --------------------------------------------------------------------------------------------------------
+
+
+def doctor(settings: Settings, recover_to: Path | None = None) -> DoctorReport:
+    """Check the catalog (integrity, schema, whose file it is, rows) and the models (present, sha256 verified);
+    with ``recover_to``, copy every readable row into a new catalog there. Changes nothing else."""
+    from photosift.models.registry import verify_models
+
+    health = inspect_catalog(settings.db_path)
+    models, problems, warnings = verify_models(settings.data_dir, health.models)
+    report = DoctorReport(health, models, [*health.problems, *problems], warnings)
+    if recover_to is not None:
+        report.recovery = recover_catalog(settings.db_path, recover_to)
+    return report
+
+
+# -- finding photos ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Found:
+    """A photo that a search or a similarity query found: its result row plus why it is here."""
+
+    row: ResultRow
+    relevance: float | None = None  # search: mean per-term score (labels mass + category + name)
+    similarity: float | None = None  # similar: cosine similarity of the embeddings
+    why: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.row.to_dict()
+        if self.relevance is not None:
+            out["relevance"] = self.relevance
+            out["why"] = self.why
+        if self.similarity is not None:
+            out["similarity"] = self.similarity
+        return out
+
+
+@dataclass
+class SearchPage:
+    query: Query
+    total: int
+    items: list[Found]
+
+
+@dataclass
+class DuplicateGroup:
+    rows: list[ResultRow]  # the suggested keeper first
+    similarity: float
+    keeper_reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        shown = [path_text(r.path)[0] for r in self.rows]  # valid text for JSON, CSV and tables, any name
+        return {
+            "paths": shown,
+            "similarity": self.similarity,
+            "keeper": shown[0],
+            "keeper_reason": self.keeper_reason,
+            "photos": [
+                {
+                    "path": path_text(r.path)[0],
+                    "size": r.size,
+                    "width": r.width,
+                    "height": r.height,
+                    "taken_at": r.taken_at,
+                    "taken_source": r.taken_source,
+                }
+                for r in self.rows
+            ],
+        }
+
+
+def _finder(settings: Settings) -> Finder:
+    from photosift.find.library import finder
+
+    if not settings.db_path.is_file():
+        raise CatalogError(f"{settings.db_path}: catalog not found (run `photosift classify` first)")
+    return finder(settings.db_path)
+
+
+def search(settings: Settings, query: str, *, limit: int | None = None, offset: int = 0) -> SearchPage:
+    """Photos a query describes (labels through the WordNet hierarchy, categories, corrections, file and folder
+    names, dates), most relevant first; see :mod:`photosift.find.search`."""
+    f = _finder(settings)
+    searcher = f.searcher()
+    photos = searcher.photos
+    parsed, hits = searcher.search(query)
+    end = None if limit is None else offset + limit
+    page = [
+        (int(i), round(float(r), 4))
+        for i, r in zip(hits.photos[offset:end], hits.relevance[offset:end], strict=True)
+    ]
+    rows = f.rows([int(photos.ids[i]) for i, _ in page])
+    items = [
+        Found(rows[int(photos.ids[i])], relevance=rel, why=searcher.explain(parsed, i))
+        for i, rel in page
+        if int(photos.ids[i]) in rows
+    ]
+    return SearchPage(parsed, len(hits), items)
+
+
+def search_ids(settings: Settings, query: str) -> list[int]:
+    """Every photo id a search finds, in its order (for stepping through the results)."""
+    searcher = _finder(settings).searcher()
+    photos = searcher.photos
+    _, hits = searcher.search(query)
+    return [int(i) for i in photos.ids[hits.photos]]
+
+
+def browse_ids(settings: Settings, *, category: str | None = None, month: str | None = None) -> list[int]:
+    """Visible photo ids of one category (None: uncategorized) by path, or of one month (YYYY-MM) by date."""
+    photos = _finder(settings).photos()
+    if month is not None:
+        idx = [i for i in range(len(photos)) if str(photos.taken_at[i]).startswith(month)]
+        idx.sort(key=lambda i: (str(photos.taken_at[i]), photos.paths[i]))
+        return [int(photos.ids[i]) for i in idx]
+    return [int(photos.ids[i]) for i, c in enumerate(photos.category) if c == category]
+
+
+def warm_finding(settings: Settings) -> None:
+    """Load what search and similar need for this catalog (the gallery calls it once at start); never raises."""
+    try:
+        f = _finder(settings)
+        f.searcher()
+        f.vectors()
+    except Exception as exc:  # a missing or unreadable catalog is reported by the pages that need it
+        log.debug("finding arrays not preloaded: %s", exc)
+
+
+def close_finding(settings: Settings) -> None:
+    """Drop the finding arrays and connection kept for this catalog (a benchmark's or a test's temporary one)."""
+    from photosift.find.library import forget
+
+    forget(settings.db_path)
+
+
+def photo_by_path(settings: Settings, path: str | Path) -> int:
+    """The catalog id of the photo at ``path``; NotInCatalog when it is not there."""
+    where = catalog_path_of(path)
+    photo_id = _finder(settings).photo_id(where)
+    if photo_id is None:
+        raise NotInCatalog(f"{where}: not in the catalog (or unreadable); classify it first")
+    return photo_id
+
+
+def similar(settings: Settings, photo_id: int, *, limit: int = 20) -> list[Found]:
+    """The photos whose embeddings are closest to this photo's (cosine), most similar first; copies with the
+    same content come first at similarity 1. The photo itself is left out."""
+    f = _finder(settings)
+    row = f.rows([photo_id]).get(photo_id)
+    if row is None or row.content_hash is None or row.status != "ok":
+        raise NotInCatalog(f"photo {photo_id}: not a readable photo in the catalog")
+    index = f.vectors()
+    query = f.full_vectors([row.content_hash]).get(row.content_hash)
+    if index is None or query is None:
+        raise FindError(f"{row.path}: no embedding stored for it (classify it with a model that has one)")
+    photos = f.photos()
+    by_hash = photos.by_hash()
+    wanted = limit + 1 + len(by_hash.get(row.content_hash, []))
+    rows_, sims = index.nearest(query, wanted if index.exact else max(4 * wanted, 100))
+    scored = {index.hashes[r]: float(s) for r, s in zip(rows_, sims, strict=True)}
+    if not index.exact:  # the reduced cosine proposed; the exact one ranks
+        q = query / (np.linalg.norm(query) or 1.0)
+        scored = {
+            h: float(q @ v / (np.linalg.norm(v) or 1.0)) for h, v in f.full_vectors(list(scored)).items()
+        }
+    found: list[tuple[float, int]] = []
+    for h, sim in scored.items():
+        for i in by_hash.get(h, []):
+            if int(photos.ids[i]) != photo_id:
+                found.append((1.0 if h == row.content_hash else sim, i))
+    found.sort(key=lambda t: (-t[0], photos.paths[t[1]]))
+    found = found[:limit]
+    rows = f.rows([int(photos.ids[i]) for _, i in found])
+    return [
+        Found(rows[int(photos.ids[i])], similarity=round(min(sim, 1.0), 4))
+        for sim, i in found
+        if int(photos.ids[i]) in rows
+    ]
+
+
+def duplicates(settings: Settings, *, threshold: float | None = None) -> list[DuplicateGroup]:
+    """Groups of near-duplicate photos (same scene: copies, re-encodes, resizes, crops, bursts), the suggested
+    keeper first in each; see :mod:`photosift.find.duplicates`. Nothing is deleted."""
+    from photosift.find.duplicates import DEFAULT_THRESHOLD, find_groups
+
+    bar = DEFAULT_THRESHOLD if threshold is None else threshold
+    if not 0.0 < bar <= 1.0:
+        raise FindError(f"threshold {bar}: must be above 0 and at most 1")
+    f = _finder(settings)
+    index = f.vectors()
+    if index is None:
+        return []
+    photos = f.photos()
+    groups = find_groups(photos, index, f.full_vectors, bar)
+    rows = f.rows([int(photos.ids[i]) for g in groups for i in g.members])
+    out = []
+    for g in groups:
+        members = [rows[int(photos.ids[i])] for i in g.members if int(photos.ids[i]) in rows]
+        if len(members) > 1:
+            out.append(DuplicateGroup(members, g.similarity, g.keeper_reason))
+    return out
+
+
+def set_hidden(
+    settings: Settings, photo_ids: Sequence[int], hidden: bool, catalog: Catalog | None = None
+) -> int:
+    """Hide photos from the gallery and from finding, or show them again; files are never touched."""
+    if catalog is not None:
+        return catalog.set_hidden(photo_ids, hidden)
+    with open_catalog(settings, create=False) as cat:
+        return cat.set_hidden(photo_ids, hidden)
+
+
+class FindError(PhotosiftError):
+    """A search, similarity or duplicates request that cannot be answered (no embeddings, a bad threshold)."""
+
+
 # -- evaluation -------------------------------------------------------------------------------------------------
 
 
@@ -214,8 +543,9 @@ def eval_categorize(
     settings: Settings,
 ) -> Callable[[Path, np.ndarray, np.ndarray | None, list[Path]], list[str]]:
     """What classify does to model outputs, for ``photosift eval``: the rules for the model's labels, the
-    abstract-art detector where it fits the model and, when the settings and rules want faces, the face detector
-    (run once per photo and shared by the model and its reference)."""
+    abstract-art detector and the learned category head where they fit the model and, when the settings and
+    rules want faces, the face detector (run once per photo and shared by the model and its reference)."""
+    from photosift.album import learned
     from photosift.album.abstract import head_for_model
     from photosift.album.decisions import AlbumClassifier
     from photosift.core import imaging
@@ -230,37 +560,64 @@ def eval_categorize(
         model: Path, probs: np.ndarray, embeddings: np.ndarray | None, files: list[Path]
     ) -> list[str]:
         card = read_card(model)
-        album = AlbumClassifier(pick(card.labels), abstract=head_for_model(sha256_file(model)))
-        people = None
+        sha = sha256_file(model)
+        album = AlbumClassifier(
+            pick(card.labels), abstract=head_for_model(sha), category_head=learned.head_for_model(sha)
+        )
+        people: list[Any] | None = None
         if settings.people and album.needs_people:
             if not detector:
                 from photosift.album.people import PeopleDetector
 
                 detector.append(PeopleDetector())
-            for f in files:
+            # As the pipeline does it: faces only where the classifier's decision leaves them worth looking for.
+            first = album.categorize(probs, None, embeddings)
+            people = []
+            for f, cat in zip(files, first, strict=True):
+                if not detector[0].wanted(cat.category, cat.score):
+                    people.append(None)
+                    continue
                 if f not in faces:
                     image = imaging.decode(imaging.read_bytes(f), f, min_side=card.preprocess.resize_size)
                     faces[f] = detector[0].detect(image)
-            people = [faces[f] for f in files]
+                people.append(faces[f])
         return [r.category for r in album.categorize(probs, people, embeddings)]
 
     return categorize
 
 
 __all__ = [
+    "DoctorReport",
+    "DuplicateGroup",
+    "FindError",
+    "Found",
     "NotInCatalog",
     "PhotosiftError",
+    "browse_ids",
     "build_engine",
     "build_pipeline",
     "catalog_path_of",
     "classify",
+    "close_finding",
     "correct",
     "correct_hash",
     "corrected_photos",
+    "correct_many",
+    "doctor",
+    "duplicates",
     "eval_categorize",
     "imagenet_concepts",
     "known_categories",
+    "page_classifier",
+    "photo_by_path",
+    "ray_executor",
     "recategorize",
     "results",
     "rules_for",
+    "search",
+    "search_ids",
+    "set_hidden",
+    "shared_people_detector",
+    "similar",
+    "warm_finding",
 ]

@@ -4,7 +4,9 @@ Order of authority for a photo's category (see personal.py for why):
 
 1. the user's correction (stored per content hash in the catalog, applied at query time, never overridden);
 2. the personal head trained from those corrections, when confident;
-3. the rules (categories.py) over the model's full softmax, with the abstract-art detector (abstract.py, on the
+3. the learned category head (learned.py) where the rules in force switch it on (``learned_head: on``, as the
+   shipped rules do) and it fits the model;
+4. the rules (categories.py) over the model's full softmax, with the abstract-art detector (abstract.py, on the
    embedding; ``abstract_threshold`` in the rules) and the face signal for people.
 
 Categories are stored at classify time; :func:`recategorize` re-derives them from what the catalog stored
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from photosift.album import learned
 from photosift.album.abstract import AbstractHead, head_for_model
 from photosift.album.people import PeopleSignal
 from photosift.album.personal import PersonalHead, base_head, combine, load_head, train_head
@@ -42,22 +45,30 @@ def head_path(data_dir: Path, catalog_path: Path, model_sha256: str) -> Path:
 
 
 class AlbumClassifier:
-    """rules -> personal head; what the pipeline and recategorize call."""
+    """rules -> learned head -> personal head; what the pipeline and recategorize call."""
 
     def __init__(
-        self, rules: Rules, head: PersonalHead | None = None, abstract: AbstractHead | None = None
+        self,
+        rules: Rules,
+        head: PersonalHead | None = None,
+        abstract: AbstractHead | None = None,
+        category_head: learned.CategoryHead | None = None,
     ) -> None:
         self.rules = rules
         self.categorizer = Categorizer(rules)
         self.head = head
         self.abstract = abstract
+        # The learned head decides only where the rules ask for it and know its categories (a user's own rules
+        # file leaves it off unless it says `learned_head: on`).
+        fits = category_head is not None and rules.learned_head and category_head.fits(rules.categories)
+        self.category_head = category_head if fits else None
 
     @classmethod
     def load(cls, rules: Rules, data_dir: Path, catalog_path: Path, model_sha256: str) -> AlbumClassifier:
         """The classifier for ``model_sha256``'s outputs in the catalog at ``catalog_path``: ``rules`` (for that
         model's labels), the catalog's personal head, and the abstract-art detector where it fits the model."""
         head = load_head(head_path(data_dir, catalog_path, model_sha256))
-        return cls(rules, head, head_for_model(model_sha256))
+        return cls(rules, head, head_for_model(model_sha256), learned.head_for_model(model_sha256))
 
     @property
     def needs_people(self) -> bool:
@@ -70,16 +81,30 @@ class AlbumClassifier:
             return None
         return self.abstract.scores(embeddings)
 
+    def base(
+        self,
+        probs: np.ndarray,
+        people: Sequence[Any | None] | None = None,
+        embeddings: np.ndarray | None = None,
+    ) -> tuple[list[CategoryResult], np.ndarray]:
+        """The decision below the personal head — the learned head where it decides, else the rules — and its
+        distribution over ``rules.categories``, which the personal head starts from (training and applying)."""
+        if self.category_head is not None and embeddings is not None:
+            # The head reads the detector's probability whatever the rules' threshold: it is one of its inputs.
+            abstract = self.abstract.scores(embeddings) if self.abstract is not None else None
+            return learned.decide(self.category_head, self.categorizer, probs, people, embeddings, abstract)
+        results = self.categorizer.categorize(probs, people, self.abstract_scores(embeddings))
+        return results, self.categorizer.posterior(probs, people, results)
+
     def categorize(
         self,
         probs: np.ndarray,
         people: Sequence[Any | None] | None = None,
         embeddings: np.ndarray | None = None,
     ) -> list[CategoryResult]:
-        results = self.categorizer.categorize(probs, people, self.abstract_scores(embeddings))
+        results, posterior = self.base(probs, people, embeddings)
         if self.head is None or embeddings is None:
             return results
-        posterior = self.categorizer.posterior(probs, people, results)
         predictions = self.head.predict(np.asarray(embeddings, dtype=np.float32), posterior)
         return [combine(r, p) for r, p in zip(results, predictions, strict=True)]
 
@@ -195,10 +220,12 @@ def train_personal_head(catalog: Catalog, rules: Rules, data_dir: Path, model_sh
     if len(rows) < MIN_CORRECTIONS:
         target.unlink(missing_ok=True)
         return TrainReport(len(rows), False, None, f"needs at least {MIN_CORRECTIONS} corrected photos")
-    album = AlbumClassifier(rules, abstract=head_for_model(model_sha256))
+    album = AlbumClassifier(
+        rules, abstract=head_for_model(model_sha256), category_head=learned.head_for_model(model_sha256)
+    )
     probs = _Softmaxer(catalog).probs(rows, rules.num_classes)
     embeddings = _embeddings(rows)
-    posterior = album.categorizer.posterior(probs, _people(rows), abstract=album.abstract_scores(embeddings))
+    _, posterior = album.base(probs, _people(rows), embeddings)
     # The head centres embeddings on the whole library's mean, not just the corrected photos'.
     total, count = np.zeros(rows[0].embedding.shape[0]), 0  # type: ignore[union-attr]
     for batch in catalog.stored_outputs(model_sha256):

@@ -48,6 +48,7 @@ _SETTINGS = {
     "prior_floor",
     "temperature",
     "abstract_threshold",
+    "learned_head",
     "weights",
     "people",
     "user_categories",
@@ -85,6 +86,7 @@ class Rules:
     prior_floor: float = 25.0
     temperature: float = 1.0
     abstract_threshold: float = 1.0  # 1.0 (`off`): the abstract-art detector never decides
+    learned_head: bool = False  # the learned category head (learned.py) decides where it fits the model
     weights: dict[str, float] = field(default_factory=dict)
     people: PeopleRules = field(default_factory=PeopleRules)
 
@@ -110,6 +112,7 @@ class Rules:
             "fine": self.fine_labels,
             "settings": [self.min_confidence, self.prior_correction, self.prior_floor, self.temperature],
             "abstract_threshold": self.abstract_threshold,
+            "learned_head": self.learned_head,
             "weights": sorted(self.weights.items()),
             "people": [
                 self.people.min_face_area,
@@ -127,6 +130,20 @@ def check_category(name: str, known: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=2)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise UnknownCategory(f"unknown category {name!r} (known: {', '.join(known)}){hint}")
+
+
+MAX_CATEGORY_NAME = 64
+
+
+def check_category_name(name: str) -> str:
+    """``name`` if it can be a new user category: one line of 1-64 printable characters, not blank (it is shown
+    in tables, menus and CSV, and typed back as --category); else an UnknownCategory saying why."""
+    if not name.strip() or len(name) > MAX_CATEGORY_NAME or not name.isprintable():
+        raise UnknownCategory(
+            f"invalid category name {name!r}: a category name is one line of 1-{MAX_CATEGORY_NAME} printable "
+            "characters"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -367,6 +384,16 @@ class _Parser:
                     )
                 abstract_threshold = float(v)
 
+        learned_head = False
+        if "learned_head" in settings:
+            node = settings["learned_head"][1]
+            raw = self.value(node)
+            # `on`/`off` are YAML 1.1 booleans; quoted they are strings that mean the same.
+            flag = raw.strip().casefold() if isinstance(raw, str) else raw
+            if flag not in (True, False, "on", "off"):
+                raise self.fail(node, f"learned_head must be `on` or `off`, not {raw!r}")
+            learned_head = flag in (True, "on")
+
         return Rules(
             source=self.where,
             categories=tuple(categories + user),
@@ -380,6 +407,7 @@ class _Parser:
             prior_floor=setting("prior_floor", 25.0, 1.0, 1e6),
             temperature=setting("temperature", 1.0, 0.05, 20.0),
             abstract_threshold=abstract_threshold,
+            learned_head=learned_head,
             weights=weights,
             people=people,
         )
@@ -605,6 +633,12 @@ class Categorizer:
             return CategoryResult(PEOPLE, score, "group" if faces >= 3 else None)
         return result
 
+    def fine_label(self, category: str, probs: np.ndarray) -> str | None:
+        """The finer label of ``category`` for one photo's full softmax ``probs`` (as :meth:`categorize` gives
+        it when that category wins), or None."""
+        p = np.asarray(probs, dtype=np.float64)
+        return self._fine(self.rules.categories.index(category), p, p @ self._fine_onehot)
+
     def _fine(self, cat: int, p: np.ndarray, fine_mass: np.ndarray) -> str | None:
         """The finer label holding at least half of the category's mass, if any."""
         r = self.rules
@@ -618,6 +652,24 @@ class Categorizer:
             return None
         g = int(groups[np.argmax(fine_mass[groups])])
         return r.fine_labels[g] if fine_mass[g] >= 0.5 * total else None
+
+
+def page_rules(rules: Rules) -> dict[str, Any]:
+    """What a web page needs to decide categories as :class:`Categorizer` does from a softmax alone (the same few
+    lines of maths live in web/static/classify.js); faces and the abstract-art head cannot run there."""
+    return {
+        "source": rules.source,
+        "categories": list(rules.categories),
+        "other": rules.categories.index(OTHER),
+        "class_category": rules.class_category.tolist(),
+        "class_fine": rules.class_fine.tolist(),
+        "fine_labels": list(rules.fine_labels),
+        "weights": [rules.weights.get(c, 1.0) for c in rules.categories],
+        "prior_floor": rules.prior_floor,
+        "prior_correction": rules.prior_correction,
+        "min_confidence": rules.min_confidence,
+        "temperature": rules.temperature,
+    }
 
 
 def category_mass(probs: np.ndarray | TopK, rules: Rules | None = None) -> np.ndarray:

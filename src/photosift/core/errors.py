@@ -34,6 +34,14 @@ class CatalogError(PhotosiftError):
     """The catalog cannot be opened, migrated or written."""
 
 
+class CatalogReadOnly(CatalogError):
+    """The catalog (or its folder) cannot be written; it can still be read."""
+
+
+class CatalogBusy(CatalogError):
+    """Another process holds the catalog's write lock for longer than the busy timeout."""
+
+
 class RulesError(PhotosiftError):
     """A category rules file is malformed."""
 
@@ -44,3 +52,7 @@ class UnknownCategory(PhotosiftError):
 
 class ToolchainError(PhotosiftError):
     """Export, optimization, quantization or evaluation failed (parity, bad input, missing extra)."""
+
+
+class ClusterError(PhotosiftError):
+    """The cluster engine cannot run: Ray missing (the cluster extra), the cluster unreachable, a job failed."""

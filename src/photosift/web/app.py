@@ -2,9 +2,12 @@
 
 Security model (a local app that can read the whole photo library and start work):
 
-* It binds 127.0.0.1 unless told otherwise (the CLI warns loudly when not).
+* It binds loopback only (the CLI refuses other hosts: docs/WEB.md says why).
 * Photos are addressed by their integer catalog id, never by a path from the request, so only files the
-  catalog already knows can be read. Static files come from the package folder, without directory listings.
+  catalog already knows can be read, and only while they are the file the scan stored (regular file, same
+  size, mtime and content hash; :mod:`photosift.web.media`), within the size cap and a time limit. Images
+  carry ``Cross-Origin-Resource-Policy: same-origin``. Static files come from the package folder, without
+  directory listings.
 * Every request must carry one of the expected ``Host`` headers: a page on another site that re-points its
   DNS name at 127.0.0.1 (DNS rebinding) gets 400, so it cannot read the gallery.
 * State-changing requests (correct, start and stop a scan) must carry the per-launch token that the pages
@@ -19,11 +22,13 @@ loop keeps serving pages and progress events while a scan runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
-import math
 import secrets
+import socket
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,23 +38,35 @@ import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from photosift import services
+from photosift.core import imaging
 from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
-from photosift.core.errors import CatalogError, UnreadableImage
-from photosift.web import media
+from photosift.core.errors import CatalogError, CatalogReadOnly, ModelError, PhotosiftError, UnreadableImage
+from photosift.core.scanner import printable
+from photosift.web import finding, media
+from photosift.web.finding import GET_HEAD
 from photosift.web.scan import PipelineFactory, ScanError, ScanManager
 
 PAGE_SIZE = 48
 SAMPLES_PER_CATEGORY = 4
 MAX_FORM_BYTES = 16_384
 MAX_PHOTO_ID = 2**63 - 1  # SQLite INTEGER; a larger id would overflow inside sqlite3, not be "not found"
+RENDER_TIMEOUT_S = 60.0  # a read or decode that takes longer (a hung network mount) answers 504
+RETRY_SLOW_AFTER_S = 60.0  # a photo that timed out is not tried again before this (its thread may still hang)
 TOKEN_HEADER = "x-photosift-token"
 UNCATEGORIZED = "uncategorized"
 
@@ -75,18 +92,32 @@ def allowed_hosts(host: str, port: int) -> set[str]:
     return hosts
 
 
-class GuardMiddleware:
-    """Rejects unexpected Host headers and adds security headers to every response (pure ASGI: no buffering)."""
-
-    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+def security_headers(img_src: str = "'self'", script_src: str = "'self'") -> list[tuple[bytes, bytes]]:
+    csp = (
+        f"default-src 'self'; img-src {img_src}; style-src 'self'; script-src {script_src}; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return [
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
         (b"referrer-policy", b"no-referrer"),
-        (
-            b"content-security-policy",
-            b"default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
-            b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        (b"content-security-policy", csp.encode()),
+    ]
+
+
+class GuardMiddleware:
+    """Rejects unexpected Host headers and adds security headers to every response (pure ASGI: no buffering)."""
+
+    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = security_headers()
+    # "Classify here" runs ONNX Runtime Web: compiling WebAssembly needs 'wasm-unsafe-eval' (not 'unsafe-eval'),
+    # the chosen photos are shown from blob: URLs, and WASM threads need SharedArrayBuffer, which only a
+    # cross-origin isolated page gets (COOP + COEP). Only that page and the runtime's own files get these.
+    ISOLATED_PREFIXES = ("/classify-here", "/static/ort/")
+    ISOLATED_HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+        *security_headers("'self' blob:", "'self' 'wasm-unsafe-eval'"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"cross-origin-embedder-policy", b"require-corp"),
+        (b"cross-origin-resource-policy", b"same-origin"),
     ]
 
     def __init__(self, app: ASGIApp, hosts: set[str]) -> None:
@@ -110,9 +141,11 @@ class GuardMiddleware:
             await send({"type": "http.response.body", "body": body})
             return
 
+        extra = self.ISOLATED_HEADERS if scope["path"].startswith(self.ISOLATED_PREFIXES) else self.HEADERS
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -125,8 +158,10 @@ class CatalogMissing(CatalogError):
 class CatalogPool:
     """One read-write connection per worker thread (sqlite3 connections must not be shared concurrently)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
+        self.checks = 0  # quick_checks run: one for the pool, not one per thread
         self._local = threading.local()
         self._all: list[Catalog] = []
         self._lock = threading.Lock()
@@ -136,10 +171,15 @@ class CatalogPool:
         if cat is None:
             if not self.path.is_file():
                 raise CatalogMissing(f"{self.path}: no catalog yet")
-            cat = Catalog(self.path)
-            self._local.catalog = cat
-            with self._lock:
+            with self._lock:  # the first connection checks the file (quick_check); later ones trust it
+                verify = self.checks == 0
+                try:
+                    cat = Catalog(self.path, verify=verify, busy_timeout=self.busy_timeout)
+                except CatalogReadOnly:  # read-only media: browse it; a correction says why it fails
+                    cat = Catalog(self.path, readonly=True, verify=verify, busy_timeout=self.busy_timeout)
+                self.checks = max(self.checks, 1)
                 self._all.append(cat)
+            self._local.catalog = cat
         return cat
 
     def close(self) -> None:
@@ -149,9 +189,10 @@ class CatalogPool:
             self._all.clear()
 
 
-def _pages(total: int, page: int) -> dict[str, int]:
-    pages = max(1, math.ceil(total / PAGE_SIZE))
-    return {"page": page, "pages": pages, "total": total, "offset": (page - 1) * PAGE_SIZE}
+def _month_name(month: str) -> str:
+    import calendar
+
+    return calendar.month_name[int(month[5:7])] if len(month) >= 7 and month[5:7].isdigit() else month
 
 
 def _wants_json(request: Request) -> bool:
@@ -171,10 +212,16 @@ def create_app(
     port: int = 8765,
     pipeline_factory: PipelineFactory | None = None,
     render_cache_bytes: int = 48 * 1024 * 1024,
+    render_timeout_s: float = RENDER_TIMEOUT_S,
 ) -> FastAPI:
     """The gallery for the catalog at ``settings.db_path``, served at ``host:port`` (for the Host check)."""
     token = token or secrets.token_urlsafe(32)
-    pool = CatalogPool(settings.db_path)
+    pool = CatalogPool(settings.db_path, settings.busy_timeout_s)
+    # Renders have their own memory budget (a scan's pipeline has another): three thumbnails of a 13000² PNG
+    # took the server to 9 GB before.
+    budget = imaging.MemoryBudget(settings.decode_memory_mb * imaging.MB)
+    max_file_bytes = settings.max_file_mb * imaging.MB
+    slow: dict[str, float] = {}  # path -> when it may be tried again, after a render timed out
     scans = ScanManager(settings, pipeline_factory)
     cache = media.RenderCache(render_cache_bytes)
     # Decodes get their own small limiter: a burst of thumbnails queues here instead of taking every
@@ -186,11 +233,22 @@ def create_app(
     templates.env.filters["pct"] = lambda x: "" if x is None else f"{100 * float(x):.0f}%"
     templates.env.filters["basename"] = lambda p: Path(p).name
     templates.env.filters["dirname"] = lambda p: str(Path(p).parent)
+    # Every value a page shows is valid text: a file name's undecodable bytes as \xNN (they cannot be encoded
+    # as UTF-8), control characters escaped. Jinja still escapes HTML after this.
+    # (type is str: Markup from macros and |safe is already HTML.)
+    templates.env.finalize = lambda v: printable(v) if type(v) is str else v
+    templates.env.filters["filesize"] = lambda n: (
+        "" if n is None else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+    )
+    templates.env.filters["month_name"] = _month_name
 
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
+        # Build the finding arrays in the background: at 100,000 photos the first search or "more like this"
+        # would otherwise wait seconds for them.
+        threading.Thread(target=services.warm_finding, args=(settings,), daemon=True).start()
         yield
         await anyio.to_thread.run_sync(scans.shutdown)
         pool.close()
@@ -214,7 +272,15 @@ def create_app(
     # -- errors: short pages, never a traceback ----------------------------------------------------------
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        titles = {403: "Not allowed", 404: "Not found", 405: "Not allowed", 409: "Busy", 413: "Too large"}
+        titles = {
+            400: "Bad request",
+            403: "Not allowed",
+            404: "Not found",
+            405: "Not allowed",
+            409: "Changed",
+            413: "Too large",
+            504: "Too slow",
+        }
         text = exc.detail if isinstance(exc.detail, str) else "request refused"
         return message(request, exc.status_code, titles.get(exc.status_code, "Error"), text)
 
@@ -261,8 +327,8 @@ def create_app(
                 return {str(k): str(v) for k, v in data.items()}
             if ctype in ("application/x-www-form-urlencoded", ""):
                 return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-        except (ValueError, UnicodeDecodeError):
-            raise HTTPException(422, "malformed request body") from None
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested 1000 deep
+            raise HTTPException(400, "malformed request body") from None
         raise HTTPException(415, "send a form or JSON")
 
     def check_token(request: Request, form: dict[str, str]) -> None:
@@ -271,86 +337,86 @@ def create_app(
             raise HTTPException(403, "missing or stale page token: reload the page and try again")
 
     # -- pages -------------------------------------------------------------------------------------------------
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", response_class=HTMLResponse, methods=GET_HEAD)
     def overview(request: Request) -> Response:
         if not settings.db_path.is_file():
             return page(request, "nocatalog.html", reason="", missing=True)
         cat = pool.get()
-        counts = cat.counts()
+        counts = cat.counts(include_hidden=False)
         groups = []
         for raw, n in counts.items():
             name = UNCATEGORIZED if raw == "None" else raw
             if raw == "None":
-                samples = [r for r in cat.results(status="ok") if r.effective_category is None]
-                samples = samples[:SAMPLES_PER_CATEGORY]
+                samples = cat.results(
+                    status="ok", uncategorized=True, include_hidden=False, limit=SAMPLES_PER_CATEGORY
+                )
                 url = "/uncategorized"
             else:
-                samples = cat.results(category=raw, status="ok", limit=SAMPLES_PER_CATEGORY)
+                samples = cat.results(
+                    category=raw, status="ok", include_hidden=False, limit=SAMPLES_PER_CATEGORY
+                )
                 url = "/category/" + quote(raw, safe="")
             groups.append({"name": name, "count": n, "samples": samples, "url": url})
         return page(request, "overview.html", groups=groups, statuses=cat.status_counts())
 
-    @app.get("/category/{name:path}", response_class=HTMLResponse)
+    @app.api_route("/category/{name:path}", response_class=HTMLResponse, methods=GET_HEAD)
     def category(
         request: Request, name: str, page_no: int = Query(1, alias="page", ge=1, le=10**6)
     ) -> Response:
         cat = pool.get()
-        counts = cat.counts()
+        counts = cat.counts(include_hidden=False)
         if name not in counts and name not in known_categories(cat):
             raise HTTPException(404, f"no category {name!r}")
-        nav = _pages(counts.get(name, 0), page_no)
-        rows = cat.results(category=name, status="ok", limit=PAGE_SIZE, offset=nav["offset"])
-        return page(request, "grid.html", title=name, rows=rows, nav=nav, base=request.url.path, q=None)
-
-    @app.get("/uncategorized", response_class=HTMLResponse)
-    def uncategorized(request: Request, page_no: int = Query(1, alias="page", ge=1, le=10**6)) -> Response:
-        cat = pool.get()
-        nav = _pages(cat.count_results(status="ok", uncategorized=True), page_no)
-        rows = cat.results(status="ok", uncategorized=True, limit=PAGE_SIZE, offset=nav["offset"])
-        return page(
-            request, "grid.html", title=UNCATEGORIZED, rows=rows, nav=nav, base="/uncategorized", q=None
+        nav = finding.pages(counts.get(name, 0), page_no, PAGE_SIZE)
+        rows = cat.results(
+            category=name, status="ok", include_hidden=False, limit=PAGE_SIZE, offset=nav["offset"]
         )
-
-    @app.get("/search", response_class=HTMLResponse)
-    def search(
-        request: Request,
-        q: str = Query("", max_length=200),
-        page_no: int = Query(1, alias="page", ge=1, le=10**6),
-    ) -> Response:
-        needle = q.strip().casefold()
-        rows: list[ResultRow] = []
-        categories: list[str] = []
-        nav = _pages(0, page_no)
-        if needle:
-            cat = pool.get()
-            categories = [c for c in cat.counts() if c != "None" and needle in c.casefold()]
-            nav = _pages(cat.count_results(status="ok", text=needle), page_no)
-            rows = cat.results(status="ok", text=needle, limit=PAGE_SIZE, offset=nav["offset"])
         return page(
             request,
             "grid.html",
-            title="Search",
+            title=name,
             rows=rows,
             nav=nav,
-            base="/search",
-            q=q,
-            categories=categories,
+            base=request.url.path,
+            q=None,
+            choices=known_categories(cat) if rows else [],
         )
 
-    @app.get("/errors", response_class=HTMLResponse)
+    @app.api_route("/uncategorized", response_class=HTMLResponse, methods=GET_HEAD)
+    def uncategorized(request: Request, page_no: int = Query(1, alias="page", ge=1, le=10**6)) -> Response:
+        cat = pool.get()
+        nav = finding.pages(
+            cat.count_results(status="ok", uncategorized=True, include_hidden=False), page_no, PAGE_SIZE
+        )
+        rows = cat.results(
+            status="ok", uncategorized=True, include_hidden=False, limit=PAGE_SIZE, offset=nav["offset"]
+        )
+        return page(
+            request,
+            "grid.html",
+            title=UNCATEGORIZED,
+            rows=rows,
+            nav=nav,
+            base="/uncategorized",
+            q=None,
+            choices=known_categories(cat) if rows else [],
+        )
+
+    @app.api_route("/errors", response_class=HTMLResponse, methods=GET_HEAD)
     def errors(request: Request, page_no: int = Query(1, alias="page", ge=1, le=10**6)) -> Response:
         cat = pool.get()
         total = cat.status_counts().get("error", 0)
-        nav = _pages(total, page_no)
+        nav = finding.pages(total, page_no, PAGE_SIZE)
         rows = cat.results(status="error", limit=PAGE_SIZE, offset=nav["offset"])
         return page(request, "errors.html", rows=rows, nav=nav, base="/errors")
 
-    @app.get("/photo/{photo_id}", response_class=HTMLResponse)
+    @app.api_route("/photo/{photo_id}", response_class=HTMLResponse, methods=GET_HEAD)
     def photo(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
         cat = pool.get()
         row = photo_or_404(cat, photo_id)
         saved = request.query_params.get("saved") == "1"
-        return page(request, "photo.html", row=row, choices=known_categories(cat), saved=saved)
+        nav = finding.photo_nav(settings, row, request)
+        return page(request, "photo.html", row=row, choices=known_categories(cat), saved=saved, **nav)
 
     @app.post("/photo/{photo_id}/correct")
     async def correct(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
@@ -378,42 +444,98 @@ def create_app(
 
     # -- images ------------------------------------------------------------------------------------------------
     async def image(request: Request, photo_id: int, rendition: media.Rendition) -> Response:
-        def locate() -> tuple[str, str]:
-            cat = pool.get()
-            row = photo_or_404(cat, photo_id)
-            content_hash = cat.content_hash_of(row.path)
-            if row.status != "ok" or content_hash is None:
-                raise HTTPException(404, f"photo {photo_id} has no image")
-            return row.path, content_hash
+        def locate() -> tuple[str, media.Expected]:
+            found = pool.get().photo_state(photo_id)
+            if found is None or found[1].status != "ok" or found[1].content_hash is None:
+                raise HTTPException(404, f"no photo {photo_id} in the catalog")
+            path, state = found
+            return path, media.Expected(state.content_hash, state.size, state.mtime_ns)  # type: ignore[arg-type]
 
-        path, content_hash = await anyio.to_thread.run_sync(locate)
-        etag = media.etag_for(content_hash, rendition)
-        headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
+        path, expected = await anyio.to_thread.run_sync(locate)
+        etag = media.etag_for(expected.content_hash, rendition)
+        # same-origin: another site's page cannot even embed the gallery's images
+        headers = {
+            "ETag": etag,
+            "Cache-Control": "private, max-age=3600",
+            "Cross-Origin-Resource-Policy": "same-origin",
+        }
         if media.etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        data = cache.get(content_hash, rendition)
+        data = cache.get(expected.content_hash, rendition)  # a render of this very content, checked when made
         if data is None:
-            try:
-                data = await anyio.to_thread.run_sync(media.render, path, rendition, limiter=decode_limiter)
-            except UnreadableImage as exc:
-                raise HTTPException(404, f"photo {photo_id} cannot be shown ({exc.reason})") from None
-            cache.put(content_hash, rendition, data)
+            data = await render(photo_id, path, rendition, expected)
+            cache.put(expected.content_hash, rendition, data)
         return Response(data, media_type="image/jpeg", headers=headers)
 
-    @app.get("/thumb/{photo_id}.jpg")
+    async def render(photo_id: int, path: str, rendition: media.Rendition, expected: media.Expected) -> bytes:
+        if slow.get(path, 0.0) > time.monotonic():
+            raise HTTPException(
+                504, f"photo {photo_id} took longer than {render_timeout_s:g} s to read; try later"
+            )
+        try:
+            # abandon_on_cancel: a read stuck on a hung mount gives its decode slot back when the time is up
+            with anyio.fail_after(render_timeout_s):
+                return await anyio.to_thread.run_sync(
+                    media.render,
+                    path,
+                    rendition,
+                    expected,
+                    budget,
+                    max_file_bytes,
+                    limiter=decode_limiter,
+                    abandon_on_cancel=True,
+                )
+        except TimeoutError:
+            now = time.monotonic()
+            for stale in [p for p, until in slow.items() if until <= now]:
+                del slow[stale]
+            slow[path] = now + RETRY_SLOW_AFTER_S
+            raise HTTPException(
+                504, f"photo {photo_id} took longer than {render_timeout_s:g} s to read and decode"
+            ) from None
+        except media.StaleFile as exc:
+            raise HTTPException(409, f"photo {photo_id} {exc.reason}") from None
+        except UnreadableImage as exc:
+            raise HTTPException(404, f"photo {photo_id} cannot be shown ({exc.reason})") from None
+
+    @app.api_route("/thumb/{photo_id}.jpg", methods=GET_HEAD)
     async def thumb(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
         return await image(request, photo_id, media.THUMB)
 
-    @app.get("/view/{photo_id}.jpg")
+    @app.api_route("/view/{photo_id}.jpg", methods=GET_HEAD)
     async def view(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
         return await image(request, photo_id, media.VIEW)
 
-    # -- scans ---------------------------------------------------------------------------------------------------
-    @app.get("/scan", response_class=HTMLResponse)
-    def scan_page(request: Request) -> Response:
-        return page(request, "scan.html", error=request.query_params.get("error", "")[:500])
+    # -- classify here: in the browser, nothing uploaded -----------------------------------------------------
+    @app.api_route("/classify-here", response_class=HTMLResponse, methods=GET_HEAD)
+    def classify_here(request: Request) -> Response:
+        ready = (Path(str(package / "static")) / "ort" / "ort.wasm.min.mjs").is_file()
+        return page(request, "classify.html", model=settings.model, ready=ready)
 
-    @app.get("/api/scan")
+    @functools.cache
+    def page_model() -> tuple[Path, dict[str, Any]]:
+        # Resolving verifies the model's sha256 and reads its card: once per launch, not per request.
+        try:
+            return services.page_classifier(settings)
+        except ModelError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.api_route("/classify-here/model.json", methods=GET_HEAD)
+    def classify_here_model() -> Response:
+        return JSONResponse(page_model()[1], headers={"Cache-Control": "no-cache"})
+
+    @app.api_route("/classify-here/model.onnx", methods=GET_HEAD)
+    def classify_here_onnx() -> Response:
+        headers = {"Cache-Control": "no-cache"}
+        return FileResponse(page_model()[0], media_type="application/octet-stream", headers=headers)
+
+    # -- scans ---------------------------------------------------------------------------------------------------
+    @app.api_route("/scan", response_class=HTMLResponse, methods=GET_HEAD)
+    def scan_page(request: Request) -> Response:
+        # Only a message this server produced, by its code: a link cannot make the page say anything else.
+        return page(request, "scan.html", error=scans.error_message(request.query_params.get("error", "")))
+
+    @app.api_route("/api/scan", methods=GET_HEAD)
     def scan_state() -> dict[str, Any]:
         return scans.snapshot().to_dict()
 
@@ -426,7 +548,7 @@ def create_app(
         except ScanError as exc:
             if _wants_json(request):
                 return JSONResponse({"detail": str(exc)}, status_code=409)
-            return RedirectResponse("/scan?error=" + quote(str(exc)), status_code=303)
+            return RedirectResponse("/scan?error=" + scans.remember_error(str(exc)), status_code=303)
         if _wants_json(request):
             return JSONResponse(state.to_dict(), status_code=202)
         return RedirectResponse("/scan", status_code=303)
@@ -463,6 +585,20 @@ def create_app(
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
+    finding.register(
+        app,
+        finding.Helpers(
+            settings=settings,
+            page=page,
+            catalog=pool.get,
+            photo_or_404=photo_or_404,
+            read_form=read_form,
+            check_token=check_token,
+            known_categories=known_categories,
+            image=image,
+            page_size=lambda: PAGE_SIZE,
+        ),
+    )
     return app
 
 
@@ -477,9 +613,37 @@ def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8765, log_lev
     return uvicorn.Server(config)
 
 
-def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve the gallery until Ctrl-C (the CLI prints the address and the warnings)."""
-    make_server(create_app(settings, host=host, port=port), host, port).run()
+class ServeError(PhotosiftError):
+    """The gallery cannot listen where it was asked to (the port is taken, the address is not this machine's)."""
 
 
-__all__ = ["allowed_hosts", "create_app", "is_loopback_host", "make_server", "run_server"]
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` before the server starts, so a busy port is a one-line error."""
+    bare = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT, never a live one
+        sock.bind((bare, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
+
+
+def run_server(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8765, sock: socket.socket | None = None
+) -> None:
+    """Serve the gallery until Ctrl-C on ``sock`` (default: :func:`listen`); the CLI prints the address."""
+    sock = sock or listen(host, port)
+    make_server(create_app(settings, host=host, port=port), host, port).run(sockets=[sock])
+
+
+__all__ = [
+    "ServeError",
+    "allowed_hosts",
+    "create_app",
+    "is_loopback_host",
+    "listen",
+    "make_server",
+    "run_server",
+]
