@@ -36,13 +36,15 @@ def colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train(data: Path, out: Path, **kw: object):  # type: ignore[no-untyped-def]
-    from photosift.toolchain.train import TrainOptions, train as train_model
+    from photosift.toolchain.train import TrainOptions
+    from photosift.toolchain.train import train as train_model
     from photosift.toolchain.trainset import from_folders
 
     options = TrainOptions(arch="unet-classifier", img_size=32, epochs=3, **kw)  # type: ignore[arg-type]
     return train_model(from_folders(data), out, options)
 
 
+@pytest.mark.slow
 def test_unet_trains_exports_and_runs_like_any_classifier(colours: Path, tmp_path: Path) -> None:
     out = tmp_path / "colours.onnx"
     result = train(colours, out)
@@ -50,7 +52,10 @@ def test_unet_trains_exports_and_runs_like_any_classifier(colours: Path, tmp_pat
     card = checked.card
     assert card.task == "classify" and card.labels == ["blue", "red"] and card.name == "colours"
     assert card.arch == "unet-classifier (scratch, 2 skips)" and card.preprocess.input_size == 32
-    assert card.training["fingerprint"] == result.fingerprint and card.training["counts"] == {"blue": 6, "red": 6}
+    assert card.training["fingerprint"] == result.fingerprint and card.training["counts"] == {
+        "blue": 6,
+        "red": 6,
+    }
     assert card.training["val_accuracy"] == result.validation.accuracy and result.val_photos == 2
     assert result.parity["images"] == 2 and result.parity["max_abs_diff"] <= 1e-4
     assert [h.stage for h in result.history] == ["train"] * len(result.history) and result.history
@@ -67,6 +72,7 @@ def test_unet_trains_exports_and_runs_like_any_classifier(colours: Path, tmp_pat
         assert logits.shape == (n, 2) and emb.shape[0] == n
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_model(colours: Path, tmp_path: Path) -> None:
     a = train(colours, tmp_path / "a.onnx", seed=7)
     b = train(colours, tmp_path / "b.onnx", seed=7)
@@ -83,7 +89,8 @@ def test_the_same_seed_gives_the_same_model(colours: Path, tmp_path: Path) -> No
 
 
 def test_ctrl_c_keeps_the_best_model_so_far(colours: Path, tmp_path: Path) -> None:
-    from photosift.toolchain.train import TrainOptions, train as train_model
+    from photosift.toolchain.train import TrainOptions
+    from photosift.toolchain.train import train as train_model
     from photosift.toolchain.trainset import from_folders
 
     def interrupt_in_epoch_3(p: object) -> None:
@@ -97,6 +104,7 @@ def test_ctrl_c_keeps_the_best_model_so_far(colours: Path, tmp_path: Path) -> No
     assert read_card(out).training["interrupted"] is True
 
 
+@pytest.mark.slow
 def test_cli_trains_registers_reports_and_classifies(colours: Path, tmp_path: Path) -> None:
     out, report = tmp_path / "models" / "col.onnx", tmp_path / "report" / "r.json"
     res = run("train", colours, "-o", out, *TINY, "--name", "colour-test", "--report", report)
@@ -116,17 +124,45 @@ def test_cli_trains_registers_reports_and_classifies(colours: Path, tmp_path: Pa
     assert len(rows) == 12 and {r["category"] for r in rows} <= {"blue", "red"}
     assert all(r["label"] in {"blue", "red"} for r in rows)
     csv = tmp_path / "labels.csv"
-    csv.write_text("file,category\n" + "".join(f"{p.relative_to(colours)},{p.parent.name}\n" for p in colours.rglob("*.png")))
+    csv.write_text(
+        "file,category\n"
+        + "".join(f"{p.relative_to(colours)},{p.parent.name}\n" for p in colours.rglob("*.png"))
+    )
     res = run("eval", "colour-test", "--labels", csv, "--images", colours, "--no-people", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["album"]["labelled"] == 12
+    # the registered name goes through optimize and static INT8 quantization like a built-in model's
+    opt = tmp_path / "col-opt.onnx"
+    res = run("optimize", "colour-test", "-o", opt, "--json")
+    assert res.exit_code == 0, res.output
+    q = tmp_path / "col-int8.onnx"
+    res = run("quantize", opt, "-o", q, "--calibrate", colours, "--min-agreement", "0.5", "--json")
+    assert res.exit_code == 0, res.output
+    quantized = json.loads(res.stdout)
+    assert quantized["precision"] == "int8" and quantized["agreement"] >= 0.5
+    assert (
+        read_card(q).labels == ["blue", "red"] and read_card(q).training["fingerprint"] == data["fingerprint"]
+    )
+    res = run("classify", colours, "--db", tmp_path / "q.db", "--model", q, "--no-people", "--json")
+    assert res.exit_code == 0, res.output
 
 
 def test_cli_json_and_labels_csv_source(colours: Path, tmp_path: Path) -> None:
     csv = tmp_path / "labels.csv"
     files = sorted(colours.rglob("*.png"))
     csv.write_text("file,category\n" + "".join(f"{f.relative_to(colours)},{f.parent.name}\n" for f in files))
-    res = run("train", "--labels", csv, "--images", colours, "-o", tmp_path / "m.onnx", *TINY, "--json", "--no-register")
+    res = run(
+        "train",
+        "--labels",
+        csv,
+        "--images",
+        colours,
+        "-o",
+        tmp_path / "m.onnx",
+        *TINY,
+        "--json",
+        "--no-register",
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["counts"] == {"blue": 6, "red": 6} and data["registered"] is None
@@ -150,12 +186,15 @@ def test_cli_errors_are_one_line(colours: Path, tmp_path: Path) -> None:
     assert res.exit_code == 1 and "teacher" in res.output and "not found" in res.output
 
 
+@pytest.mark.slow
 def test_pruning_removes_channels_and_reports_what_it_cost(colours: Path, tmp_path: Path) -> None:
     res = run("train", colours, "-o", tmp_path / "p.onnx", *TINY, "--prune", "0.5", "--json", "--no-register")
     assert res.exit_code == 0, res.output
     p = json.loads(res.stdout)["pruning"]
     assert p["fraction"] == 0.5 and p["groups"] == 8
-    assert p["channels_after"] == p["channels_before"] - sum(round(c * 0.5) for c in (8, 16, 32, 64, 128, 64, 32, 16))
+    assert p["channels_after"] == p["channels_before"] - sum(
+        round(c * 0.5) for c in (8, 16, 32, 64, 128, 64, 32, 16)
+    )
     assert p["params_after"] < p["params_before"] and p["bytes_after"] < p["bytes_before"]
     assert {"val_accuracy_before", "val_accuracy_pruned", "val_accuracy_after", "speedup"} <= set(p)
     assert "pruned 50%" in read_card(tmp_path / "p.onnx").arch
@@ -176,6 +215,7 @@ def test_pruning_keeps_pretrained_networks_working(arch: str) -> None:
     assert counts["params_after"] < counts["params_before"]
 
 
+@pytest.mark.slow
 def test_distillation_learns_from_a_teacher_on_unlabelled_photos(colours: Path, tmp_path: Path) -> None:
     teacher = tmp_path / "teacher.onnx"
     assert run("train", colours, "-o", teacher, *TINY, "--no-register").exit_code == 0
@@ -201,6 +241,7 @@ def test_distillation_learns_from_a_teacher_on_unlabelled_photos(colours: Path, 
     assert res.exit_code == 1 and "its labels lack 'cats', 'dogs'" in res.output
 
 
+@pytest.mark.slow
 def test_from_catalog_learns_the_corrections(colours: Path, tmp_path: Path) -> None:
     from photosift import services
     from photosift.cli.common import settings
@@ -212,7 +253,9 @@ def test_from_catalog_learns_the_corrections(colours: Path, tmp_path: Path) -> N
     config = settings(db)
     for f in sorted(photos.rglob("*.png"))[:3] + sorted(photos.rglob("*.png"))[-3:]:
         services.correct(config, f, "warm" if f.parent.name == "red" else "cool", create=True)
-    res = run("train", "--from-catalog", "--db", db, "-o", tmp_path / "c.onnx", *TINY, "--json", "--no-register")
+    res = run(
+        "train", "--from-catalog", "--db", db, "-o", tmp_path / "c.onnx", *TINY, "--json", "--no-register"
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["counts"] == {"cool": 3, "warm": 3} and data["classes"] == ["cool", "warm"]
@@ -222,7 +265,12 @@ def test_from_catalog_learns_the_corrections(colours: Path, tmp_path: Path) -> N
 def test_transfer_from_lite0_with_concepts(tmp_path: Path) -> None:
     """Two classes of real photos; the head sees the embedding and WordNet-pooled ImageNet probabilities."""
     data = tmp_path / "data"
-    for name, cls in (("chelsea", "pets"), ("astronaut", "people"), ("grace_hopper", "people"), ("coffee", "food")):
+    for name, cls in (
+        ("chelsea", "pets"),
+        ("astronaut", "people"),
+        ("grace_hopper", "people"),
+        ("coffee", "food"),
+    ):
         (data / cls).mkdir(parents=True, exist_ok=True)
         shutil.copy2(DATA / f"{name}.jpg", data / cls / f"{name}.jpg")
     shutil.copy2(DATA / "flower.jpg", data / "pets" / "flower.jpg")  # a mislabel the head must still fit
@@ -232,7 +280,9 @@ def test_transfer_from_lite0_with_concepts(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     assert result["arch"] == "lite0 transfer" and result["val_photos"] == 0
-    assert [h["stage"] for h in result["history"]] == ["head"] and result["history"][0]["train_accuracy"] == 1.0
+    assert [h["stage"] for h in result["history"]] == ["head"] and result["history"][0][
+        "train_accuracy"
+    ] == 1.0
     card = read_card(out)
     assert card.preprocess.input_size == 96 and card.preprocess.mean == (127.0, 127.0, 127.0)
     assert "efficientnet-lite0" in card.source and card.labels == ["food", "people", "pets"]

@@ -39,7 +39,11 @@ def train_cmd(
     ] = Arch.lite0,
     epochs: Annotated[
         int | None,
-        typer.Option("--epochs", min=0, help="Fine-tuning epochs (transfer: 8, 0 = head only; unet: 40)."),
+        typer.Option(
+            "--epochs",
+            min=0,
+            help="Training epochs (transfer: fine-tuning after the head, default 0 = head only; unet: 20).",
+        ),
     ] = None,
     img_size: Annotated[
         int | None,

@@ -226,6 +226,8 @@ def _features(run: Run, trunk: nn.Module, photos: list[Any], views: list[int], w
 
 
 def _chunked(module: nn.Module, x: torch.Tensor, step: int = 64) -> torch.Tensor:
+    if len(x) == 0:  # no validation split (--val-split 0)
+        return torch.zeros(0)
     with torch.no_grad():
         return torch.cat([module(x[i : i + step]) for i in range(0, len(x), step)])
 

@@ -185,7 +185,7 @@ def fit_unet(
             yield x.contiguous(memory_format=torch.channels_last), y
 
     # channels-last convolutions trained this network 1.2-1.7x faster on the development CPU (docs/TRAINING.md)
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     encoder = list(model.encoder.parameters())
     known = {id(p) for p in encoder}
     rest = [p for p in model.parameters() if id(p) not in known]
