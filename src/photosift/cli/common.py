@@ -69,6 +69,41 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
+class RichProgress:
+    """A rich progress display on stderr when ``enabled`` (a TTY), nothing otherwise; entering it gives the
+    callback to report progress to (None when disabled). Subclasses give the columns and turn a report into
+    bar updates."""
+
+    transient = False
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def columns(self) -> list[Any]:
+        raise NotImplementedError
+
+    def started(self) -> None:
+        """Called once the display is up (add the first task here)."""
+
+    def update(self, report: Any) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.progress import Progress
+
+        self.bar = Progress(*self.columns(), console=console(stderr=True), transient=self.transient)
+        self.bar.__enter__()
+        self.started()
+        return self.update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """``error: MESSAGE`` on stderr, as one line of text (a path's brackets, newlines or undecodable bytes
     included), and exit with ``code``."""

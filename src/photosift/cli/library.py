@@ -24,6 +24,7 @@ from photosift.cli.common import (
     Format,
     JsonOpt,
     RayAddressOpt,
+    RichProgress,
     RulesOpt,
     console,
     engine_settings,
@@ -161,32 +162,26 @@ def _stop_on_ctrl_c() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-class _progress_bar:
+class _progress_bar(RichProgress):
     """A rich progress bar on a TTY (files, photos/s, ETA); nothing otherwise."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-        self.task: Any = None
+    transient = True
+    task: Any = None
 
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    def columns(self) -> list[Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(
+        return [
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:>6.1f} photos/s"),
             TextColumn("{task.fields[errors]} errors"),
             TimeRemainingColumn(),
-            console=console(stderr=True),
-            transient=True,
-        )
-        self.bar.__enter__()
+        ]
+
+    def started(self) -> None:
         self.task = self.bar.add_task("scanning", total=None, rate=0.0, errors=0)
-        return self.update
 
     def update(self, p: Any) -> None:
         desc = {"scan": "scanning", "classify": "classifying", "done": "done"}[p.phase]
@@ -198,10 +193,6 @@ class _progress_bar:
             rate=p.photos_per_s,
             errors=p.errors,
         )
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 def _print_summary(s: RunSummary, config: Settings) -> None:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from photosift.cli.app import app
-from photosift.cli.common import DbOpt, JsonOpt, console, errors_to_exit, fail, settings
+from photosift.cli.common import DbOpt, JsonOpt, RichProgress, console, errors_to_exit, fail, settings
 
 
 class Arch(str, Enum):
@@ -153,38 +153,28 @@ def train_cmd(
     _print_result(result, entry.name if entry else None, written)
 
 
-class _StageBars:
+class _StageBars(RichProgress):
     """One rich progress bar per training stage (done/total, ETA) on a TTY; nothing otherwise."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
+        super().__init__(enabled)
         self.tasks: dict[str, Any] = {}
 
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    def columns(self) -> list[Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(
+        return [
             TextColumn("[bold]{task.description:<16}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[note]}"),
-            console=console(stderr=True),
-        )
-        self.bar.__enter__()
-        return self.update
+        ]
 
     def update(self, p: Any) -> None:
         if p.stage not in self.tasks:
             self.tasks[p.stage] = self.bar.add_task(p.stage, total=p.total, note="")
         self.bar.update(self.tasks[p.stage], completed=p.done, total=p.total, note=p.note)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 def _print_result(r: Any, registered: str | None, written: list[Path]) -> None:
