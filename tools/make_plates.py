@@ -1,9 +1,12 @@
 """Generate a surface-inspection data set: textured metal plates that are clean, scratched or stained.
 
     PYTHONPATH=src .venv/bin/python tools/make_plates.py --out DIR [--per-class 200] [--seed 0] [--size 128]
+        [--unlabelled]
 
 Writes ``DIR/clean/``, ``DIR/scratched/`` and ``DIR/stained/`` (PNG, one folder per class, ready for
-``photosift train DIR``). Every plate is drawn from its own seeded generator, so a set is reproducible and two
+``photosift train DIR``); with ``--unlabelled``, every plate straight into ``DIR`` under a name that does not
+tell its class (``u-<sha256 of its seed>.png``: photos for ``photosift train --teacher … --unlabelled DIR``).
+Every plate is drawn from its own seeded generator, so a set is reproducible and two
 seeds give two sets that share no plate (train on one, test on the other).
 
 A plate: a base colour (steel, aluminium, brass, painted grey or green), a brushed texture (noise stretched
@@ -17,6 +20,7 @@ low in contrast on purpose: the task needs local detail, which is what the UNet-
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 from pathlib import Path
 
@@ -139,13 +143,19 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0, help="sets with different seeds share no plate")
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--unlabelled", action="store_true", help="one folder, names that hide the class")
     args = ap.parse_args()
     for c, kind in enumerate(CLASSES):
-        folder = args.out / kind
+        folder = args.out if args.unlabelled else args.out / kind
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(args.per_class):
             seed = (args.seed * 1_000_003 + c) * 100_003 + i
-            plate(kind, seed, args.size).save(folder / f"plate-{args.seed}-{i:05d}.png")
+            name = (
+                f"u-{hashlib.sha256(str(seed).encode()).hexdigest()[:10]}.png"
+                if args.unlabelled
+                else f"plate-{args.seed}-{i:05d}.png"
+            )
+            plate(kind, seed, args.size).save(folder / name)
     print(f"wrote {args.per_class * len(CLASSES)} plates to {args.out}")
 
 
