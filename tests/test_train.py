@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from photosift.cli import app
 from photosift.core.imaging import load_tensor
 from photosift.models.card import read_card
+from photosift.services import imagenet_concepts
 from photosift.toolchain.modelfile import load_checked
 from test_trainset import coloured, two_classes
 
@@ -286,3 +287,6 @@ def test_transfer_from_lite0_with_concepts(tmp_path: Path) -> None:
     card = read_card(out)
     assert card.preprocess.input_size == 96 and card.preprocess.mean == (127.0, 127.0, 127.0)
     assert "efficientnet-lite0" in card.source and card.labels == ["food", "people", "pets"]
+    assert (
+        card.training["options"]["concepts"] == imagenet_concepts().shape[1] > 100
+    )  # the CLI gives WordNet's

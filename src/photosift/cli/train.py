@@ -100,6 +100,7 @@ def train_cmd(
     if out is None:
         fail("-o/--output OUT.onnx is needed", code=2)
     config = settings(db)
+    from photosift import services
     from photosift.toolchain.trainset import from_csv, from_folders, from_pairs
 
     with errors_to_exit():
@@ -108,8 +109,6 @@ def train_cmd(
         elif labels is not None:
             found = from_csv(labels, images)
         else:
-            from photosift import services
-
             found = from_pairs(services.corrected_photos(config), f"catalog {config.db_path}")
         if unlabelled is not None:
             from photosift.toolchain.modelfile import list_images
@@ -117,7 +116,7 @@ def train_cmd(
             if not unlabelled.is_dir():
                 fail(f"{unlabelled}: unlabelled photo folder not found", code=2)
             found.unlabelled += list_images(unlabelled)
-        from photosift.toolchain.train import TrainOptions, train
+        from photosift.toolchain.train import TRANSFER_ARCHS, TrainOptions, train
 
         options = TrainOptions(
             arch=arch.value,
@@ -131,6 +130,8 @@ def train_cmd(
             name=name,
             skips=skips,
             pretrained_encoder=pretrained_encoder,
+            # the transfer head also sees ImageNet's probabilities pooled by WordNet concept (docs/TRAINING.md)
+            concepts=services.imagenet_concepts() if arch.value in TRANSFER_ARCHS else None,
         )
         with _StageBars(not as_json and sys.stderr.isatty()) as on_progress:
             try:

@@ -426,6 +426,10 @@ def training_record(run: Run, validation: Validation, seconds: float) -> dict[st
             "seed": o.seed,
             "skips": o.skips if o.arch == "unet-classifier" else None,
             "pretrained_encoder": o.pretrained_encoder if o.arch == "unet-classifier" else None,
+            # how many WordNet concept groups the transfer head pooled ImageNet's probabilities into (0: none)
+            "concepts": int(o.concepts.shape[1])
+            if o.concepts is not None and o.arch in TRANSFER_ARCHS
+            else 0,
         },
         "seconds": round(seconds, 1),
         "interrupted": run.interrupted,
