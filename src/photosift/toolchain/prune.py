@@ -11,7 +11,8 @@ consumes, so no residual sum or concatenation has to change shape:
 * a UNet double convolution: the channels between its two convolutions.
 
 In each such group the fraction ``F`` of channels whose producing filters have the smallest L1 norm go (Li et
-al., 2017, "Pruning Filters for Efficient ConvNets"). The pruned model is then fine-tuned for a few epochs
+al., 2017, "Pruning Filters for Efficient ConvNets"), rounded so that the channels kept stay a multiple of 8
+(:func:`kept_channels`). The pruned model is then fine-tuned for a few epochs
 and the report gives accuracy before, right after pruning, and after fine-tuning, with size and speed.
 """
 
@@ -94,12 +95,27 @@ def _keep_bn(bn: nn.BatchNorm2d, keep: torch.Tensor) -> None:
     bn.num_features = len(keep)
 
 
+# Kept channel counts stay multiples of this: ONNX Runtime's blocked (NCHWc) convolution kernels take only such
+# counts, and a model pruned to odd counts ran 4x *slower* than the unpruned one (Lite0, 30%; docs/TRAINING.md).
+CHANNEL_ALIGN = 8
+
+
+def kept_channels(channels: int, fraction: float) -> int:
+    """How many of ``channels`` survive pruning ``fraction``: the nearest multiple of CHANNEL_ALIGN (at least
+    one block) when ``channels`` is one, else simply the rest; never more than ``channels``, at least 1."""
+    if channels % CHANNEL_ALIGN == 0:
+        blocks = max(1, round(channels * (1 - fraction) / CHANNEL_ALIGN))
+        return min(channels, blocks * CHANNEL_ALIGN)
+    return max(1, channels - round(channels * fraction))
+
+
 def prune_group(group: Group, fraction: float) -> tuple[int, int]:
     """Remove ``fraction`` of the group's channels, smallest L1 norm of the producing filter first; returns
     (channels before, after)."""
     weight = group.producer.weight.detach()
     channels = weight.shape[0]
-    drop = min(channels - 1, round(channels * fraction))
+    kept = kept_channels(channels, fraction)
+    drop = channels - kept
     if drop <= 0:
         return channels, channels
     norms = weight.abs().sum(dim=(1, 2, 3))
