@@ -4,7 +4,7 @@
         [--no-concepts] [--epochs N] [--val-split 0.2] [--int8]
     PYTHONPATH=src .venv/bin/python tools/train_measure.py plates --sets DIR [--skips 0,2,3] [--epochs N]
         [--img-size 64] [--pretrained-encoder] [--prune 0.3]
-    PYTHONPATH=src .venv/bin/python tools/train_measure.py distil --sets DIR --teacher MODEL [--arch ARCH]
+    PYTHONPATH=src .venv/bin/python tools/train_measure.py distil --sets DIR --teacher MODEL [--arch ARCH] [--temperature 4]
 
 ``album``: DIR is tools/album_sets.py's output (``train/``: album-dev by category; ``heldout/`` and
 ``heldout.csv``: the other tuxpaint stamps of those categories). ``plates``/``distil``: DIR holds ``train/`` and
@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--pretrained-encoder", action="store_true")
     ap.add_argument("--prune", type=float, default=0.0)
     ap.add_argument("--teacher", default=None)
+    ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--int8", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="keep the models here (default: a temp dir)")
     args = ap.parse_args()
@@ -137,6 +138,7 @@ def main() -> None:
                 seed=seed,
                 prune=args.prune,
                 teacher=args.teacher,
+                temperature=args.temperature,
                 **variant,
             )
             out = work / f"{args.what}-{variant.get('skips', arch)}-{seed}.onnx"
