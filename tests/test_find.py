@@ -33,8 +33,8 @@ from photosift.find.search import class_weights
 from photosift.find.vectors import VectorIndex
 from photosift.models.card import imagenet_labels
 from photosift.run.driver import ClassifyOptions, Pipeline
+from testkit import DATA
 
-DATA = Path(__file__).parent / "data"
 DATED = {"rocket_2019.jpg": "2019:06:15 10:30:00", "china_2021.jpg": "2021:03:02 08:00:00"}
 
 

@@ -20,8 +20,8 @@ from photosift.core import imaging
 from photosift.core.errors import ToolchainError
 from photosift.models.registry import resolve_model
 from photosift.toolchain import webcheck as wc
+from testkit import DATA
 
-DATA = Path(__file__).parent / "data"
 needs_browser = [
     pytest.mark.browser,
     pytest.mark.slow,
