@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from photosift.cli import app
 from photosift.core import imaging, scanner
-from testkit import DATA, ScanGate
+from testkit import DATA, PHOTOS, ScanGate
 
 runner = CliRunner()
 
@@ -93,7 +93,7 @@ def test_a_cli_classify_while_the_gallery_scans(tmp_path: Path, engine) -> None:
     from photosift.core.config import Settings
     from photosift.web.scan import ScanManager
 
-    photos = [p for p in sorted(DATA.iterdir()) if p.suffix in (".jpg", ".png")]
+    photos = PHOTOS
     web_lib, cli_lib = tmp_path / "web", tmp_path / "cli"
     for lib, tag in ((web_lib, "w"), (cli_lib, "c")):
         lib.mkdir()

@@ -27,7 +27,7 @@ from photosift.core.catalog import Catalog
 from photosift.core.config import Settings
 from photosift.core.errors import ClusterError, ModelError
 from photosift.run.ray_executor import KnownHashes, one_line_error
-from testkit import DATA
+from testkit import DATA, PHOTOS
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="the cluster extra (ray[data]) is not installed")
@@ -88,9 +88,8 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from PIL import Image
 
     lib = tmp_path_factory.mktemp("library")
-    for p in sorted(DATA.iterdir()):
-        if p.suffix.lower() in (".jpg", ".png"):
-            shutil.copy2(p, lib / p.name)
+    for p in PHOTOS:
+        shutil.copy2(p, lib / p.name)
     jpegs = sorted(DATA.glob("*.jpg"))
     for i in range(16):
         with Image.open(jpegs[i % len(jpegs)]) as im:
