@@ -1,7 +1,7 @@
 """Memory stays flat for any input: huge, sparse and oversized files, many large decodes at once, huge batches.
 
 Each case runs the real `photosift classify` (or `serve`) in a subprocess and reads that process's peak RSS from
-the kernel (``VmHWM``, bench.suite.run_child_rusage); nothing is timed. tools/memory_peaks.py prints the same
+the kernel (``VmHWM``, bench.meter.run_child_rusage); nothing is timed. tools/memory_peaks.py prints the same
 measurements as the table in docs/RELIABILITY.md.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from photosift.bench.corpus import big_png
-from photosift.bench.suite import photosift_command, run_child_rusage
+from photosift.bench.meter import photosift_command, run_child_rusage
 from testkit import DATA, PHOTOS
 
 pytestmark = pytest.mark.slow
