@@ -10,7 +10,7 @@
 ``heldout.csv``: the other tuxpaint stamps of those categories). ``plates``/``distil``: DIR holds ``train/`` and
 ``test/`` from tools/make_plates.py (two seeds); ``distil`` also ``unlabelled/`` (plates of a third seed, in one
 folder). Each run prints wall time, process CPU time and how many cores
-*other* processes kept busy meanwhile (the development machine is shared; bench.suite's meter), the validation
+*other* processes kept busy meanwhile (the development machine is shared; bench.meter.Meter), the validation
 accuracy, and the accuracy of the exported ONNX model (ONNX Runtime, the photos decoded as classify decodes them)
 on the held-out photos; ``--int8`` also quantizes the model (static INT8 calibrated on the training photos) and
 scores that.
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from photosift import services
-from photosift.bench.suite import _Meter
+from photosift.bench.meter import Meter
 from photosift.core.imaging import load_tensor
 from photosift.models.card import read_card
 from photosift.toolchain.modelfile import list_images, session
@@ -66,7 +66,7 @@ def run_one(
     found = from_folders(data)
     if unlabelled is not None:
         found.unlabelled = list_images(unlabelled)
-    meter = _Meter()
+    meter = Meter()
     with meter.measure():
         result = train(found, out, options)
     row: dict[str, Any] = {
