@@ -88,26 +88,35 @@ def distil(run: Run, teacher: Teacher, options: TrainOptions) -> tuple[Any, dict
     """Train the student (``options.arch``) on the teacher's softened outputs; returns it and the report."""
     photos = run.train_photos() + run.photos.unlabelled
     teacher_views = Views(teacher.card.preprocess, 1, run.views.seed, run.views.crop, run.views.jitter)
-    views = options.views
-    soft = np.zeros((len(photos), views + 1, run.classes), dtype=np.float32)
-    pairs = [(i, v) for i in range(len(photos)) for v in range(views + 1)]
-    step = 16
-    for start in range(0, len(pairs), step):
-        chunk = pairs[start : start + step]
-        x = teacher_views.batch([photos[i] for i, _ in chunk], [v for _, v in chunk])
-        probs = softmax(teacher.logits(x) / options.temperature)
-        for (i, v), p in zip(chunk, probs, strict=True):
-            soft[i, v] = p
-        run.report(Progress("teacher", min(start + step, len(pairs)), len(pairs), "soft targets"))
-    targets = Targets(photos, views, soft, options.temperature)
+
+    def soft_targets(batch: list[Any], views: list[int]) -> np.ndarray:
+        probs: np.ndarray = softmax(teacher.logits(teacher_views.batch(batch, views)) / options.temperature)
+        return probs.astype(np.float32)
+
     if options.arch == "unet-classifier":
+        # The UNet student sees a fresh view of every photo each epoch and the teacher labels that very view.
+        # Soft targets of 5 cached views instead left the student at 0.62-0.70 on the plates whatever the
+        # temperature, no better than without a teacher (docs/TRAINING.md).
         from photosift.toolchain.unet import train_unet
 
+        targets = Targets(photos, 0, None, options.temperature, teacher=soft_targets)
         student: Any = train_unet(run, targets)
     else:
+        # A transfer student trains on cached trunk features of fixed views: the teacher labels those once.
         from photosift.toolchain.transfer import train_transfer
 
-        student = train_transfer(run, targets)
+        views = options.views
+        soft = np.zeros((len(photos), views + 1, run.classes), dtype=np.float32)
+        pairs = [(i, v) for i in range(len(photos)) for v in range(views + 1)]
+        step = 16
+        for start in range(0, len(pairs), step):
+            chunk = pairs[start : start + step]
+            for (i, v), p in zip(
+                chunk, soft_targets([photos[i] for i, _ in chunk], [v for _, v in chunk]), strict=True
+            ):
+                soft[i, v] = p
+            run.report(Progress("teacher", min(start + step, len(pairs)), len(pairs), "soft targets"))
+        student = train_transfer(run, Targets(photos, views, soft, options.temperature))
     val = run.val_photos()
     teacher_accuracy = None
     if val:

@@ -213,12 +213,19 @@ class Run:
 @dataclass
 class Targets:
     """What a model learns from: views ``0..views`` of each photo (view 0: the inference view) and, for each
-    view, the photo's class or (distillation) the teacher's softened probabilities for that very view."""
+    view, the photo's class or (distillation) the teacher's softened probabilities for that very view — cached
+    for views ``0..views`` (``soft``), or computed when a batch asks for them (``teacher``: any view)."""
 
     photos: list[Any]  # trainset.Photo; label -1: unlabelled (distillation only)
     views: int
     soft: np.ndarray | None = None  # (photos, views + 1, classes)
     temperature: float = 1.0
+    # (photos, views) -> the teacher's softened probabilities for those views, (N, classes)
+    teacher: Callable[[list[Any], list[int]], np.ndarray] | None = None
+
+    @property
+    def distilled(self) -> bool:
+        return self.soft is not None or self.teacher is not None
 
     @classmethod
     def labelled(cls, run: Run) -> Targets:
@@ -234,9 +241,12 @@ class Targets:
         import torch
 
         labels = np.array([self.photos[i].label for i in idx], dtype=np.int64)
-        if self.soft is None:
+        if self.soft is not None:
+            soft = self.soft[np.asarray(idx, dtype=np.int64), np.asarray(views, dtype=np.int64)]
+        elif self.teacher is not None:
+            soft = self.teacher([self.photos[i] for i in idx], [int(v) for v in views])
+        else:
             return torch.from_numpy(labels)
-        soft = self.soft[np.asarray(idx, dtype=np.int64), np.asarray(views, dtype=np.int64)]
         return torch.from_numpy(np.concatenate([soft, labels[:, None]], axis=1).astype(np.float32))
 
     def loss(self, run: Run) -> Any:
@@ -246,7 +256,7 @@ class Targets:
 
         labels = np.array([p.label for p in self.photos if p.label >= 0], dtype=np.int64)
         weights = class_weights(labels, run.classes)
-        if self.soft is None:
+        if not self.distilled:
             return balanced_loss(weights)
         from photosift.toolchain.distill import kd_loss
 

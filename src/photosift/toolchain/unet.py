@@ -165,8 +165,8 @@ def fit_unet(
     name: str,
     lr: float = 1e-3,
 ) -> None:
-    """Epochs of mini-batches: each photo once per epoch, as a new augmented view (or, with ``targets``, one of
-    the views the teacher saw)."""
+    """Epochs of mini-batches: each photo once per epoch, as a new augmented view (with ``targets`` whose soft
+    targets are cached, one of the views the teacher saw)."""
     o = run.options
     labels = torch.tensor([p.label for p in photos], dtype=torch.int64)
 
@@ -175,12 +175,11 @@ def fit_unet(
         order = rng.permutation(len(photos))
         for start in range(0, len(order), o.batch_size):
             idx = order[start : start + o.batch_size]
-            if targets is not None:
+            if targets is not None and targets.soft is not None:  # one of the views the teacher saw
                 views = rng.integers(0, targets.views + 1, len(idx))
-                y = targets.rows(idx, views)
-            else:
+            else:  # a fresh view each epoch (a teacher, if any, looks at it now)
                 views = np.full(len(idx), 1 + epoch)
-                y = labels[torch.from_numpy(idx)]
+            y = targets.rows(idx, views) if targets is not None else labels[torch.from_numpy(idx)]
             x = torch.from_numpy(run.views.batch([photos[i] for i in idx], views.tolist()))
             yield x.contiguous(memory_format=torch.channels_last), y
 
