@@ -49,7 +49,9 @@ UNET_CROP = (0.85, 1.0)
 class TrainOptions:
     arch: str = "lite0"
     epochs: int | None = None  # None: the architecture's default; 0: transfer head only
-    img_size: int | None = None  # None: the architecture's own (Lite0 224, Lite2 260, MobileNetV2 224, UNet 64)
+    img_size: int | None = (
+        None  # None: the architecture's own (Lite0 224, Lite2 260, MobileNetV2 224, UNet 64)
+    )
     teacher: str | None = None  # model name or .onnx file to distil from
     temperature: float = 4.0
     prune: float = 0.0  # share of each prunable layer's channels to remove
