@@ -157,11 +157,11 @@ def test_classify_then_recategorize_agree(tmp_path: Path, data_dir: Path) -> Non
         "rocket.jpg": "vehicles",
     }
     with Catalog(db) as cat:
-        assert recategorize(cat, lambda _labels: load_rules(), tmp_path / "data").changed == 0
+        assert recategorize(cat, lambda _labels: load_rules()).changed == 0
         text = BUILTIN_RULES.read_text(encoding="utf-8")
         assert "\nabstract_threshold: 0.78\n" in text
         off = parse_rules(text.replace("\nabstract_threshold: 0.78\n", "\nabstract_threshold: off\n"))
         assert off.abstract_threshold == 1.0
-        report = recategorize(cat, lambda _labels: off, tmp_path / "data")
+        report = recategorize(cat, lambda _labels: off)
     assert report.changed == 1
     assert categories()["art.png"] != OTHER

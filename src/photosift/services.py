@@ -23,7 +23,9 @@ from photosift.core.errors import CatalogError, ModelError, PhotosiftError
 if TYPE_CHECKING:
     import numpy as np
 
-    from photosift.album.decisions import CorrectionReport, RecategorizeReport, RulesFor
+    from photosift.album.corrections import CorrectionReport
+    from photosift.album.decisions import Progress as RederiveProgress
+    from photosift.album.decisions import RecategorizeReport, RulesFor
     from photosift.models.session import OrtEngine
     from photosift.run.driver import Pipeline, Progress, RunSummary
 
@@ -41,6 +43,11 @@ def rules_for(settings: Settings) -> RulesFor:
 
 def open_catalog(settings: Settings, *, readonly: bool = False, create: bool = True) -> Catalog:
     return Catalog(settings.db_path, readonly=readonly, create=create)
+
+
+def index_dir(settings: Settings) -> Path:
+    """Where the embedding indexes that corrections query are cached (album.personal.EmbeddingIndex)."""
+    return settings.data_dir / "index"
 
 
 # -- classify ------------------------------------------------------------------------------------------------
@@ -66,7 +73,7 @@ def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeli
     notes: list[str] = []
     if engine.card.task == "classify":
         rules = rules_for(settings)(engine.card.labels)
-        album = AlbumClassifier.load(rules, settings.data_dir, catalog.path, engine.model.sha256)
+        album = AlbumClassifier.load(rules, catalog, engine.model.sha256, index_dir(settings))
     people = None
     if settings.people and album is not None and album.needs_people:
         try:
@@ -142,35 +149,89 @@ def catalog_path_of(path: str | Path) -> str:
     return os.path.abspath(os.path.expanduser(str(path)))
 
 
+def _hash_of(cat: Catalog, where: str) -> str:
+    content_hash = cat.content_hash_of(where)
+    if content_hash is None:
+        raise NotInCatalog(f"{where}: not in the catalog (or unreadable); classify it first")
+    return content_hash
+
+
 def correct(
     settings: Settings, path: str | Path, category: str | None, *, create: bool = False
 ) -> CorrectionReport:
-    """Set (or with ``category=None`` clear) the album category of the photo at ``path``."""
-    from photosift.album.decisions import correct as apply
-
+    """Set (or with ``category=None`` clear) the album category of the photo at ``path``; the report says which
+    other photos the personal head moved."""
     where = catalog_path_of(path)
     with open_catalog(settings, create=False) as cat:
-        content_hash = cat.content_hash_of(where)
-        if content_hash is None:
-            raise NotInCatalog(f"{where}: not in the catalog (or unreadable); classify it first")
-        return apply(
-            cat, rules_for(settings), settings.data_dir, content_hash, category, create=create, path=where
+        return correct_hash(settings, cat, _hash_of(cat, where), category, create=create, path=where)
+
+
+def undo(settings: Settings, path: str | Path) -> CorrectionReport:
+    """Take back the latest correction of the photo at ``path`` and what it moved."""
+    where = catalog_path_of(path)
+    with open_catalog(settings, create=False) as cat:
+        return undo_hash(settings, cat, _hash_of(cat, where), path=where)
+
+
+def correct_hash(
+    settings: Settings,
+    catalog: Catalog,
+    content_hash: str,
+    category: str | None,
+    *,
+    create: bool = False,
+    path: str = "",
+) -> CorrectionReport:
+    """A correction by content hash through an open catalog (the gallery's connection)."""
+    from photosift.album.corrections import correct as apply
+
+    return apply(
+        catalog,
+        rules_for(settings),
+        content_hash,
+        category,
+        create=create,
+        path=path,
+        index_dir=index_dir(settings),
+    )
+
+
+def undo_hash(
+    settings: Settings, catalog: Catalog, content_hash: str, *, event: int | None = None, path: str = ""
+) -> CorrectionReport:
+    """Undo by content hash (``event``: only if it is still the photo's latest correction)."""
+    from photosift.album.corrections import undo as take_back
+
+    return take_back(catalog, content_hash, event=event, path=path, index_dir=index_dir(settings))
+
+
+def recategorize(
+    settings: Settings,
+    *,
+    only_stale: bool = False,
+    on_progress: RederiveProgress | None = None,
+    cancel: threading.Event | None = None,
+    catalog: Catalog | None = None,
+) -> RecategorizeReport:
+    """Re-derive stored categories from stored outputs (``only_stale``: those decided under other rules or
+    heads than those in force now); no inference."""
+    from photosift.album.decisions import recategorize as rederive
+
+    if catalog is not None:
+        return rederive(
+            catalog, rules_for(settings), only_stale=only_stale, on_progress=on_progress, cancel=cancel
+        )
+    with open_catalog(settings, create=False) as cat:
+        return rederive(
+            cat, rules_for(settings), only_stale=only_stale, on_progress=on_progress, cancel=cancel
         )
 
 
-def correct_hash(settings: Settings, catalog: Catalog, content_hash: str, category: str | None) -> None:
-    """A correction by content hash through an open catalog (the gallery's connection)."""
-    from photosift.album.decisions import correct as apply
+def stale_results(settings: Settings, catalog: Catalog) -> int:
+    """How many stored categories were decided under other rules or heads than those in force now."""
+    from photosift.album.decisions import stale_results as count
 
-    apply(catalog, rules_for(settings), settings.data_dir, content_hash, category)
-
-
-def recategorize(settings: Settings) -> RecategorizeReport:
-    """Re-derive every stored category from stored outputs (after editing the rules); no inference."""
-    from photosift.album.decisions import recategorize as rederive
-
-    with open_catalog(settings, create=False) as cat:
-        return rederive(cat, rules_for(settings), settings.data_dir)
+    return count(catalog, rules_for(settings))
 
 
 class NotInCatalog(CatalogError):
@@ -227,8 +288,12 @@ __all__ = [
     "correct",
     "correct_hash",
     "eval_categorize",
+    "index_dir",
     "known_categories",
     "recategorize",
     "results",
     "rules_for",
+    "stale_results",
+    "undo",
+    "undo_hash",
 ]

@@ -473,6 +473,10 @@ class Categorizer:
         self._fine_onehot = np.zeros((r.num_classes, max(1, len(r.fine_labels))), dtype=np.float64)
         has_fine = r.class_fine >= 0
         self._fine_onehot[np.nonzero(has_fine)[0], r.class_fine[has_fine]] = 1.0
+        # The finer labels of each category, found once (per photo it cost more than the rest of the decision).
+        self._fine_groups = [
+            np.unique(r.class_fine[(r.class_category == c) & has_fine]) for c in range(len(r.categories))
+        ]
 
     # -- inputs ---------------------------------------------------------------------------------------------------
 
@@ -527,6 +531,7 @@ class Categorizer:
         dense = self.dense(probs)
         scores = self.scores(dense)
         fine_mass = dense @ self._fine_onehot
+        category_mass = dense @ self._onehot  # before the temperature, as the finer label compares it
         if people is not None and len(people) != len(scores):
             raise ValueError(f"{len(people)} people signals for {len(scores)} photos")
         if abstract is not None and len(abstract) != len(scores):
@@ -536,7 +541,7 @@ class Categorizer:
             out.append(
                 self._decide(
                     row,
-                    dense[n],
+                    category_mass[n],
                     fine_mass[n],
                     people[n] if people is not None else None,
                     float(abstract[n]) if abstract is not None else None,
@@ -566,7 +571,7 @@ class Categorizer:
     def _decide(
         self,
         row: np.ndarray,
-        p: np.ndarray,
+        category_mass: np.ndarray,
         fine_mass: np.ndarray,
         signal: Any | None,
         abstract: float | None = None,
@@ -575,7 +580,9 @@ class Categorizer:
         best = int(np.argmax(row)) if row.size else self._other
         best_score = float(row[best]) if row.size else 0.0
         if best_score >= r.min_confidence and best != self._other:
-            result = CategoryResult(r.categories[best], best_score, self._fine(best, p, fine_mass))
+            result = CategoryResult(
+                r.categories[best], best_score, self._fine(best, category_mass, fine_mass)
+            )
         elif best == self._other:
             result = CategoryResult(OTHER, best_score)
         else:
@@ -605,19 +612,14 @@ class Categorizer:
             return CategoryResult(PEOPLE, score, "group" if faces >= 3 else None)
         return result
 
-    def _fine(self, cat: int, p: np.ndarray, fine_mass: np.ndarray) -> str | None:
+    def _fine(self, cat: int, category_mass: np.ndarray, fine_mass: np.ndarray) -> str | None:
         """The finer label holding at least half of the category's mass, if any."""
-        r = self.rules
-        in_cat = r.class_category == cat
-        total = float(p[in_cat].sum())
-        if total <= 0:
-            return None
-        groups = np.unique(r.class_fine[in_cat])
-        groups = groups[groups >= 0]
-        if groups.size == 0:
+        total = float(category_mass[cat])
+        groups = self._fine_groups[cat]
+        if total <= 0 or groups.size == 0:
             return None
         g = int(groups[np.argmax(fine_mass[groups])])
-        return r.fine_labels[g] if fine_mass[g] >= 0.5 * total else None
+        return self.rules.fine_labels[g] if fine_mass[g] >= 0.5 * total else None
 
 
 def category_mass(probs: np.ndarray | TopK, rules: Rules | None = None) -> np.ndarray:

@@ -34,6 +34,10 @@ class CatalogError(PhotosiftError):
     """The catalog cannot be opened, migrated or written."""
 
 
+class NothingToUndo(CatalogError):
+    """A photo has no correction left to undo (or the one named was undone already)."""
+
+
 class RulesError(PhotosiftError):
     """A category rules file is malformed."""
 

@@ -7,7 +7,7 @@ Security model (a local app that can read the whole photo library and start work
   catalog already knows can be read. Static files come from the package folder, without directory listings.
 * Every request must carry one of the expected ``Host`` headers: a page on another site that re-points its
   DNS name at 127.0.0.1 (DNS rebinding) gets 400, so it cannot read the gallery.
-* State-changing requests (correct, start and stop a scan) must carry the per-launch token that the pages
+* State-changing requests (correct, undo, start and stop a scan) must carry the per-launch token that the pages
   embed; another site cannot read it, so it cannot forge them (no CSRF), and a stale tab after a restart
   gets a clear 403.
 * Errors are rendered as short pages or JSON; a traceback goes to the server log, never to the browser.
@@ -42,8 +42,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from photosift import services
 from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
-from photosift.core.errors import CatalogError, UnreadableImage
+from photosift.core.errors import CatalogError, NothingToUndo, UnreadableImage
 from photosift.web import media
+from photosift.web.rederive import RederiveJob
 from photosift.web.scan import PipelineFactory, ScanError, ScanManager
 
 PAGE_SIZE = 48
@@ -176,6 +177,7 @@ def create_app(
     token = token or secrets.token_urlsafe(32)
     pool = CatalogPool(settings.db_path)
     scans = ScanManager(settings, pipeline_factory)
+    rederive = RederiveJob(settings)
     cache = media.RenderCache(render_cache_bytes)
     # Decodes get their own small limiter: a burst of thumbnails queues here instead of taking every
     # threadpool slot that page handlers need.
@@ -191,19 +193,24 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
+        rederive.start()  # categories decided by other rules or heads than these: re-derive them meanwhile
         yield
+        await anyio.to_thread.run_sync(rederive.shutdown)
         await anyio.to_thread.run_sync(scans.shutdown)
         pool.close()
 
     app = FastAPI(title="photosift", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.token = token
     app.state.scans = scans
+    app.state.rederive = rederive
     app.state.settings = settings
     app.add_middleware(GuardMiddleware, hosts=allowed_hosts(host, port))
     app.mount("/static", StaticFiles(directory=str(package / "static")), name="static")
 
     def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
-        ctx.update(token=token, scan=scans.snapshot(), db_path=str(settings.db_path))
+        ctx.update(
+            token=token, scan=scans.snapshot(), rederive=rederive.snapshot(), db_path=str(settings.db_path)
+        )
         return templates.TemplateResponse(request, name, ctx, status_code=status_code)
 
     def message(request: Request, status_code: int, title: str, text: str) -> Response:
@@ -345,12 +352,37 @@ def create_app(
         rows = cat.results(status="error", limit=PAGE_SIZE, offset=nav["offset"])
         return page(request, "errors.html", rows=rows, nav=nav, base="/errors")
 
+    def event_notice(cat: Catalog, row: ResultRow, raw: str | None) -> dict[str, Any] | None:
+        """The correction or undo ``raw`` (an event id from the redirect) of this photo, with the photos it moved
+        (links) and whether it can still be undone."""
+        if not raw or not raw.isdigit() or len(raw) > 18:
+            return None
+        content_hash = cat.content_hash_of(row.path)
+        event = cat.history_event(int(raw))
+        if event is None or content_hash is None or event.content_hash != content_hash:
+            return None
+        photos = cat.photos_of([str(m[0]) for m in event.moved])
+        moved = [
+            {"id": photos[h][0], "name": Path(photos[h][1]).name, "from": before, "to": after}
+            for h, before, after in event.moved
+            if h in photos
+        ]
+        target = cat.undo_target(content_hash)
+        undoable = target is not None and target.id == event.id
+        return {"event": event, "moved": moved, "undoable": undoable}
+
     @app.get("/photo/{photo_id}", response_class=HTMLResponse)
     def photo(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
         cat = pool.get()
         row = photo_or_404(cat, photo_id)
-        saved = request.query_params.get("saved") == "1"
-        return page(request, "photo.html", row=row, choices=known_categories(cat), saved=saved)
+        notice = event_notice(cat, row, request.query_params.get("event"))
+        follows = None
+        if row.personal_source and row.corrected_category is None:
+            found = cat.photos_of([row.personal_source]).get(row.personal_source)
+            follows = {"id": found[0], "name": Path(found[1]).name} if found else None
+        return page(
+            request, "photo.html", row=row, choices=known_categories(cat), notice=notice, follows=follows
+        )
 
     @app.post("/photo/{photo_id}/correct")
     async def correct(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
@@ -358,7 +390,7 @@ def create_app(
         check_token(request, form)
         wanted = form.get("category", "").strip()
 
-        def store() -> str:
+        def store() -> dict[str, Any]:
             cat = pool.get()
             row = photo_or_404(cat, photo_id)
             if wanted not in known_categories(cat):
@@ -366,15 +398,45 @@ def create_app(
             content_hash = cat.content_hash_of(row.path)
             if row.status != "ok" or content_hash is None:
                 raise HTTPException(409, "this file could not be read, so it has no category to correct")
-            # Exactly what `photosift correct` does: the correction belongs to the content, not the path; the
-            # personal head is retrained and categories re-derived.
-            services.correct_hash(settings, cat, content_hash, wanted)
-            return content_hash
+            # Exactly what `photosift correct` does: the correction belongs to the content, not the path; only
+            # the photos near it are re-decided, and the report names those whose category changed.
+            return services.correct_hash(settings, cat, content_hash, wanted, path=row.path).to_dict()
 
-        await anyio.to_thread.run_sync(store)
+        report = await anyio.to_thread.run_sync(store)
         if _wants_json(request):
-            return JSONResponse({"id": photo_id, "corrected_category": wanted})
-        return RedirectResponse(f"/photo/{photo_id}?saved=1", status_code=303)
+            return JSONResponse({"id": photo_id, **report})
+        return RedirectResponse(f"/photo/{photo_id}?event={report['event']}", status_code=303)
+
+    @app.post("/photo/{photo_id}/undo")
+    async def undo(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
+        form = await read_form(request)
+        check_token(request, form)
+        raw_event = form.get("event", "").strip()
+        if raw_event and (not raw_event.isdigit() or len(raw_event) > 18):
+            raise HTTPException(422, "invalid value for event")
+
+        def take_back() -> dict[str, Any]:
+            cat = pool.get()
+            row = photo_or_404(cat, photo_id)
+            content_hash = cat.content_hash_of(row.path)
+            if content_hash is None:
+                raise HTTPException(409, "this file could not be read, so it has no correction")
+            try:
+                report = services.undo_hash(
+                    settings, cat, content_hash, event=int(raw_event) if raw_event else None, path=row.path
+                )
+            except NothingToUndo as exc:
+                raise HTTPException(409, str(exc)) from None
+            return report.to_dict()
+
+        report = await anyio.to_thread.run_sync(take_back)
+        if _wants_json(request):
+            return JSONResponse({"id": photo_id, **report})
+        return RedirectResponse(f"/photo/{photo_id}?event={report['event']}", status_code=303)
+
+    @app.get("/api/recategorize")
+    def rederive_state() -> dict[str, Any]:
+        return rederive.snapshot().to_dict()
 
     # -- images ------------------------------------------------------------------------------------------------
     async def image(request: Request, photo_id: int, rendition: media.Rendition) -> Response:

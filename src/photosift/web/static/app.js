@@ -1,4 +1,5 @@
-// photosift gallery: score bars, and the scan page's live progress (server-sent events). No framework.
+// photosift gallery: score bars, the scan page's live progress (server-sent events) and the re-derivation banner.
+// No framework.
 "use strict";
 
 const token = document.querySelector('meta[name="photosift-token"]')?.content || "";
@@ -90,7 +91,28 @@ function setupScan() {
   if (box.dataset.active === "true") listen();
 }
 
+// While categories are re-derived in the background (other rules than the catalog's), keep the banner current.
+function setupRederive() {
+  const banner = document.getElementById("rederive");
+  if (!banner || banner.dataset.active !== "true") return;
+  const timer = setInterval(async () => {
+    const res = await fetch("/api/recategorize", { headers: { "Accept": "application/json" } }).catch(() => null);
+    if (!res || !res.ok) return;
+    const s = await res.json();
+    banner.querySelector("[data-rederive-done]").textContent = s.done;
+    banner.querySelector("[data-rederive-total]").textContent = s.total;
+    if (!s.active) {
+      clearInterval(timer);
+      banner.dataset.active = "false";
+      banner.textContent = s.state === "done"
+        ? "Categories updated to the current rules (" + s.message + "); reload to see them."
+        : "Updating categories stopped: " + s.message;
+    }
+  }, 1000);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   paintBars(document);
   setupScan();
+  setupRederive();
 });
