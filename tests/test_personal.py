@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from photosift.album.personal import SIMILARITY, EmbeddingIndex, PersonalHead, base_head, simulate_users, unit
+from photosift.album.neighbours import EmbeddingIndex
+from photosift.album.personal import SIMILARITY, PersonalHead, base_head, simulate_users, unit
 from photosift.album.rules import Categorizer
 from photosift.core.catalog import Catalog, ResultRecord
 from photosift.core.errors import ModelError
@@ -109,21 +110,29 @@ def test_embedding_index_finds_exactly_the_neighbours_within_the_gate(tmp_path: 
             assert vectors.shape == (len(hashes), emb.shape[1])
 
 
-def test_embedding_index_is_cached_by_catalog_state(tmp_path: Path) -> None:
+def test_embedding_index_is_cached_in_segments_by_catalog_state(tmp_path: Path) -> None:
     _, emb, _ = dataset()
-    cache = tmp_path / "index"
+    cache, model = tmp_path / "index", "m" * 64
+
+    def files() -> list[str]:
+        return sorted(p.name.split(model[:16] + "-")[1] for p in cache.iterdir())
+
     with _catalog_with(tmp_path, emb[:40]) as cat:
-        first = EmbeddingIndex.open(cat, "m" * 64, cache)
-        files = sorted(p.name for p in cache.iterdir())
-        assert len(first) == 40 and len(files) == 2 and files[0].endswith("-40-40.hashes.npy")
-        EmbeddingIndex._opened.clear()  # a new process: loads the cache instead of reading the catalog
-        again = EmbeddingIndex.open(cat, "m" * 64, cache)
-        assert isinstance(again.matrix, np.memmap) and again.state == first.state
-        # New photos change the state: the cache is rebuilt with them and the old files go.
-        cat.write_batch([], [ResultRecord("f" * 64, None, emb[40], None, None)], "m" * 64, ["a"])
-        grown = EmbeddingIndex.open(cat, "m" * 64, cache)
+        assert len(EmbeddingIndex.open(cat, model, cache)) == 40
+        assert files() == ["0-40.hashes.npy", "0-40.npy"]
+        EmbeddingIndex._opened.clear()  # a new process: the cache is memory-mapped, the catalog not read
+        again = EmbeddingIndex.open(cat, model, cache)
+        assert [type(s.matrix) for s in again.segments] == [np.memmap]
+        # A scan adds a photo: only a segment for the new rowids is built.
+        cat.write_batch([], [ResultRecord("f" * 64, None, emb[40], None, None)], model, ["a"])
+        grown = EmbeddingIndex.open(cat, model, cache)
         assert len(grown) == 41 and "f" * 64 in grown.near(emb[40].astype(np.float16))[0]
-        assert sorted(p.name for p in cache.iterdir()) == [n.replace("-40-40", "-41-41") for n in files]
+        assert files() == ["0-40.hashes.npy", "0-40.npy", "40-41.hashes.npy", "40-41.npy"]
+        # A replaced embedding (new rowid, its old range one row short): that segment and the rest are rebuilt.
+        cat.write_batch([], [ResultRecord(f"{0:064x}", None, emb[41], None, None)], model, ["a"])
+        rebuilt = EmbeddingIndex.open(cat, model, cache)
+        assert files() == ["0-42.hashes.npy", "0-42.npy"] and len(rebuilt) == 41
+        assert f"{0:064x}" in rebuilt.near(emb[41].astype(np.float16))[0]
 
 
 def test_user_protocol_measures_the_change_on_photos_not_corrected() -> None:

@@ -214,17 +214,17 @@ def recategorize(
     catalog: Catalog | None = None,
 ) -> RecategorizeReport:
     """Re-derive stored categories from stored outputs (``only_stale``: those decided under other rules or
-    heads than those in force now); no inference."""
+    heads than those in force now); no inference. ``catalog``: an open one (the gallery's job has its own)."""
     from photosift.album.decisions import recategorize as rederive
 
-    if catalog is not None:
-        return rederive(
-            catalog, rules_for(settings), only_stale=only_stale, on_progress=on_progress, cancel=cancel
-        )
-    with open_catalog(settings, create=False) as cat:
-        return rederive(
-            cat, rules_for(settings), only_stale=only_stale, on_progress=on_progress, cancel=cancel
-        )
+    if catalog is None:
+        with open_catalog(settings, create=False) as cat:
+            return recategorize(
+                settings, only_stale=only_stale, on_progress=on_progress, cancel=cancel, catalog=cat
+            )
+    return rederive(
+        catalog, rules_for(settings), only_stale=only_stale, on_progress=on_progress, cancel=cancel
+    )
 
 
 def stale_results(settings: Settings, catalog: Catalog) -> int:

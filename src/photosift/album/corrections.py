@@ -2,7 +2,7 @@
 
 A correction (or a clear, or an undo) is one transaction: the correction, its history event, and the personal
 head's new decisions for the photos within its similarity gate (found by a nearest-neighbour query on the stored
-embeddings, :class:`~photosift.album.personal.EmbeddingIndex`), plus those that followed the photo before. No
+embeddings, :class:`~photosift.album.neighbours.EmbeddingIndex`), plus those that followed the photo before. No
 other photo can change — the head is local by construction — so a correction costs O(neighbours), not a pass
 over the library, and its report lists every photo whose shown category changed.
 
@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from photosift.album.decisions import RulesFor
-from photosift.album.personal import EmbeddingIndex, PersonalHead
+from photosift.album.neighbours import EmbeddingIndex
+from photosift.album.personal import PersonalHead
 from photosift.core.catalog import Catalog
 from photosift.core.errors import CatalogError, NothingToUndo, UnknownCategory
 

@@ -7,7 +7,7 @@ cosine similarity is at least :data:`SIMILARITY`; otherwise the head abstains an
 * a correction can only move photos within that similarity of it — never "31 animals became food" across the
   library, as the residual softmax head that preceded this one did (docs/CATEGORIES.md, "Personal head");
 * finding what a correction changed is a nearest-neighbour query on the stored embeddings
-  (:class:`EmbeddingIndex`), and a correction updates those rows only;
+  (neighbours.py), and a correction updates those rows only;
 * undoing a correction restores exactly the previous state (the head is a function of the corrections);
 * user categories ("receipts", "our cat") spread to near-duplicates like any other, from the first correction.
 
@@ -22,11 +22,8 @@ which would move photos nobody corrected.
 
 from __future__ import annotations
 
-import hashlib
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
@@ -114,108 +111,6 @@ class PersonalHead:
             else None
             for b, t in zip(best, top, strict=True)
         ]
-
-
-class EmbeddingIndex:
-    """One model's embeddings in one catalog as a contiguous unit-length float32 matrix, for neighbour queries.
-
-    Built from the catalog once (about 2 s per 100,000 photos) and cached in ``cache_dir`` as ``.npy`` files named
-    after the catalog, the model and the catalog's embedding state (count, highest rowid), memory-mapped on
-    load; any added or replaced embedding changes the state, so a stale cache is never used. A process keeps the
-    indexes it opened (the gallery answers corrections without reloading). float32 because a float16 matrix
-    has no BLAS product: 0.45 s against 0.03 s for 100,000 × 1280 on one core.
-    """
-
-    _opened: ClassVar[dict[tuple[str, str], EmbeddingIndex]] = {}
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(self, hashes: np.ndarray, matrix: np.ndarray, state: tuple[int, int]) -> None:
-        self.hashes = hashes  # (N,) bytes: content hashes in ASCII
-        self.matrix = matrix  # (N, D) float32, rows of length 1
-        self.state = state
-
-    def __len__(self) -> int:
-        return int(self.matrix.shape[0])
-
-    @classmethod
-    def open(cls, catalog: Catalog, model_sha256: str, cache_dir: Path | None = None) -> EmbeddingIndex:
-        key = (str(Path(catalog.path).resolve()), model_sha256)
-        state = catalog.embedding_state(model_sha256)
-        with cls._lock:
-            index = cls._opened.get(key)
-            if index is not None and index.state == state:
-                return index
-        stem = _cache_stem(catalog.path, model_sha256)
-        name = f"{stem}-{state[0]}-{state[1]}"
-        index = cls._load(cache_dir, name, state) if cache_dir is not None else None
-        if index is None:
-            index = cls._build(catalog, model_sha256, state, cache_dir, stem, name)
-        with cls._lock:
-            cls._opened[key] = index
-        return index
-
-    @classmethod
-    def _load(cls, cache_dir: Path, name: str, state: tuple[int, int]) -> EmbeddingIndex | None:
-        try:
-            matrix = np.load(cache_dir / f"{name}.npy", mmap_mode="r")
-            hashes = np.load(cache_dir / f"{name}.hashes.npy")
-        except (OSError, ValueError):
-            return None
-        if matrix.ndim != 2 or matrix.dtype != np.float32 or len(hashes) != len(matrix):
-            return None
-        return cls(hashes, matrix, state)
-
-    @classmethod
-    def _build(
-        cls,
-        catalog: Catalog,
-        model_sha256: str,
-        state: tuple[int, int],
-        cache_dir: Path | None,
-        stem: str,
-        name: str,
-    ) -> EmbeddingIndex:
-        parts: list[np.ndarray] = []
-        hashes: list[str] = []
-        for chunk_hashes, chunk in catalog.embedding_chunks(model_sha256):
-            parts.append(unit(chunk))
-            hashes.extend(chunk_hashes)
-        dim = parts[0].shape[1] if parts else 0
-        matrix = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
-        index = cls(np.array(hashes, dtype="S64"), matrix, state)
-        if cache_dir is not None and catalog.embedding_state(model_sha256) == state:
-            _save(cache_dir, stem, name, index)
-        return index
-
-    def near(self, vector: np.ndarray, similarity: float = SIMILARITY) -> tuple[list[str], np.ndarray]:
-        """Content hashes of the photos within ``similarity`` of ``vector``, and their (n, D) unit vectors."""
-        if len(self) == 0:
-            return [], np.zeros((0, 0), np.float32)
-        sims = np.asarray(self.matrix @ unit(vector)[0])
-        rows = np.nonzero(sims >= similarity)[0]
-        return [h.decode() for h in self.hashes[rows]], np.asarray(self.matrix[rows])
-
-
-def _cache_stem(catalog_path: Path, model_sha256: str) -> str:
-    catalog_key = hashlib.sha256(str(Path(catalog_path).resolve()).encode()).hexdigest()[:12]
-    return f"{catalog_key}-{model_sha256[:16]}"
-
-
-def _save(cache_dir: Path, stem: str, name: str, index: EmbeddingIndex) -> None:
-    """Write the cache (temporary names, then renames: a concurrent reader never sees half a file) and drop
-    older states of the same catalog and model."""
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        for suffix, array in ((".hashes.npy", index.hashes), (".npy", index.matrix)):
-            tmp = cache_dir / f"{name}{suffix}.tmp{threading.get_ident()}"
-            with open(tmp, "wb") as f:
-                np.save(f, array)
-            tmp.replace(cache_dir / f"{name}{suffix}")
-        for old in cache_dir.glob(f"{stem}-*.npy"):
-            if not old.name.startswith(name + "."):
-                old.unlink(missing_ok=True)
-    except OSError:
-        pass  # a cache we cannot write costs time at the next correction, nothing else
 
 
 def simulate_users(

@@ -536,15 +536,26 @@ class Categorizer:
             raise ValueError(f"{len(people)} people signals for {len(scores)} photos")
         if abstract is not None and len(abstract) != len(scores):
             raise ValueError(f"{len(abstract)} abstract scores for {len(scores)} photos")
+        # Everything that is a matrix operation is done for the whole batch; only the branching stays per photo
+        # (recategorize decides 100,000 photos in chunks of 2048).
+        n = len(scores)
+        if scores.shape[1]:
+            best = scores.argmax(axis=1)
+            best_score = scores[np.arange(n), best]
+        else:
+            best, best_score = np.full(n, self._other), np.zeros(n)
+        fine = self._fine_labels(best, category_mass, fine_mass)
+        people_score = scores[:, self._people].tolist() if self._people is not None else [0.0] * n
         out = []
-        for n, row in enumerate(scores):
+        for i, (b, score) in enumerate(zip(best.tolist(), best_score.tolist(), strict=True)):
             out.append(
                 self._decide(
-                    row,
-                    category_mass[n],
-                    fine_mass[n],
-                    people[n] if people is not None else None,
-                    float(abstract[n]) if abstract is not None else None,
+                    b,
+                    score,
+                    fine[i],
+                    people_score[i],
+                    people[i] if people is not None else None,
+                    float(abstract[i]) if abstract is not None else None,
                 )
             )
         return out
@@ -570,19 +581,17 @@ class Categorizer:
 
     def _decide(
         self,
-        row: np.ndarray,
-        category_mass: np.ndarray,
-        fine_mass: np.ndarray,
+        best: int,
+        best_score: float,
+        fine: str | None,
+        people_score: float,
         signal: Any | None,
         abstract: float | None = None,
     ) -> CategoryResult:
+        """One photo: ``best`` category index and its score, its finer label, its people score."""
         r = self.rules
-        best = int(np.argmax(row)) if row.size else self._other
-        best_score = float(row[best]) if row.size else 0.0
         if best_score >= r.min_confidence and best != self._other:
-            result = CategoryResult(
-                r.categories[best], best_score, self._fine(best, category_mass, fine_mass)
-            )
+            result = CategoryResult(r.categories[best], best_score, fine)
         elif best == self._other:
             result = CategoryResult(OTHER, best_score)
         else:
@@ -608,18 +617,26 @@ class Categorizer:
         if face_area >= r.people.portrait_face_area or (
             face_area >= r.people.min_face_area and not confident_elsewhere
         ):
-            score = max(float(row[self._people]), float(getattr(signal, "person_score", 0.0) or 0.0))
+            score = max(people_score, float(getattr(signal, "person_score", 0.0) or 0.0))
             return CategoryResult(PEOPLE, score, "group" if faces >= 3 else None)
         return result
 
-    def _fine(self, cat: int, category_mass: np.ndarray, fine_mass: np.ndarray) -> str | None:
-        """The finer label holding at least half of the category's mass, if any."""
-        total = float(category_mass[cat])
-        groups = self._fine_groups[cat]
-        if total <= 0 or groups.size == 0:
-            return None
-        g = int(groups[np.argmax(fine_mass[groups])])
-        return self.rules.fine_labels[g] if fine_mass[g] >= 0.5 * total else None
+    def _fine_labels(
+        self, best: np.ndarray, category_mass: np.ndarray, fine_mass: np.ndarray
+    ) -> list[str | None]:
+        """Per photo, the finer label of its best category that holds at least half of that category's mass, if
+        any: one pass per category over the photos whose best it is."""
+        out: list[str | None] = [None] * len(best)
+        for cat, groups in enumerate(self._fine_groups):
+            rows = np.nonzero(best == cat)[0]
+            if groups.size == 0 or rows.size == 0:
+                continue
+            top = groups[fine_mass[rows][:, groups].argmax(axis=1)]
+            total = category_mass[rows, cat]
+            held = (total > 0) & (fine_mass[rows, top] >= 0.5 * total)
+            for row, g in zip(rows[held].tolist(), top[held].tolist(), strict=True):
+                out[row] = self.rules.fine_labels[g]
+        return out
 
 
 def category_mass(probs: np.ndarray | TopK, rules: Rules | None = None) -> np.ndarray:

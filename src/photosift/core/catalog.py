@@ -155,7 +155,6 @@ def _m3_correction_history(db: sqlite3.Connection) -> None:
         ALTER TABLE results ADD COLUMN personal_category TEXT;
         ALTER TABLE results ADD COLUMN personal_score REAL;
         ALTER TABLE results ADD COLUMN personal_source TEXT;
-        CREATE INDEX results_by_decider ON results(model_sha256, decided_by);
         CREATE INDEX results_by_personal_source ON results(personal_source) WHERE personal_source IS NOT NULL;
         CREATE INDEX embeddings_by_model ON embeddings(model_sha256);
         CREATE TABLE correction_history (
