@@ -84,23 +84,41 @@ def tiny_corpus(tmp_path: Path) -> Path:
     return folder
 
 
+def _close(a: float, b: float, rel: float = 0.02) -> bool:
+    return abs(a - b) <= rel * max(abs(a), abs(b)) + 0.01
+
+
 def _check_report(report: dict, files: int) -> None:
-    names = {s["name"] for s in report["stages"]}
-    assert {"decode_1t", "infer_b1", "infer_b8", "infer_b16", "infer_b32", "pipeline", "naive"} <= names
-    for s in report["stages"]:
+    """The report's numbers must be consistent with what was measured (no timing goals: those are the
+    benchmark's business, docs/BENCHMARKS.md)."""
+    stages = {s["name"]: s for s in report["stages"]}
+    assert {"decode_1t", "infer_b1", "infer_b8", "infer_b16", "infer_b32", "pipeline", "naive"} <= set(stages)
+    cores = report["machine"]["cores"]
+    assert cores >= 1 and report["corpus"]["files"] == files
+    for s in stages.values():
         if s["photos"]:
-            assert s["photos_per_s"] > 0
-            assert s["ms_per_photo"] > 0
-            assert 0 <= s["cpu_util"] <= 1.5
-            assert s["peak_rss_mb"] > 10
-    pipe = next(s for s in report["stages"] if s["name"] == "pipeline")
-    assert pipe["extra"]["classified"] == files
+            # every rate is derived from the stage's own photos, wall time and process CPU time
+            assert _close(s["photos_per_s"], s["photos"] / s["wall_s"]), s
+            assert _close(s["ms_per_photo"], 1000 * s["wall_s"] / s["photos"]), s
+            assert _close(s["core_ms_per_photo"], 1000 * s["cpu_s"] / s["photos"]), s
+            assert _close(s["cpu_util"], s["cpu_s"] / (s["wall_s"] * cores)), s
+            assert 0 <= s["cpu_util"] <= 1.5 and s["peak_rss_mb"] > 10
+    for name in ("pipeline", "pipeline_no_people", "decode_1t"):
+        assert stages[name]["photos"] == files, name
+    assert 0 < stages["naive"]["photos"] <= files  # --quick caps the naive loop
+    assert stages["pipeline"]["extra"]["classified"] == files
     lim = report["limit"]
-    assert lim["photos_per_s"] > 0 and lim["decode_core_ms"] > 0 and lim["infer_core_ms"] > 0
-    assert 0 < lim["pipeline_fraction"] < 5
-    assert report["speedup_vs_naive"] > 0
-    assert report["corpus"]["files"] == files
-    assert report["machine"]["cores"] >= 1
+    # the limit is the formula it states, from the stages it names
+    decode = stages["decode_1t"]["cpu_s"] * 1000 / stages["decode_1t"]["photos"]
+    infer = stages["infer_b16_intra1"]["cpu_s"] * 1000 / stages["infer_b16_intra1"]["photos"]
+    assert _close(lim["decode_core_ms"], decode) and _close(lim["infer_core_ms"], infer)
+    assert _close(lim["photos_per_s"], 1000 * lim["cores"] / (lim["decode_core_ms"] + lim["infer_core_ms"]))
+    assert _close(
+        lim["pipeline_fraction"], stages["pipeline_no_people"]["photos_per_s"] / lim["photos_per_s"]
+    )
+    naive = stages["naive"]["photos_per_s"]
+    assert _close(report["speedup_vs_naive"], stages["pipeline_no_people"]["photos_per_s"] / naive)
+    assert _close(report["speedup_with_people_vs_naive"], stages["pipeline"]["photos_per_s"] / naive)
 
 
 def test_run_bench_with_scale_suite(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -123,6 +141,9 @@ def test_run_bench_with_scale_suite(tiny_corpus: Path, tmp_path: Path) -> None:
     assert report["memory"]["photos"] == 5
     assert report["memory"]["peak_rss_mb"] > 10
     assert report["cold_start"]["best_s"] > 0
+    find = report["find"]  # search, similar and duplicates on a written catalog of rescan_count photos
+    assert find["catalog"]["photos"] == 30 and find["similar"]["queries"] > 0
+    assert set(find["search"]["warm"]) >= {"dog", "june 2024"} and find["duplicates"]["ms"] > 0
 
 
 def test_bench_cli_json_and_plot(tiny_corpus: Path, tmp_path: Path) -> None:

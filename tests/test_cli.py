@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -14,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -179,55 +177,8 @@ def test_sigkill_mid_run_loses_nothing_committed(tmp_path: Path, data_dir: Path)
         )
 
 
-NO_NETWORK = """
-import sys
-def guard(event, args):
-    if event in ("socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto"):
-        raise RuntimeError(f"network use: {event} {args!r}")
-sys.addaudithook(guard)
-from photosift.cli import main
-sys.argv = ["photosift", *sys.argv[1:]]
-main()
-"""
-
-
-def test_no_socket_is_opened(photos_dir: Path, tmp_path: Path) -> None:
-    db = str(tmp_path / "c.db")
-    res = subprocess.run(
-        [sys.executable, "-c", NO_NETWORK, "classify", str(photos_dir), "--db", db, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["classified"] == len(list(photos_dir.iterdir()))
-
-
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare not installed")
-def test_classify_in_a_network_namespace_without_network(photos_dir: Path, tmp_path: Path) -> None:
-    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot create a network namespace here: {probe.stderr.decode().strip()}")
-    db = str(tmp_path / "c.db")
-    res = subprocess.run(
-        [
-            "unshare",
-            "-rn",
-            sys.executable,
-            "-m",
-            "photosift",
-            "classify",
-            str(photos_dir),
-            "--db",
-            db,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["classified"] == len(list(photos_dir.iterdir()))
+# Network use: tests/test_offline.py (every command, recorded from outside the hook's reach, and in a
+# network namespace).
 
 
 def test_models_listing() -> None:

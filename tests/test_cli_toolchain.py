@@ -126,8 +126,13 @@ def test_eval_album_accuracy_and_confusion(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     album = data["album"]
-    assert album["labelled"] == 4 and album["correct"] <= 3  # the coffee cup is not an animal
-    assert sum(data["confusion"]["animals"].values()) == 2 and data["confusion"]["plants"] == {"plants": 1}
+    # the cat, the flower and the rocket are right; the coffee cup labelled "animals" is (rightly) food
+    assert (album["labelled"], album["correct"]) == (4, 3)
+    assert data["confusion"] == {
+        "animals": {"animals": 1, "food": 1},
+        "plants": {"plants": 1},
+        "vehicles": {"vehicles": 1},
+    }
     res = run("eval", "efficientnet-lite0-int8", "--labels", labels)  # reference: FP32 Lite0 from the card
     assert res.exit_code == 0, res.output
     assert "top-1 agreement with" in res.stdout and "album confusion" in res.stdout
@@ -149,3 +154,16 @@ def test_packaged_int8_model_classifies_like_fp32(tmp_path: Path, photos: Path) 
     assert len(fp32) == len(list(photos.iterdir())) and int8.keys() == fp32.keys()
     agree = sum(int8[k] == fp32[k] for k in fp32)
     assert agree >= len(fp32) - 1, (fp32, int8)  # measured: all agree (docs/MODELS.md)
+
+
+def test_packaged_int8_agrees_with_fp32_as_the_readme_says(photo_variants: Path) -> None:
+    """README: INT8 has FP32's top-1 on 95–96 % of real photos it never saw (25 dB logit SQNR). On 80 seeded
+    variants of the test photos (measured: 97.5 %, 25.9 dB), 90 % is the bar: a model that truly agreed on 95 %
+    would miss it about once in a hundred draws of such a set, one that agreed on 85 % would pass about once in
+    ten, and one at 80 % practically never."""
+    res = run("eval", "efficientnet-lite0-int8", "--images", photo_variants, "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["images"] == 80 and data["reference"].endswith("efficientnet-lite0.onnx")
+    assert data["agreement"] >= 0.90, data["disagreements"]
+    assert data["top5_containment"] >= 0.99 and data["sqnr_db"] >= 22.0

@@ -113,6 +113,20 @@ def test_auto_runs_on_cpu_here(lite0) -> None:
     assert eng.info.attempts[-1].ok
 
 
+def test_auto_never_picks_a_remote_provider(lite0) -> None:
+    """This onnxruntime build lists AzureExecutionProvider (it sends inputs to a cloud endpoint): never used."""
+    from photosift.models.session import available_providers
+
+    remote = "AzureExecutionProvider"
+    assert candidate_providers("auto", [remote, "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with pytest.raises(ProviderError, match="unknown provider"):
+        candidate_providers("azure", [remote, "CPUExecutionProvider"])
+    assert remote not in candidate_providers("auto", available_providers())
+    eng = OrtEngine(lite0, provider="auto", intra_op_threads=1)
+    assert [a.provider for a in eng.info.attempts] == ["CPUExecutionProvider"]
+    assert eng.session.get_providers() == ["CPUExecutionProvider"]
+
+
 def test_falls_back_when_a_provider_cannot_run(lite0) -> None:
     # CUDA is not in this onnxruntime build: ORT would silently run on CPU, which the engine catches and
     # records as a failed attempt before falling back to the next candidate, as with a broken GPU install.

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from photosift.core.catalog import Catalog
+from photosift.core.errors import CatalogError
 from photosift.run.driver import ClassifyOptions, Pipeline
 
 
@@ -144,10 +145,67 @@ def test_cancel_keeps_committed_work(pipeline, photos_dir: Path) -> None:
 
 
 def test_catalog_migrations_recorded(tmp_path: Path) -> None:
+    from photosift.core.catalog import MIGRATIONS
+
     with Catalog(tmp_path / "c.db") as cat:
-        assert cat.schema_version() >= 1
+        assert cat.schema_version() == len(MIGRATIONS)
+        names = [r[0] for r in cat.db.execute("SELECT name FROM migrations ORDER BY version")]
+    assert names == [m.__name__.lstrip("_") for m in MIGRATIONS]
     with Catalog(tmp_path / "c.db", readonly=True) as cat:
         assert cat.results() == []
+
+
+def test_an_old_catalog_is_upgraded_with_everything_kept(tmp_path: Path, data_dir: Path) -> None:
+    """tests/data/catalog-v1.db was written by schema 1 (see tests/data/SOURCES.md)."""
+    import sqlite3
+
+    import numpy as np
+
+    from photosift.core.catalog import MIGRATIONS
+
+    old = tmp_path / "old.db"
+    shutil.copy(data_dir / "catalog-v1.db", old)
+    with sqlite3.connect(old) as conn:
+        before = conn.execute(
+            "SELECT content_hash, label_index, top5, topk_prob, embedding, category FROM results ORDER BY 1"
+        ).fetchall()
+        corrections = conn.execute("SELECT content_hash, category FROM corrections").fetchall()
+    assert len(before) == 2 and all(row[4] for row in before)
+    with pytest.raises(CatalogError, match="needs an upgrade"):
+        Catalog(old, readonly=True)
+    with Catalog(old) as cat:
+        assert cat.schema_version() == len(MIGRATIONS)
+        rows = {r.path.rsplit("/", 1)[-1]: r for r in cat.results()}
+        assert rows["coffee.jpg"].corrected_category == "objects"
+        assert {r.label for r in rows.values()} and all(len(r.top5) == 5 for r in rows.values())
+        stored = {o.content_hash: o for batch in cat.stored_outputs() for o in batch}
+    for content_hash, label_index, _top5, topk_prob, embedding, _category in before:
+        out = stored[content_hash]
+        assert out.topk_index is not None and int(out.topk_index[0]) == label_index
+        assert out.topk_prob is not None and out.topk_prob.tobytes() == topk_prob
+        assert out.embedding is not None and np.array_equal(
+            out.embedding, np.frombuffer(embedding, np.float16)
+        )
+    assert [(h, c) for h, c in corrections] == list(Catalog(old).corrections().items())
+    assert Catalog(old).integrity_check() == "ok"
+
+
+def test_a_catalog_from_a_newer_photosift_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from photosift.core.catalog import MIGRATIONS
+
+    path = tmp_path / "c.db"
+    Catalog(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO migrations(version, name, applied_at) VALUES (?, 'from_the_future', 0)",
+            (len(MIGRATIONS) + 1,),
+        )
+    size = path.stat().st_size
+    with pytest.raises(CatalogError, match="newer photosift"):
+        Catalog(path)
+    assert path.stat().st_size == size
 
 
 def test_label_filter_applies_before_the_limit(pipeline, photos_dir: Path) -> None:

@@ -17,9 +17,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from photosift.core.errors import ToolchainError
+from photosift.core.imaging import load_tensor
 from photosift.models.card import CARD_KEY, ModelCard, read_card
 from photosift.toolchain import calibration as cal
 from photosift.toolchain import quantize as qmod
+from photosift.toolchain.modelfile import Agreement, run_logits, session
 from photosift.toolchain.optimize import to_fp16
 from photosift.toolchain.quantize import quantize, quantize_dynamic_model
 
@@ -163,10 +165,20 @@ def _listing(folder: Path) -> set[str]:
 # ------------------------------------------------------------------------------------------------ static
 
 
-def test_static_int8_on_tiny_model(tiny: Path, photos: Path, tmp_path: Path) -> None:
+def _independent_agreement(model: Path, reference: Path, images: Path) -> Agreement:
+    """The written model against its FP32 source on photos quantize() never saw, measured here, not by it."""
+    card = read_card(reference)
+    x = np.stack([load_tensor(p, card.preprocess) for p in sorted(images.iterdir())])
+    return Agreement.of(run_logits(session(reference), card, x), run_logits(session(model), card, x))
+
+
+def test_static_int8_on_tiny_model(tiny: Path, photos: Path, tmp_path: Path, photo_variants: Path) -> None:
     out, report = tmp_path / "out" / "tiny-int8.onnx", tmp_path / "report.json"
     messages: list[str] = []
+    # No agreement bar inside quantize(): what it writes is checked independently below.
     result = quantize(tiny, photos, out, min_agreement=0.0, report=report, progress=messages.append)
+    check = _independent_agreement(out, tiny, photo_variants)
+    assert check.photos == 80 and check.top1 >= 0.9 and check.sqnr_db is not None and check.sqnr_db >= 30
 
     card, src_card = read_card(out), read_card(tiny)
     assert card.precision == "int8"
@@ -389,12 +401,17 @@ def test_split_is_deterministic_and_stable(photos: Path) -> None:
 
 
 @pytest.mark.slow
-def test_lite0_int8_on_the_test_photos(photos: Path, tmp_path: Path, lite0) -> None:  # type: ignore[no-untyped-def]
+def test_lite0_int8_on_the_test_photos(photos: Path, tmp_path: Path, lite0, photo_variants: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "lite0-int8.onnx"
     result = quantize(lite0.path, photos, out, min_agreement=0.6, float_prefix=3)
     assert read_card(out).precision == "int8"
-    assert result.agreement is not None and result.agreement >= 0.6
     assert result.size_bytes < 6_000_000 and result.top5_containment == 1.0
+    # Calibrated on 5 photos (the other 5 check it), then measured here on 80 it never saw: 93.8 % top-1,
+    # 98.8 % top-5, 11 dB (the packaged model, calibrated on album-dev: 97.5 %, 25.9 dB). A broken graph
+    # scores near 0 on all three.
+    check = _independent_agreement(out, lite0.path, photo_variants)
+    assert check.top1 >= 0.85 and check.top5_containment >= 0.95
+    assert check.sqnr_db is not None and check.sqnr_db >= 8
 
 
 def test_agreement_reports_its_uncertainty_and_the_logit_sqnr() -> None:

@@ -25,7 +25,7 @@ from photosift.album.abstract import head_for_model
 from photosift.album.decisions import AlbumClassifier
 from photosift.album.people import PeopleDetector
 from photosift.album.rules import load_rules
-from photosift.core.catalog import Catalog
+from photosift.core.catalog import Catalog, PhotoRecord
 from photosift.core.config import Settings
 from photosift.run.driver import ClassifyOptions, Pipeline
 from photosift.web import app as webapp
@@ -176,6 +176,112 @@ def test_search_by_label_and_category(client: TestClient) -> None:
     by_category = client.get("/search", params={"q": "plan"})
     assert '<a class="chip" href="/category/plants">plants</a>' in by_category.text
     assert client.get("/search", params={"q": "zzzz-nothing"}).text.count('class="tile"') == 0
+
+
+def test_search_by_meaning_finds_every_cat_and_steps_through_results(client: TestClient, library) -> None:
+    # "cat" is no photo's top-1 label: both cat photos are found through WordNet's hierarchy
+    r = client.get("/search", params={"q": "cats"})
+    assert r.status_code == 200 and r.text.count('class="tile"') == 2
+    assert "a kind of cat" in r.text  # the reason, in the tile's title
+    pid = photo_id(library[0], "chelsea.jpg")
+    page = client.get(f"/photo/{pid}", params={"in": "search", "q": "cats"})
+    assert "of 2" in page.text and ("nav-next" in page.text or "nav-prev" in page.text)
+    assert "in=search&amp;q=cats" in page.text  # the context is kept for the next step
+
+
+def test_photo_page_has_dates_actions_and_more_like_this(client: TestClient, library) -> None:
+    pid = photo_id(library[0], "rotated.jpg")
+    r = client.get(f"/photo/{pid}")
+    assert r.status_code == 200
+    assert f'href="/original/{pid}"' in r.text and f'href="/photo/{pid}/full' in r.text
+    assert "file date" in r.text and 'id="taken"' in r.text
+    # more like this: the rotated copy's original is the first similar photo
+    chelsea = photo_id(library[0], "chelsea.jpg")
+    strip = r.text.split('class="strip"', 1)[1]
+    assert strip.split('href="/photo/', 1)[1].startswith(f"{chelsea}")
+    original = client.get(f"/original/{pid}")
+    assert original.status_code == 200 and original.content == (library[1] / "rotated.jpg").read_bytes()
+    assert "attachment" in original.headers["content-disposition"]
+    full = client.get(f"/full/{pid}.jpg")
+    assert full.status_code == 200 and full.headers["content-type"] == "image/jpeg"
+    assert client.get(f"/photo/{pid}/full").status_code == 200
+    assert client.get("/original/999999").status_code == 404
+
+
+def test_duplicates_page_hides_others_with_the_token(client: TestClient, library) -> None:
+    db, photos = library
+    assert (
+        client.get("/duplicates").text.count('class="dup-group"') == 0
+    )  # a sideways copy is another picture
+    copy = photos.parent / "copies" / "chelsea-copy.jpg"
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copy2(photos / "chelsea.jpg", copy)
+    with Catalog(db) as cat:  # what a scan of the copy stores: a new path, the same content
+        st = copy.stat()
+        cat.write_batch(
+            [
+                PhotoRecord(
+                    str(copy), st.st_size, st.st_mtime_ns, cat.content_hash_of(str(photos / "chelsea.jpg"))
+                )
+            ],
+            [],
+            "",
+            [],
+        )
+    r = client.get("/duplicates")
+    assert r.status_code == 200 and r.text.count('class="dup-group"') == 1
+    assert "keep · most pixels" in r.text or "keep · " in r.text
+    ids = r.text.split('name="ids" value="', 1)[1].split('"', 1)[0]
+    assert client.post("/duplicates/hide", data={"ids": ids}).status_code == 403
+    done = client.post("/duplicates/hide", data={"ids": ids, "token": TOKEN}, follow_redirects=False)
+    assert done.status_code == 303 and "hidden=1" in done.headers["location"]
+    assert client.get("/duplicates").text.count('class="dup-group"') == 0
+    hidden_id = int(ids)
+    photo = client.get(f"/photo/{hidden_id}")
+    assert "Show it again" in photo.text
+    back = client.post(
+        f"/photo/{hidden_id}/hidden", data={"hidden": "0", "token": TOKEN}, follow_redirects=False
+    )
+    assert back.status_code == 303 and client.get("/duplicates").text.count('class="dup-group"') == 1
+    with Catalog(db) as cat:
+        cat.mark_missing([str(copy)])
+
+
+def test_timeline_and_month_grid(client: TestClient) -> None:
+    r = client.get("/timeline")
+    assert r.status_code == 200 and 'class="year"' in r.text
+    month = r.text.split('data-month="', 1)[1].split('"', 1)[0]
+    grid = client.get(f"/timeline/{month}")
+    assert grid.status_code == 200 and grid.text.count('class="tile"') >= 10
+    assert client.get("/timeline/2023-13-01").status_code == 404
+
+
+def test_bulk_correct_and_undo(client: TestClient, library) -> None:
+    a, b = photo_id(library[0], "brick.jpg"), photo_id(library[0], "text.png")
+    headers = {"x-photosift-token": TOKEN, "accept": "application/json"}
+    assert client.post("/photos/correct", data={"ids": f"{a},{b}", "category": "food"}).status_code == 403
+    r = client.post("/photos/correct", data={"ids": f"{a},{b}", "category": "food"}, headers=headers)
+    assert r.status_code == 200 and r.json()["changed"] == 2
+    previous = r.json()["previous"]
+    with Catalog(library[0], readonly=True) as cat:
+        assert {cat.photo(a).corrected_category, cat.photo(b).corrected_category} == {"food"}  # type: ignore[union-attr]
+    undo = client.post("/photos/correct", data={"restore": json.dumps(previous)}, headers=headers)
+    assert undo.status_code == 200
+    with Catalog(library[0], readonly=True) as cat:
+        assert {cat.photo(a).corrected_category, cat.photo(b).corrected_category} == {None}  # type: ignore[union-attr]
+    bad = client.post("/photos/correct", data={"ids": f"{a}", "category": "nope"}, headers=headers)
+    assert bad.status_code == 422
+    assert (
+        client.post(
+            "/photos/correct", data={"ids": "1;drop", "category": "food"}, headers=headers
+        ).status_code
+        == 422
+    )
+
+
+def test_user_category_names_are_shown_as_typed(client: TestClient) -> None:
+    css = client.get("/static/style.css").text
+    assert "capitalize" not in css.split(".progress-box .state")[0]
 
 
 def test_errors_page_lists_unreadable_files_with_reasons(client: TestClient) -> None:

@@ -180,3 +180,98 @@ def test_start_watch_and_stop_a_scan(gallery, page) -> None:
         scanned = [r for r in cat.results() if r.path.startswith(str(big))]
     assert 0 < len(scanned) < 240  # committed batches kept, the rest left for the next run
     assert page.problems == []  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def finding(engine, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A library with a near-duplicate (a re-encoded, resized copy) and a 240-character file name."""
+    from photosift.album.decisions import AlbumClassifier
+    from photosift.album.rules import load_rules
+    from photosift.run.driver import ClassifyOptions, Pipeline
+    from test_web import make_library
+
+    root = tmp_path_factory.mktemp("finding")
+    photos = make_library(root / "photos")
+    (photos / "broken.jpg").unlink()
+    with Image.open(DATA / "coffee.jpg") as im:
+        im.resize((im.width * 2 // 3, im.height * 2 // 3)).save(photos / "coffee-small.jpg", quality=70)
+    long_name = ("a-very-long-holiday-file-name-" * 8)[:236] + ".jpg"
+    (photos / long_name).write_bytes((DATA / "flower.jpg").read_bytes())
+    db = root / "catalog.db"
+    with Catalog(db) as cat:
+        Pipeline(engine, cat, AlbumClassifier(load_rules()), options=ClassifyOptions(batch_size=8)).run(
+            [str(photos)]
+        )
+    with LiveServer(settings_for(db)) as live:
+        yield live, db, photos, long_name
+
+
+def test_arrow_keys_bulk_correction_duplicates_and_phone_layout(finding, page) -> None:
+    live, db, photos, long_name = finding
+    page.problems.clear()  # type: ignore[attr-defined]
+    # Search by meaning, then step through the results with the arrow keys.
+    page.goto(live.url + "/search?q=cats")
+    assert page.locator(".tile").count() == 2
+    wait_for_images(page)
+    shot(page, "10-search-cats")
+    page.locator(".tile-link").first.click()
+    page.wait_for_url(re.compile(r"/photo/\d+\?in=search"))
+    first = page.url
+    page.keyboard.press("ArrowRight")
+    page.wait_for_url(lambda url: url != first and "/photo/" in url)
+    assert "2 of 2" in page.inner_text(".photo-nav")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url(first)
+    page.keyboard.press("f")
+    page.wait_for_url(re.compile(r"/photo/\d+/full"))
+    page.wait_for_selector("#full-photo img")
+    shot(page, "11-full-view")
+    page.keyboard.press("Escape")
+    page.wait_for_url(first)
+
+    # Bulk: select two photos on a grid page, correct them in one go, then undo.
+    page.goto(live.url + "/category/documents")
+    tiles = page.locator(".tile .pick input")
+    assert tiles.count() >= 2
+    tiles.nth(0).check()
+    tiles.nth(1).check()
+    assert page.inner_text("#bulk-count") == "2 selected"
+    ids = [int(page.locator(".tile").nth(i).get_attribute("data-id")) for i in range(2)]
+    page.select_option("#bulk select", "food")
+    page.click("#bulk button[type=submit]")
+    page.wait_for_selector("#bulk-done:not([hidden])")
+    assert "2 photos corrected to food" in page.inner_text("#bulk-msg")
+    shot(page, "12-bulk-corrected")
+    with Catalog(db, readonly=True) as cat:
+        assert {cat.photo(i).corrected_category for i in ids} == {"food"}  # type: ignore[union-attr]
+    page.click("#bulk-undo")
+    page.wait_for_function("() => document.getElementById('bulk-msg').textContent === 'Undone.'")
+    with Catalog(db, readonly=True) as cat:
+        assert {cat.photo(i).corrected_category for i in ids} == {None}  # type: ignore[union-attr]
+
+    # Duplicates: the resized copy beside its original (the original suggested as keeper), and the flower's
+    # byte-identical copy under the long name.
+    page.goto(live.url + "/duplicates")
+    assert page.locator(".dup-group").count() == 2
+    coffee = page.locator(".dup-group", has_text="coffee-small.jpg")
+    assert coffee.locator(".dup").count() == 2 and "coffee.jpg" in coffee.locator(".dup.keeper").inner_text()
+    wait_for_images(page)
+    shot(page, "13-duplicates")
+
+    # A phone: the header (search box included) fits 390 px, and a 240-character name wraps.
+    phone = page.context.browser.new_context(viewport={"width": 390, "height": 844})
+    mobile = phone.new_page()
+    for url in ("/", "/search?q=food"):
+        mobile.goto(live.url + url)
+        box = mobile.locator("header form.search input").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+        assert mobile.evaluate("document.documentElement.scrollWidth") <= 390
+    with Catalog(db, readonly=True) as cat:
+        long_id = cat.photo_id(str(photos / long_name))
+    mobile.goto(f"{live.url}/photo/{long_id}")
+    assert mobile.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(mobile, "14-phone-photo-long-name")
+    mobile.goto(live.url + "/search?q=food")
+    shot(mobile, "15-phone-search")
+    phone.close()
+    assert page.problems == []  # type: ignore[attr-defined]

@@ -32,15 +32,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
+from photosift.bench.corpus import ALBUM_DEV
 from photosift.core import imaging
 from photosift.core.config import default_data_dir
 from photosift.models.registry import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "photosift" / "data" / "abstract_head.npz"
-ALBUM_DEV = ROOT.parent / "shared" / "datasets" / "album-dev"
-if not ALBUM_DEV.is_dir():
-    ALBUM_DEV = Path("/work/shared/datasets/album-dev")
 SEED = 20261122
 
 
@@ -360,13 +358,11 @@ def encode(im: Image.Image, rng: np.random.Generator) -> bytes:
 
 class Embedder:
     def __init__(self, model: str) -> None:
-        import onnxruntime as ort
+        from photosift.models.session import open_session
 
         resolved = resolve_model(model, default_data_dir())
         self.card = resolved.card
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        self.sess = ort.InferenceSession(str(resolved.path), opts, providers=["CPUExecutionProvider"])
+        self.sess = open_session(resolved.path, threads=2)
 
     def tensor(self, data: bytes, name: str) -> np.ndarray:
         image = imaging.decode(data, name, min_side=self.card.preprocess.resize_size)

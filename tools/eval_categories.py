@@ -28,22 +28,21 @@ import numpy as np
 from photosift.album.abstract import head_for_model
 from photosift.album.people import PeopleDetector, PeopleSignal
 from photosift.album.rules import Categorizer, load_rules
+from photosift.bench.corpus import ALBUM_DEV
 from photosift.core import imaging
 from photosift.core.config import default_data_dir
 from photosift.models.registry import resolve_model
 from photosift.models.tasks import softmax
 
-DEFAULT_SET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "album-dev"
-if not DEFAULT_SET.is_dir():
-    DEFAULT_SET = Path("/work/shared/datasets/album-dev")
+DEFAULT_SET = ALBUM_DEV
 
 
 def run_model(paths: list[Path], model: str, people: bool, fit_cutouts: bool = True) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
+    from photosift.models.session import open_session
 
     resolved = resolve_model(model, default_data_dir())  # packaged models and those built here
     card = resolved.card
-    sess = ort.InferenceSession(str(resolved.path), providers=["CPUExecutionProvider"])
+    sess = open_session(resolved.path)
     detector = PeopleDetector() if people else None
     logits, embs, signals = [], [], []
     det_s = 0.0

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image, ImageOps
 
 from photosift.core.imaging import load_tensor
 from photosift.models.registry import resolve_model
+from photosift.models.session import open_session
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"}
 
@@ -41,7 +41,7 @@ def reference_tensor(path: Path) -> np.ndarray:
 
 def main(dirs: list[str]) -> int:
     model = resolve_model("efficientnet-lite0")
-    sess = ort.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
+    sess = open_session(model.path)
     files = sorted(p for d in dirs for p in Path(d).rglob("*") if p.suffix.lower() in SUFFIXES)
     agree = 0
     for f in files:

@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/web_loadtest.py [--big 48] [--scan-big 240] [--requests 400] [--concurrency 8]
 
-Builds a library under .bench/web (git-ignored) from /work/shared/datasets/album-dev (or tests/data when it
+Builds a library under .bench/web (git-ignored) from ../shared/datasets/album-dev (or tests/data when it
 is absent): the small PNG cut-outs as they are, plus the JPEG photos upscaled to 12 MP phone-like JPEGs
 (distinct crops, so each is its own content). Classifies it with the CLI, starts a real server process, and
 runs each phase for a bounded number of requests (and at most --max-seconds). Prints a Markdown table.
@@ -26,9 +26,11 @@ from pathlib import Path
 import httpx
 from PIL import Image, ImageFilter
 
+from photosift.bench.corpus import ALBUM_DEV
+
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".bench" / "web"
-DATASET = Path("/work/shared/datasets/album-dev/images")
+DATASET = ALBUM_DEV / "images"
 PORT = 8799
 
 

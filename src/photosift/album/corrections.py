@@ -33,6 +33,7 @@ class Moved:
     after: str | None
     photo_id: int | None = None
     path: str | None = None
+    via: str | None = None  # the corrected photo it follows now, or followed before (content hash)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "id": self.photo_id, "from": self.before, "to": self.after}
@@ -123,6 +124,32 @@ def undo(
     return CorrectionReport(path, content_hash, current, target.before, done, moved, undid=target.id)
 
 
+def correct_many(
+    catalog: Catalog,
+    rules_for: RulesFor,
+    changes: Sequence[tuple[str, str | None]],
+    *,
+    index_dir: Path | None = None,
+) -> list[Moved]:
+    """Several corrections (content hash, category or None) in one transaction, each recorded in the history;
+    the photos near all of them are re-decided once (one matrix product). Returns every photo that moved; each
+    history event records those that follow (or followed) its photo."""
+    for _, category in changes:
+        if category is not None:
+            _check_category(catalog, rules_for, category, False)
+    with catalog.atomic():
+        events: dict[str, int] = {}
+        for content_hash, category in changes:
+            before = catalog.correction_of(content_hash)
+            catalog.set_correction(content_hash, category)
+            events[content_hash] = catalog.add_history(content_hash, before, category)
+        moved = refresh_near(catalog, list(events), index_dir)
+        for content_hash, event in events.items():
+            mine = [[m.content_hash, m.before, m.after] for m in moved if m.via == content_hash]
+            catalog.set_history_moved(event, mine)
+    return moved
+
+
 def refresh_near(
     catalog: Catalog, changed: Sequence[str], index_dir: Path | None, models: Sequence[str] | None = None
 ) -> list[Moved]:
@@ -138,8 +165,7 @@ def refresh_near(
         _, vectors = catalog.embeddings_of(sha, changed)
         if vectors is not None:
             index = EmbeddingIndex.open(catalog, sha, index_dir)
-            for vector in vectors:
-                candidates.update(index.near(vector, head.similarity)[0])
+            candidates.update(index.near(vectors, head.similarity)[0])
         for h in changed:
             candidates.update(catalog.moved_by(sha, h))
         hashes, matrix = catalog.embeddings_of(sha, sorted(candidates))
@@ -155,11 +181,12 @@ def refresh_near(
             before = old.category if old is not None else rules_category
             after = decision.category if decision is not None else rules_category
             if before != after and h not in corrected and h not in moved:
-                moved[h] = Moved(h, before, after)
+                follows = decision if decision is not None else old
+                moved[h] = Moved(h, before, after, via=follows.source if follows is not None else None)
         catalog.set_personal(sha, updates)
     photos = catalog.photos_of(list(moved))
     shown = [
-        Moved(m.content_hash, m.before, m.after, *photos[m.content_hash])
+        Moved(m.content_hash, m.before, m.after, *photos[m.content_hash], via=m.via)
         for m in moved.values()
         if m.content_hash in photos
     ]

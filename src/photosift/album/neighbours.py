@@ -84,18 +84,20 @@ class EmbeddingIndex:
             cls._opened[key] = index
         return index
 
-    def near(self, vector: np.ndarray, similarity: float = SIMILARITY) -> tuple[list[str], np.ndarray]:
-        """Content hashes of the photos within ``similarity`` of ``vector``, and their (n, D) unit vectors."""
-        query = unit(vector)[0]
+    def near(self, vectors: np.ndarray, similarity: float = SIMILARITY) -> tuple[list[str], np.ndarray]:
+        """Content hashes of the photos within ``similarity`` of any of ``vectors`` (one, or (k, D)), and their
+        (n, D) unit vectors. Several at once are one matrix product per segment (a bulk correction)."""
+        queries = unit(vectors)
         hashes: list[str] = []
         rows: list[np.ndarray] = []
         for seg in self.segments:
             if not len(seg.hashes):
                 continue
-            hits = np.nonzero(np.asarray(seg.matrix @ query) >= similarity)[0]
+            sims = np.asarray(seg.matrix @ queries.T)
+            hits = np.nonzero((sims >= similarity).any(axis=1))[0]
             hashes.extend(h.decode() for h in seg.hashes[hits])
             rows.append(np.asarray(seg.matrix[hits]))
-        return hashes, (np.concatenate(rows) if rows else np.zeros((0, len(query)), np.float32))
+        return hashes, (np.concatenate(rows) if rows else np.zeros((0, queries.shape[1]), np.float32))
 
 
 def _stem(catalog_path: Path, model_sha256: str) -> str:

@@ -639,6 +639,24 @@ class Categorizer:
         return out
 
 
+def page_rules(rules: Rules) -> dict[str, Any]:
+    """What a web page needs to decide categories as :class:`Categorizer` does from a softmax alone (the same few
+    lines of maths live in web/static/classify.js); faces and the abstract-art head cannot run there."""
+    return {
+        "source": rules.source,
+        "categories": list(rules.categories),
+        "other": rules.categories.index(OTHER),
+        "class_category": rules.class_category.tolist(),
+        "class_fine": rules.class_fine.tolist(),
+        "fine_labels": list(rules.fine_labels),
+        "weights": [rules.weights.get(c, 1.0) for c in rules.categories],
+        "prior_floor": rules.prior_floor,
+        "prior_correction": rules.prior_correction,
+        "min_confidence": rules.min_confidence,
+        "temperature": rules.temperature,
+    }
+
+
 def category_mass(probs: np.ndarray | TopK, rules: Rules | None = None) -> np.ndarray:
     """(N, K) raw probability mass per category of ``rules`` (default: the shipped rules)."""
     return Categorizer(rules).mass(probs)

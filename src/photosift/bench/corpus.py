@@ -24,13 +24,18 @@ ORIENTATIONS = (1, 6, 1, 3, 1, 8)  # every other photo rotated, like a phone's c
 _SOURCE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
+_PACKAGE = Path(__file__).resolve().parents[1]  # src/photosift
+REPOSITORY = _PACKAGE.parents[1]  # meaningful in a source checkout only
+ALBUM_DEV = REPOSITORY.parent / "shared" / "datasets" / "album-dev"
+"""The development datasets live in ``../shared`` beside a checkout (a fresh clone anywhere finds them)."""
+
+
 def default_sources() -> list[Path]:
     """Real photos to build the corpus from: the dev album's 1920 px nature JPEGs, then the test images."""
-    here = Path(__file__).resolve()
     candidates = [
-        Path(os.environ.get("PHOTOSIFT_BENCH_SOURCES", "/work/shared/datasets/album-dev/images")),
-        here.parents[2] / "tests" / "data",
-        here.parent / "samples",
+        Path(os.environ.get("PHOTOSIFT_BENCH_SOURCES", str(ALBUM_DEV / "images"))),
+        REPOSITORY / "tests" / "data",
+        _PACKAGE / "samples",
     ]
     found: list[Path] = []
     for folder in candidates:

@@ -440,6 +440,7 @@ def rescan_at_scale(root: Path, count: int, resolved: Any) -> dict[str, Any]:
     from photosift.bench.corpus import make_many_tiny
     from photosift.core import scanner
     from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
+    from photosift.core.photometa import PhotoMeta, mtime_iso
     from photosift.models.session import OrtEngine
     from photosift.run.driver import Pipeline
 
@@ -456,7 +457,8 @@ def rescan_at_scale(root: Path, count: int, resolved: Any) -> dict[str, Any]:
         )
         batch: list[PhotoRecord] = []
         for i, e in enumerate(scanner.walk([folder])):
-            batch.append(PhotoRecord(e.path, e.size, e.mtime_ns, hashes[i % len(hashes)]))
+            meta = PhotoMeta(8, 8, mtime_iso(e.mtime_ns), "mtime")  # as scanned: nothing left to fill in
+            batch.append(PhotoRecord(e.path, e.size, e.mtime_ns, hashes[i % len(hashes)], meta=meta))
             if len(batch) >= 10_000:
                 catalog.write_batch(batch, [], pipeline.model_sha, labels)
                 batch.clear()
@@ -625,6 +627,9 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -
         report["rescan"] = rescan_at_scale(opts.workroot, opts.rescan_count, resolved)
         log("scale: cold start")
         report["cold_start"] = cold_start(files[0], opts.model)
+        from photosift.bench.findscale import find_at_scale
+
+        report["find"] = find_at_scale(opts.rescan_count, log=log)
     return report
 
 
@@ -752,7 +757,7 @@ def render(report: dict[str, Any]) -> Any:
             s["note"],
         )
     lines = summary_lines(report)
-    for key in ("memory", "rescan", "cold_start"):
+    for key in ("memory", "rescan", "cold_start", "find"):
         if key in report:
             lines.append(f"{key}: {json.dumps(report[key])}")
     return Group(t, *(Text(line) for line in lines))

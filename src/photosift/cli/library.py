@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import signal
 import sys
 import threading
@@ -32,6 +33,14 @@ from photosift.core.errors import UnknownCategory
 
 if TYPE_CHECKING:
     from photosift.run.driver import RunSummary
+
+
+_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+
+class SortBy(str, Enum):
+    path = "path"
+    date = "date"
 
 
 class Provider(str, Enum):
@@ -210,15 +219,34 @@ def results(
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or csv.")] = Format.table,
     limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Taken on or after: 2023, 2023-06 or 2023-06-15.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Taken on or before: 2023, 2023-06 or 2023-06-15.")
+    ] = None,
+    sort: Annotated[SortBy, typer.Option("--sort", help="path or date (taken).")] = SortBy.path,
 ) -> None:
     """Show what the catalog holds."""
     from photosift import services
 
     if status not in (None, "ok", "error"):
         fail("--status must be ok or error", code=2)
+    for name, value in (("--since", since), ("--until", until)):
+        if value is not None and not _DATE.match(value):
+            fail(f"{name} {value!r}: give a date as YYYY, YYYY-MM or YYYY-MM-DD", code=2)
+    order = "date" if sort is SortBy.date else "path"
     with errors_to_exit():
         rows = services.results(
-            settings(db), category=category, status=status, label=label, model=model, limit=limit
+            settings(db),
+            category=category,
+            status=status,
+            label=label,
+            model=model,
+            limit=limit,
+            since=since,
+            until=until,
+            order=order,
         )
     items = [r.to_dict() for r in rows]
     if fmt is Format.json:

@@ -343,3 +343,72 @@ def _print_eval(r: Any) -> None:
             + "\n".join(f"  {d['file']}: {d['label']} (reference: {d['reference']})" for d in shown),
             markup=False,
         )
+
+
+class Resampler(str, Enum):
+    pillow = "pillow"
+    canvas = "canvas"
+
+
+@app.command("webcheck")
+def webcheck_cmd(
+    model: ModelArg,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Photos to compare on (default: the packaged samples).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, max=16, help="WASM threads (default: up to 4).")
+    ] = None,
+    resampler: Annotated[
+        Resampler,
+        typer.Option(
+            "--resampler", help="pillow: the page's Pillow-exact resize; canvas: the browser's own."
+        ),
+    ] = Resampler.pillow,
+    chromium: Annotated[
+        Path | None, typer.Option("--chromium", help="Chromium executable (default: /usr/bin/chromium).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a model in headless Chromium with ONNX Runtime Web and compare it with native ONNX Runtime."""
+    from photosift.toolchain.webcheck import CHROMIUM, UnsupportedModel, webcheck
+
+    with errors_to_exit():
+        try:
+            r = webcheck(
+                Path(model),
+                images or sample_dir(),
+                chromium=chromium or CHROMIUM,
+                threads=threads,
+                resampler=resampler.value,
+                progress=_say(as_json),
+            )
+        except UnsupportedModel as exc:  # refused: the JSON names the operators, the error line too (exit 1)
+            if as_json:
+                print(json.dumps(exc.to_dict(), indent=2))
+            raise
+    if as_json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return
+    _print_webcheck(r)
+
+
+def _print_webcheck(r: Any) -> None:
+    lines = [
+        f"{r.model}: ONNX Runtime Web {r.ort_web_version}, {r.backend}, {r.threads} thread(s)"
+        + ("" if r.cross_origin_isolated else " (page not cross-origin isolated)")
+        + f", {r.resampler} resampling",
+    ]
+    if r.agreement is None:
+        lines.append("no photo could be compared")
+    else:
+        lines += [
+            f"top-1 agreement with native ONNX Runtime: {r.agreement:.1%} on {r.photos} photos (95% CI "
+            f"{_ci(r.ci95)}), top-5 containment {r.top5_containment:.1%}, max |Δlogit| {r.max_abs_diff:.3g}, "
+            f"logit SQNR {_db(r.sqnr_db)}",
+            f"in the browser {r.ms_per_photo:.0f} ms/photo (inference {r.ms_inference:.0f} ms); "
+            f"native {r.native_ms_per_photo:.0f} ms/photo (inference {r.native_ms_inference:.0f} ms)",
+        ]
+    lines += [f"  {d['file']}: browser {d['browser']}, native {d['native']}" for d in r.disagreements[:10]]
+    lines += [f"skipped {path}: {why}" for path, why in r.skipped]
+    console().print("\n".join(lines), markup=False)

@@ -37,6 +37,7 @@ from photosift.core.corrections import (
     StoredChunk,
 )
 from photosift.core.errors import CatalogError
+from photosift.core.photometa import PhotoMeta
 
 TOPK_STORED = 100  # probabilities kept per photo so categories can be re-derived without the model
 
@@ -140,7 +141,27 @@ def _m2_model_tasks(db: sqlite3.Connection) -> None:
     )
 
 
-def _m3_correction_history(db: sqlite3.Connection) -> None:
+def _m3_photo_meta(db: sqlite3.Connection) -> None:
+    """What finding photos needs per file: displayed size, when it was taken (EXIF, or the file's mtime as a
+    marked guess), camera, GPS present, a perceptual hash, and whether the user hid it. NULL until a scan reads
+    the header: the next run fills them in without inference."""
+    _run_script(
+        db,
+        """
+        ALTER TABLE photos ADD COLUMN width INTEGER;
+        ALTER TABLE photos ADD COLUMN height INTEGER;
+        ALTER TABLE photos ADD COLUMN taken_at TEXT;
+        ALTER TABLE photos ADD COLUMN taken_source TEXT;
+        ALTER TABLE photos ADD COLUMN camera TEXT;
+        ALTER TABLE photos ADD COLUMN has_gps INTEGER;
+        ALTER TABLE photos ADD COLUMN phash INTEGER;
+        ALTER TABLE photos ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX photos_by_taken ON photos(taken_at)
+        """,
+    )
+
+
+def _m4_correction_history(db: sqlite3.Connection) -> None:
     """What decided each category and what each correction changed.
 
     ``decided_by``: the fingerprint of the rules and heads that set a result's category (a stale one is
@@ -175,7 +196,8 @@ def _m3_correction_history(db: sqlite3.Connection) -> None:
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m1_initial,
     _m2_model_tasks,
-    _m3_correction_history,
+    _m3_photo_meta,
+    _m4_correction_history,
 ]
 
 
@@ -185,6 +207,7 @@ class PhotoState:
     mtime_ns: int
     content_hash: str | None
     status: str
+    has_meta: bool = True  # date, size and hash read (False: the next run reads the header, no inference)
 
 
 @dataclass(slots=True)
@@ -196,6 +219,7 @@ class PhotoRecord:
     mtime_ns: int
     content_hash: str | None
     error: str | None = None
+    meta: PhotoMeta | None = None
 
 
 @dataclass(slots=True)
@@ -240,9 +264,16 @@ class ResultRow:
     top5: list[dict[str, Any]]
     model: str | None
     corrected_category: str | None
-    rules_category: str | None = (
-        None  # what the rules said (``category`` is the personal head's when it spoke)
-    )
+    size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    taken_at: str | None = None  # ISO local time: EXIF DateTimeOriginal, or the file's mtime (taken_source)
+    taken_source: str | None = None  # "exif" | "mtime"
+    camera: str | None = None
+    has_gps: bool | None = None
+    hidden: bool = False
+    content_hash: str | None = None
+    rules_category: str | None = None  # what the rules said (``category`` is the head's when it spoke)
     personal_source: str | None = None  # content hash of the corrected photo the personal head followed
 
     @property
@@ -261,7 +292,14 @@ class ResultRow:
             "top5": self.top5,
             "model": self.model,
             "corrected_category": self.corrected_category,
+            "taken_at": self.taken_at,
+            "taken_source": self.taken_source,
+            "camera": self.camera,
+            "has_gps": self.has_gps,
         }
+
+
+_NO_META = PhotoMeta()
 
 
 def _range_for(root: str) -> tuple[str, str]:
@@ -380,12 +418,12 @@ class Catalog(CorrectionsStore):
         for root in roots:
             lo, hi = _range_for(root)
             rows = self.db.execute(
-                "SELECT path, size, mtime_ns, content_hash, status FROM photos "
+                "SELECT path, size, mtime_ns, content_hash, status, taken_source IS NOT NULL FROM photos "
                 "WHERE path = ? OR (path >= ? AND path < ?)",
                 (root, lo, hi),
             )
-            for path, size, mtime_ns, content_hash, status in rows:
-                states[path] = PhotoState(size, mtime_ns, content_hash, status)
+            for path, size, mtime_ns, content_hash, status, has_meta in rows:
+                states[path] = PhotoState(size, mtime_ns, content_hash, status, bool(has_meta))
         return states
 
     def hashes_with_results(self, model_sha256: str) -> set[str]:
@@ -463,12 +501,31 @@ class Catalog(CorrectionsStore):
                         (rec.content_hash, model_sha256, rec.embedding.astype(np.float16).tobytes()),
                     )
             for p in photos:
+                m = p.meta or _NO_META
                 db.execute(
-                    "INSERT INTO photos (path, size, mtime_ns, content_hash, status, error, updated_at) "
-                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
-                    "mtime_ns=excluded.mtime_ns, content_hash=excluded.content_hash, status=excluded.status, "
-                    "error=excluded.error, updated_at=excluded.updated_at",
-                    (p.path, p.size, p.mtime_ns, p.content_hash, "error" if p.error else "ok", p.error, now),
+                    "INSERT INTO photos (path, size, mtime_ns, content_hash, status, error, updated_at, width, "
+                    "height, taken_at, taken_source, camera, has_gps, phash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                    "content_hash=excluded.content_hash, status=excluded.status, error=excluded.error, "
+                    "updated_at=excluded.updated_at, width=excluded.width, height=excluded.height, "
+                    "taken_at=excluded.taken_at, taken_source=excluded.taken_source, camera=excluded.camera, "
+                    "has_gps=excluded.has_gps, phash=excluded.phash",
+                    (
+                        p.path,
+                        p.size,
+                        p.mtime_ns,
+                        p.content_hash,
+                        "error" if p.error else "ok",
+                        p.error,
+                        now,
+                        m.width,
+                        m.height,
+                        m.taken_at,
+                        m.taken_source if p.meta else None,
+                        m.camera,
+                        int(m.has_gps) if p.meta else None,
+                        m.phash,
+                    ),
                 )
 
     def mark_missing(self, paths: Iterable[str]) -> int:
@@ -487,7 +544,8 @@ class Catalog(CorrectionsStore):
                CASE WHEN r.personal_category IS NULL THEN r.category_score ELSE r.personal_score END
                    AS category_score,
                r.category AS rules_category, r.personal_source,
-               m.name AS model, c.category AS corrected
+               m.name AS model, c.category AS corrected, p.size, p.width, p.height, p.taken_at, p.taken_source,
+               p.camera, p.has_gps, p.hidden, p.content_hash
         FROM photos p
         LEFT JOIN results r ON r.content_hash = p.content_hash AND r.created_at = (
             SELECT MAX(r2.created_at) FROM results r2 WHERE r2.content_hash = p.content_hash
@@ -503,6 +561,9 @@ class Catalog(CorrectionsStore):
         label: str | None,
         text: str | None,
         uncategorized: bool,
+        since: str | None = None,
+        until: str | None = None,
+        include_hidden: bool = True,
     ) -> tuple[str, dict[str, Any]]:
         """The WHERE clause shared by :meth:`results` and :meth:`count_results`.
 
@@ -527,6 +588,14 @@ class Catalog(CorrectionsStore):
         if text is not None:  # the top-1 label or the category contains it
             where.append(f"(instr({top1}, :text) > 0 OR instr(casefold({effective}), :text) > 0)")
             params["text"] = text.casefold()
+        if since is not None:  # ISO dates compare as text: "2023" <= "2023-06-01T10:00:00"
+            where.append("p.taken_at >= :since")
+            params["since"] = since
+        if until is not None:  # inclusive: every time on that day (or in that month/year) is before "~"
+            where.append("p.taken_at < :until")
+            params["until"] = until + "~"
+        if not include_hidden:
+            where.append("p.hidden = 0")
         return " AND ".join(where), params
 
     def results(
@@ -539,12 +608,21 @@ class Catalog(CorrectionsStore):
         label: str | None = None,
         text: str | None = None,
         uncategorized: bool = False,
+        since: str | None = None,
+        until: str | None = None,
+        include_hidden: bool = True,
+        order: str = "path",
     ) -> list[ResultRow]:
-        """Result rows by path; ``label``: the top-1 label contains it; ``text``: the label or the category does;
-        ``uncategorized``: photos with no category (nor correction)."""
-        where, params = self._where(category, status, label, text, uncategorized)
+        """Result rows by path (``order="date"``: by date taken, then path); ``label``: the top-1 label contains
+        it; ``text``: the label or the category does; ``uncategorized``: photos with no category (nor
+        correction); ``since``/``until``: taken on or after / on or before an ISO date or its prefix ("2023",
+        "2023-06"); ``include_hidden=False`` leaves out photos the user hid."""
+        where, params = self._where(
+            category, status, label, text, uncategorized, since, until, include_hidden
+        )
         params |= {"model": model_sha256, "limit": -1 if limit is None else limit, "offset": offset}
-        sql = self._RESULT_SELECT + " WHERE " + where + " ORDER BY p.path LIMIT :limit OFFSET :offset"
+        by = "p.taken_at IS NULL, p.taken_at, p.path" if order == "date" else "p.path"
+        sql = self._RESULT_SELECT + " WHERE " + where + f" ORDER BY {by} LIMIT :limit OFFSET :offset"
         return [self._row(r) for r in self.db.execute(sql, params)]
 
     def count_results(
@@ -554,9 +632,14 @@ class Catalog(CorrectionsStore):
         label: str | None = None,
         text: str | None = None,
         uncategorized: bool = False,
+        since: str | None = None,
+        until: str | None = None,
+        include_hidden: bool = True,
     ) -> int:
         """How many rows :meth:`results` would return without a limit."""
-        where, params = self._where(category, status, label, text, uncategorized)
+        where, params = self._where(
+            category, status, label, text, uncategorized, since, until, include_hidden
+        )
         params["model"] = None
         sql = "SELECT COUNT(*) FROM (" + self._RESULT_SELECT + " WHERE " + where + ")"
         return int(self.db.execute(sql, params).fetchone()[0])
@@ -566,6 +649,36 @@ class Catalog(CorrectionsStore):
             self._RESULT_SELECT + " WHERE p.id = :id", {"model": None, "id": photo_id}
         ).fetchone()
         return self._row(row) if row else None
+
+    def photos_by_id(self, ids: Sequence[int]) -> dict[int, ResultRow]:
+        """Result rows of these photo ids (each photo's newest result); unknown ids are left out."""
+        out: dict[int, ResultRow] = {}
+        for start in range(0, len(ids), 500):
+            chunk = [int(i) for i in ids[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            sql = self._RESULT_SELECT.replace(":model", "NULL") + f" WHERE p.id IN ({marks})"
+            for r in self.db.execute(sql, chunk):
+                out[int(r["id"])] = self._row(r)
+        return out
+
+    def set_hidden(self, photo_ids: Iterable[int], hidden: bool) -> int:
+        """Hide photos from the gallery and from finding (the files are untouched); returns rows changed."""
+        now = time.time()
+        with self.atomic() as db:
+            cur = db.executemany(
+                "UPDATE photos SET hidden = ?, updated_at = ? WHERE id = ? AND hidden != ?",
+                ((int(hidden), now, int(i), int(hidden)) for i in photo_ids),
+            )
+            return cur.rowcount
+
+    def months(self, include_hidden: bool = False) -> list[tuple[str, int, int]]:
+        """(YYYY-MM, photos, of which dated only by file mtime) for every month with photos, newest first."""
+        hidden = "" if include_hidden else " AND hidden = 0"
+        rows = self.db.execute(
+            "SELECT substr(taken_at, 1, 7) AS month, COUNT(*), SUM(taken_source = 'mtime') FROM photos "
+            f"WHERE status = 'ok' AND taken_at IS NOT NULL{hidden} GROUP BY month ORDER BY month DESC"
+        )
+        return [(str(m), int(n), int(g or 0)) for m, n, g in rows]
 
     def photo_id(self, path: str) -> int | None:
         row = self.db.execute("SELECT id FROM photos WHERE path = ?", (path,)).fetchone()
@@ -585,17 +698,27 @@ class Catalog(CorrectionsStore):
             top5=top5,
             model=r["model"],
             corrected_category=r["corrected"],
+            size=r["size"],
+            width=r["width"],
+            height=r["height"],
+            taken_at=r["taken_at"],
+            taken_source=r["taken_source"],
+            camera=r["camera"],
+            has_gps=None if r["has_gps"] is None else bool(r["has_gps"]),
+            hidden=bool(r["hidden"]),
+            content_hash=r["content_hash"],
             rules_category=r["rules_category"],
             personal_source=r["personal_source"],
         )
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, include_hidden: bool = True) -> dict[str, int]:
+        hidden = "" if include_hidden else " AND p.hidden = 0"
         rows = self.db.execute(
             "SELECT COALESCE(c.category, r.personal_category, r.category) AS cat, COUNT(*) FROM photos p "
             "JOIN results r ON r.content_hash = p.content_hash AND r.created_at = "
             "(SELECT MAX(created_at) FROM results r2 WHERE r2.content_hash = p.content_hash) "
             "LEFT JOIN corrections c ON c.content_hash = p.content_hash "
-            "WHERE p.status = 'ok' GROUP BY cat ORDER BY COUNT(*) DESC"
+            f"WHERE p.status = 'ok'{hidden} GROUP BY cat ORDER BY COUNT(*) DESC"
         )
         return {str(cat): int(n) for cat, n in rows}
 

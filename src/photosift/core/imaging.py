@@ -45,6 +45,11 @@ CUTOUT_MIN_TRANSPARENT = 0.05  # share of transparent pixels that makes a cut-ou
 CUTOUT_MARGIN = 0.06  # white margin around a framed cut-out, as a share of its longer side (each side)
 
 
+def cutout_framing() -> dict[str, float]:
+    """The cut-out constants, for the page that reproduces this module in JS (web/static/classify.js)."""
+    return {"cutout_min_transparent": CUTOUT_MIN_TRANSPARENT, "cutout_margin": CUTOUT_MARGIN}
+
+
 def _register_heif() -> None:
     global _heif_registered
     if not _heif_registered:

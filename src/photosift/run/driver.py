@@ -80,6 +80,7 @@ class RunSummary:
     categories: Counter[str] = field(default_factory=Counter)
     error_files: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    refreshed: set[str] = field(default_factory=set)  # unchanged files revisited to read their metadata
 
     @property
     def photos_per_s(self) -> float:
@@ -90,6 +91,8 @@ class RunSummary:
             if item.photo.error is not None:
                 self.errors += 1
                 self.error_files.append((item.photo.path, item.photo.error))
+            elif item.result is None and item.photo.path in self.refreshed:
+                self.unchanged += 1  # same file, metadata read for the first time
             elif item.result is None:
                 self.reused += 1
             else:
@@ -122,8 +125,12 @@ def plan(
     roots: Sequence[str],
     known: set[str],
     retry_errors: bool,
+    refresh: set[str] | None = None,
 ) -> tuple[list[scanner.FileEntry], int, int, list[str]]:
-    """Split the scanned files into work and unchanged ones; returns (work, seen, unchanged, missing paths)."""
+    """Split the scanned files into work and unchanged ones; returns (work, seen, unchanged, missing paths).
+
+    ``refresh`` collects the unchanged files that go to work only to have their metadata read."""
+    refresh = refresh if refresh is not None else set()
     snapshot = catalog.snapshot(roots)
     work: list[scanner.FileEntry] = []
     seen = unchanged = 0
@@ -136,9 +143,11 @@ def plan(
         if same_file and state is not None:
             done = state.status == "ok" and state.content_hash in known
             known_bad = state.status == "error" and not retry_errors
-            if done or known_bad:
+            if (done and state.has_meta) or known_bad:
                 unchanged += 1
                 continue
+            if done:  # classified before dates and hashes were stored: read its header, no inference
+                refresh.add(entry.path)
         work.append(entry)
     missing = [p for p, s in snapshot.items() if p not in seen_paths and s.status != "missing"]
     return work, seen, unchanged, missing
@@ -207,7 +216,12 @@ class Pipeline:
             categorizer.before_run(self.catalog, self.model_sha)
         known = self.catalog.hashes_with_results(self.model_sha)
         work, summary.seen, summary.unchanged, missing = plan(
-            scanner.walk(roots, opts.include_hidden), self.catalog, roots, known, opts.retry_errors
+            scanner.walk(roots, opts.include_hidden),
+            self.catalog,
+            roots,
+            known,
+            opts.retry_errors,
+            summary.refreshed,
         )
         if missing:
             summary.missing = self.catalog.mark_missing(missing)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from photosift.core import imaging, scanner
+from photosift.core import imaging, photometa, scanner
 from photosift.core.catalog import Catalog, PersonalDecision, PhotoRecord, ResultRecord
 from photosift.core.errors import UnreadableImage
 from photosift.models.card import ModelCard
@@ -91,6 +91,7 @@ class Loaded:
     people: Any = None
     error: str | None = None
     reuse: bool = False
+    meta: photometa.PhotoMeta | None = None
 
 
 @dataclass(slots=True)
@@ -131,19 +132,25 @@ class Stages:
         return det
 
     def load(self, entry: scanner.FileEntry, known: Container[str]) -> Loaded:
-        """Read, hash and (for content not in ``known``) decode and preprocess one file."""
+        """Read, hash and (for content not in ``known``) decode and preprocess one file.
+
+        Every readable file also gets its header metadata (date, camera, GPS, size: no pixels decoded) and a
+        perceptual hash of the image decoded for the model; known content is decoded only at 1/8 scale for
+        the hash (a moved file, or a catalog from before dates were stored)."""
         try:
             data = imaging.read_bytes(entry.path)
             digest = hashlib.sha256(data).hexdigest()
+            meta = photometa.read_header(data, entry.mtime_ns)
             if digest in known:
-                return Loaded(entry, digest, reuse=True)
+                return Loaded(entry, digest, reuse=True, meta=_with_small_phash(meta, data, entry.path))
             detector = self._detector()
             if self.gpu_decoder is not None and detector is None:
-                return Loaded(entry, digest, tensor=self.gpu_decoder.load_tensor(data, entry.path, self.pre))
+                tensor = self.gpu_decoder.load_tensor(data, entry.path, self.pre)
+                return Loaded(entry, digest, tensor=tensor, meta=_with_small_phash(meta, data, entry.path))
             image = imaging.decode(data, entry.path, min_side=self.pre.resize_size)
             tensor = imaging.to_tensor(image, self.pre)
             people = detector.detect(image) if detector is not None else None
-            return Loaded(entry, digest, tensor=tensor, people=people)
+            return Loaded(entry, digest, tensor=tensor, people=people, meta=meta.with_phash(image))
         except UnreadableImage as exc:
             return Loaded(entry, error=exc.reason)
 
@@ -176,7 +183,8 @@ class Stages:
                 decided_by=decided_by,
                 personal=cat.personal if cat else None,
             )
-            photo = PhotoRecord(item.entry.path, item.entry.size, item.entry.mtime_ns, item.content_hash)
+            e = item.entry
+            photo = PhotoRecord(e.path, e.size, e.mtime_ns, item.content_hash, meta=item.meta)
             out.append(Processed(photo, result, cat.shown if cat else None))
         return out
 
@@ -190,4 +198,12 @@ def unbatched(item: Loaded) -> Processed:
     e = item.entry
     if item.error is not None:
         return Processed(PhotoRecord(e.path, e.size, e.mtime_ns, None, item.error))
-    return Processed(PhotoRecord(e.path, e.size, e.mtime_ns, item.content_hash))
+    return Processed(PhotoRecord(e.path, e.size, e.mtime_ns, item.content_hash, meta=item.meta))
+
+
+def _with_small_phash(meta: photometa.PhotoMeta, data: bytes, path: str) -> photometa.PhotoMeta:
+    """The perceptual hash from a cheap decode (JPEGs DCT-scaled to 1/8): for content the model does not see."""
+    try:
+        return meta.with_phash(imaging.decode(data, path, min_side=photometa.HASH_SIDE))
+    except UnreadableImage:
+        return meta

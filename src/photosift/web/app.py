@@ -19,9 +19,9 @@ loop keeps serving pages and progress events while a scan runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
-import math
 import secrets
 import threading
 from importlib import resources
@@ -33,7 +33,14 @@ import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
@@ -42,8 +49,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from photosift import services
 from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
-from photosift.core.errors import CatalogError, NothingToUndo, UnreadableImage
-from photosift.web import media
+from photosift.core.errors import CatalogError, ModelError, NothingToUndo, UnreadableImage
+from photosift.web import finding, media
 from photosift.web.rederive import RederiveJob
 from photosift.web.scan import PipelineFactory, ScanError, ScanManager
 
@@ -76,18 +83,32 @@ def allowed_hosts(host: str, port: int) -> set[str]:
     return hosts
 
 
-class GuardMiddleware:
-    """Rejects unexpected Host headers and adds security headers to every response (pure ASGI: no buffering)."""
-
-    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+def security_headers(img_src: str = "'self'", script_src: str = "'self'") -> list[tuple[bytes, bytes]]:
+    csp = (
+        f"default-src 'self'; img-src {img_src}; style-src 'self'; script-src {script_src}; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return [
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
         (b"referrer-policy", b"no-referrer"),
-        (
-            b"content-security-policy",
-            b"default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
-            b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        (b"content-security-policy", csp.encode()),
+    ]
+
+
+class GuardMiddleware:
+    """Rejects unexpected Host headers and adds security headers to every response (pure ASGI: no buffering)."""
+
+    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = security_headers()
+    # "Classify here" runs ONNX Runtime Web: compiling WebAssembly needs 'wasm-unsafe-eval' (not 'unsafe-eval'),
+    # the chosen photos are shown from blob: URLs, and WASM threads need SharedArrayBuffer, which only a
+    # cross-origin isolated page gets (COOP + COEP). Only that page and the runtime's own files get these.
+    ISOLATED_PREFIXES = ("/classify-here", "/static/ort/")
+    ISOLATED_HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+        *security_headers("'self' blob:", "'self' 'wasm-unsafe-eval'"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"cross-origin-embedder-policy", b"require-corp"),
+        (b"cross-origin-resource-policy", b"same-origin"),
     ]
 
     def __init__(self, app: ASGIApp, hosts: set[str]) -> None:
@@ -111,9 +132,11 @@ class GuardMiddleware:
             await send({"type": "http.response.body", "body": body})
             return
 
+        extra = self.ISOLATED_HEADERS if scope["path"].startswith(self.ISOLATED_PREFIXES) else self.HEADERS
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -150,9 +173,10 @@ class CatalogPool:
             self._all.clear()
 
 
-def _pages(total: int, page: int) -> dict[str, int]:
-    pages = max(1, math.ceil(total / PAGE_SIZE))
-    return {"page": page, "pages": pages, "total": total, "offset": (page - 1) * PAGE_SIZE}
+def _month_name(month: str) -> str:
+    import calendar
+
+    return calendar.month_name[int(month[5:7])] if len(month) >= 7 and month[5:7].isdigit() else month
 
 
 def _wants_json(request: Request) -> bool:
@@ -188,12 +212,19 @@ def create_app(
     templates.env.filters["pct"] = lambda x: "" if x is None else f"{100 * float(x):.0f}%"
     templates.env.filters["basename"] = lambda p: Path(p).name
     templates.env.filters["dirname"] = lambda p: str(Path(p).parent)
+    templates.env.filters["filesize"] = lambda n: (
+        "" if n is None else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+    )
+    templates.env.filters["month_name"] = _month_name
 
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
         rederive.start()  # categories decided by other rules or heads than these: re-derive them meanwhile
+        # Build the finding arrays in the background: at 100,000 photos the first search or "more like this"
+        # would otherwise wait seconds for them.
+        threading.Thread(target=services.warm_finding, args=(settings,), daemon=True).start()
         yield
         await anyio.to_thread.run_sync(rederive.shutdown)
         await anyio.to_thread.run_sync(scans.shutdown)
@@ -283,16 +314,19 @@ def create_app(
         if not settings.db_path.is_file():
             return page(request, "nocatalog.html", reason="", missing=True)
         cat = pool.get()
-        counts = cat.counts()
+        counts = cat.counts(include_hidden=False)
         groups = []
         for raw, n in counts.items():
             name = UNCATEGORIZED if raw == "None" else raw
             if raw == "None":
-                samples = [r for r in cat.results(status="ok") if r.effective_category is None]
-                samples = samples[:SAMPLES_PER_CATEGORY]
+                samples = cat.results(
+                    status="ok", uncategorized=True, include_hidden=False, limit=SAMPLES_PER_CATEGORY
+                )
                 url = "/uncategorized"
             else:
-                samples = cat.results(category=raw, status="ok", limit=SAMPLES_PER_CATEGORY)
+                samples = cat.results(
+                    category=raw, status="ok", include_hidden=False, limit=SAMPLES_PER_CATEGORY
+                )
                 url = "/category/" + quote(raw, safe="")
             groups.append({"name": name, "count": n, "samples": samples, "url": url})
         return page(request, "overview.html", groups=groups, statuses=cat.status_counts())
@@ -302,53 +336,49 @@ def create_app(
         request: Request, name: str, page_no: int = Query(1, alias="page", ge=1, le=10**6)
     ) -> Response:
         cat = pool.get()
-        counts = cat.counts()
+        counts = cat.counts(include_hidden=False)
         if name not in counts and name not in known_categories(cat):
             raise HTTPException(404, f"no category {name!r}")
-        nav = _pages(counts.get(name, 0), page_no)
-        rows = cat.results(category=name, status="ok", limit=PAGE_SIZE, offset=nav["offset"])
-        return page(request, "grid.html", title=name, rows=rows, nav=nav, base=request.url.path, q=None)
+        nav = finding.pages(counts.get(name, 0), page_no, PAGE_SIZE)
+        rows = cat.results(
+            category=name, status="ok", include_hidden=False, limit=PAGE_SIZE, offset=nav["offset"]
+        )
+        return page(
+            request,
+            "grid.html",
+            title=name,
+            rows=rows,
+            nav=nav,
+            base=request.url.path,
+            q=None,
+            choices=known_categories(cat) if rows else [],
+        )
 
     @app.get("/uncategorized", response_class=HTMLResponse)
     def uncategorized(request: Request, page_no: int = Query(1, alias="page", ge=1, le=10**6)) -> Response:
         cat = pool.get()
-        nav = _pages(cat.count_results(status="ok", uncategorized=True), page_no)
-        rows = cat.results(status="ok", uncategorized=True, limit=PAGE_SIZE, offset=nav["offset"])
-        return page(
-            request, "grid.html", title=UNCATEGORIZED, rows=rows, nav=nav, base="/uncategorized", q=None
+        nav = finding.pages(
+            cat.count_results(status="ok", uncategorized=True, include_hidden=False), page_no, PAGE_SIZE
         )
-
-    @app.get("/search", response_class=HTMLResponse)
-    def search(
-        request: Request,
-        q: str = Query("", max_length=200),
-        page_no: int = Query(1, alias="page", ge=1, le=10**6),
-    ) -> Response:
-        needle = q.strip().casefold()
-        rows: list[ResultRow] = []
-        categories: list[str] = []
-        nav = _pages(0, page_no)
-        if needle:
-            cat = pool.get()
-            categories = [c for c in cat.counts() if c != "None" and needle in c.casefold()]
-            nav = _pages(cat.count_results(status="ok", text=needle), page_no)
-            rows = cat.results(status="ok", text=needle, limit=PAGE_SIZE, offset=nav["offset"])
+        rows = cat.results(
+            status="ok", uncategorized=True, include_hidden=False, limit=PAGE_SIZE, offset=nav["offset"]
+        )
         return page(
             request,
             "grid.html",
-            title="Search",
+            title=UNCATEGORIZED,
             rows=rows,
             nav=nav,
-            base="/search",
-            q=q,
-            categories=categories,
+            base="/uncategorized",
+            q=None,
+            choices=known_categories(cat) if rows else [],
         )
 
     @app.get("/errors", response_class=HTMLResponse)
     def errors(request: Request, page_no: int = Query(1, alias="page", ge=1, le=10**6)) -> Response:
         cat = pool.get()
         total = cat.status_counts().get("error", 0)
-        nav = _pages(total, page_no)
+        nav = finding.pages(total, page_no, PAGE_SIZE)
         rows = cat.results(status="error", limit=PAGE_SIZE, offset=nav["offset"])
         return page(request, "errors.html", rows=rows, nav=nav, base="/errors")
 
@@ -380,8 +410,15 @@ def create_app(
         if row.personal_source and row.corrected_category is None:
             found = cat.photos_of([row.personal_source]).get(row.personal_source)
             follows = {"id": found[0], "name": Path(found[1]).name} if found else None
+        nav = finding.photo_nav(settings, row, request)
         return page(
-            request, "photo.html", row=row, choices=known_categories(cat), notice=notice, follows=follows
+            request,
+            "photo.html",
+            row=row,
+            choices=known_categories(cat),
+            notice=notice,
+            follows=follows,
+            **nav,
         )
 
     @app.post("/photo/{photo_id}/correct")
@@ -470,6 +507,29 @@ def create_app(
     async def view(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
         return await image(request, photo_id, media.VIEW)
 
+    # -- classify here: in the browser, nothing uploaded -----------------------------------------------------
+    @app.get("/classify-here", response_class=HTMLResponse)
+    def classify_here(request: Request) -> Response:
+        ready = (Path(str(package / "static")) / "ort" / "ort.wasm.min.mjs").is_file()
+        return page(request, "classify.html", model=settings.model, ready=ready)
+
+    @functools.cache
+    def page_model() -> tuple[Path, dict[str, Any]]:
+        # Resolving verifies the model's sha256 and reads its card: once per launch, not per request.
+        try:
+            return services.page_classifier(settings)
+        except ModelError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.get("/classify-here/model.json")
+    def classify_here_model() -> Response:
+        return JSONResponse(page_model()[1], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/classify-here/model.onnx")
+    def classify_here_onnx() -> Response:
+        headers = {"Cache-Control": "no-cache"}
+        return FileResponse(page_model()[0], media_type="application/octet-stream", headers=headers)
+
     # -- scans ---------------------------------------------------------------------------------------------------
     @app.get("/scan", response_class=HTMLResponse)
     def scan_page(request: Request) -> Response:
@@ -525,6 +585,20 @@ def create_app(
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
+    finding.register(
+        app,
+        finding.Helpers(
+            settings=settings,
+            page=page,
+            catalog=pool.get,
+            photo_or_404=photo_or_404,
+            read_form=read_form,
+            check_token=check_token,
+            known_categories=known_categories,
+            image=image,
+            page_size=lambda: PAGE_SIZE,
+        ),
+    )
     return app
 
 

@@ -1,5 +1,5 @@
-// photosift gallery: score bars, the scan page's live progress (server-sent events) and the re-derivation banner.
-// No framework.
+// photosift gallery: score bars, the scan page's live progress (server-sent events), bulk corrections with
+// undo, keyboard navigation on the photo page, and the re-derivation banner. No framework.
 "use strict";
 
 const token = document.querySelector('meta[name="photosift-token"]')?.content || "";
@@ -56,24 +56,12 @@ function setupScan() {
     });
   }
 
-  async function post(url, body) {
-    const res = await fetch(url, {
-      method: "POST",
-      headers: { "Accept": "application/json", "X-Photosift-Token": token,
-                 "Content-Type": "application/x-www-form-urlencoded" },
-      body: new URLSearchParams(body),
-    });
-    const data = await res.json().catch(() => ({ detail: res.statusText }));
-    if (!res.ok) throw new Error(data.detail || res.statusText);
-    return data;
-  }
-
   startForm.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     errorEl.hidden = true;
     startBtn.disabled = true;
     try {
-      show(await post("/scan/start", { folder: startForm.elements.folder.value }));
+      show(await postForm("/scan/start", { folder: startForm.elements.folder.value }));
       listen();
     } catch (err) {
       errorEl.textContent = err.message;
@@ -85,7 +73,7 @@ function setupScan() {
   stopForm.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     stopBtn.disabled = true;
-    try { show(await post("/scan/stop", {})); } catch (err) { errorEl.textContent = err.message; errorEl.hidden = false; }
+    try { show(await postForm("/scan/stop", {})); } catch (err) { errorEl.textContent = err.message; errorEl.hidden = false; }
   });
 
   if (box.dataset.active === "true") listen();
@@ -111,8 +99,110 @@ function setupRederive() {
   }, 1000);
 }
 
+async function postForm(url, body) {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "Accept": "application/json", "X-Photosift-Token": token,
+               "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(body),
+  });
+  const data = await res.json().catch(() => ({ detail: res.statusText }));
+  if (!res.ok) throw new Error(data.detail || res.statusText);
+  return data;
+}
+
+// Grid pages: tick photos, correct them in one go, undo.
+function setupBulk() {
+  const bar = document.getElementById("bulk");
+  if (!bar) return;
+  const boxes = () => [...document.querySelectorAll(".tile .pick input")];
+  const picked = () => boxes().filter((b) => b.checked);
+  const count = document.getElementById("bulk-count");
+  const done = document.getElementById("bulk-done");
+  const msg = document.getElementById("bulk-msg");
+  const undo = document.getElementById("bulk-undo");
+  let previous = null;
+
+  function refresh() {
+    const n = picked().length;
+    bar.hidden = n === 0;
+    count.textContent = n + " selected";
+    for (const b of boxes()) b.closest(".tile").classList.toggle("picked", b.checked);
+  }
+  function badge(id, category) {
+    const tile = document.querySelector(`.tile[data-id="${id}"]`);
+    if (!tile) return;
+    let el = tile.querySelector(".badge");
+    if (!category) { if (el) el.remove(); return; }
+    if (!el) { el = document.createElement("span"); el.className = "badge"; tile.appendChild(el); }
+    el.textContent = category;
+  }
+  async function apply(category) {
+    const ids = picked().map((b) => b.value);
+    if (!ids.length) return;
+    try {
+      const res = await postForm("/photos/correct", { ids: ids.join(","), category: category || "" });
+      previous = res.previous;
+      for (const id of ids) badge(id, category);
+      msg.textContent = category ? `${res.changed} photos corrected to ${category}.` : `${res.changed} corrections cleared.`;
+      undo.hidden = false;
+      done.hidden = false;
+      for (const b of boxes()) b.checked = false;
+      refresh();
+    } catch (err) { msg.textContent = err.message; done.hidden = false; undo.hidden = true; }
+  }
+  bar.addEventListener("submit", (ev) => { ev.preventDefault(); apply(bar.elements.category.value); });
+  bar.addEventListener("click", (ev) => {
+    const what = ev.target.dataset?.bulk;
+    if (what === "clear") apply("");
+    if (what === "all" || what === "none") { for (const b of boxes()) b.checked = what === "all"; refresh(); }
+  });
+  undo.addEventListener("click", async () => {
+    if (!previous) return;
+    try {
+      await postForm("/photos/correct", { restore: JSON.stringify(previous) });
+      for (const [id, category] of Object.entries(previous)) badge(id, category);
+      msg.textContent = "Undone.";
+      previous = null;
+      undo.hidden = true;
+    } catch (err) { msg.textContent = err.message; }
+  });
+  document.addEventListener("change", (ev) => { if (ev.target.closest(".pick")) refresh(); });
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "a" && !typing(ev)) { for (const b of boxes()) b.checked = true; refresh(); }
+    if (ev.key === "Escape" && picked().length) { for (const b of boxes()) b.checked = false; refresh(); }
+  });
+  refresh();
+}
+
+function typing(ev) {
+  const t = ev.target;
+  return ev.ctrlKey || ev.metaKey || ev.altKey || (t && (t.isContentEditable || ["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName)));
+}
+
+// Photo page and full view: arrow keys step through the list the photo came from; f opens the full view.
+function setupKeys() {
+  document.addEventListener("keydown", (ev) => {
+    if (typing(ev)) return;
+    const go = (sel) => { const a = document.querySelector(sel); if (a) { ev.preventDefault(); location.href = a.href; } };
+    if (ev.key === "ArrowLeft") go("#nav-prev");
+    else if (ev.key === "ArrowRight") go("#nav-next");
+    else if (ev.key === "f") go("#open-full");
+    else if (ev.key === "Escape") go("#full-back");
+  });
+  const full = document.getElementById("full-photo");
+  if (full) full.addEventListener("click", () => full.classList.toggle("actual"));
+  const clear = document.getElementById("clear-correction");
+  if (clear) clear.addEventListener("click", async () => {
+    try { await postForm("/photos/correct", { ids: clear.dataset.id, category: "" }); location.reload(); }
+    catch (err) { clear.textContent = err.message; }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   paintBars(document);
   setupScan();
+  setupBulk();
+  setupKeys();
   setupRederive();
 });
