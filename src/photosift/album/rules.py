@@ -560,25 +560,6 @@ class Categorizer:
             )
         return out
 
-    def posterior(
-        self,
-        probs: np.ndarray | TopK,
-        people: Sequence[Any | None] | None = None,
-        results: Sequence[CategoryResult] | None = None,
-        abstract: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """(N, K) category distribution consistent with :meth:`categorize`: the scores, with each photo's decided
-        category (people by faces, other by low confidence) raised to its result score, renormalised. This is
-        what the personal head starts from."""
-        post = self.scores(probs)
-        results = results if results is not None else self.categorize(probs, people, abstract)
-        for n, res in enumerate(results):
-            j = self.rules.categories.index(res.category)
-            post[n, j] = max(post[n, j], res.score)
-        total = post.sum(axis=1, keepdims=True)
-        out: np.ndarray = np.divide(post, total, out=np.zeros_like(post), where=total > 0)
-        return out
-
     def _decide(
         self,
         best: int,
