@@ -73,13 +73,14 @@ class EmbeddingIndex:
                 break
             valid.append(seg)
         top = valid[-1].hi if valid else 0
+        changed = len(valid) != len(segments) or state[1] > top
         if state[1] > top:
             valid.append(_build(catalog, model_sha256, top, state[1]))
         if len(valid) > MAX_SEGMENTS:
             valid = [_merged(valid)]
         index = cls(valid, state)
-        if cache_dir is not None and catalog.embedding_state(model_sha256) == state:
-            _save(cache_dir, stem, valid)
+        if changed and cache_dir is not None and catalog.embedding_state(model_sha256) == state:
+            _save(cache_dir, stem, valid)  # only what the catalog still holds as read
         with cls._lock:
             cls._opened[key] = index
         return index
