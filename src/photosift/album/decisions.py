@@ -234,7 +234,7 @@ def recategorize(
     only_stale: bool = False,
     on_progress: Progress | None = None,
     cancel: threading.Event | None = None,
-    chunk: int = 2048,
+    chunk: int = 4096,
 ) -> RecategorizeReport:
     """Re-derive the categories of stored classifications (``only_stale``: those not decided by the rules and
     heads in force) in chunks of ``chunk`` results, each chunk one matrix product and one transaction; no

@@ -537,7 +537,7 @@ class Categorizer:
         if abstract is not None and len(abstract) != len(scores):
             raise ValueError(f"{len(abstract)} abstract scores for {len(scores)} photos")
         # Everything that is a matrix operation is done for the whole batch; only the branching stays per photo
-        # (recategorize decides 100,000 photos in chunks of 2048).
+        # (recategorize decides 100,000 photos in chunks of 4096).
         n = len(scores)
         if scores.shape[1]:
             best = scores.argmax(axis=1)

@@ -284,7 +284,7 @@ class CorrectionsStore:
         return int(self.db.execute(stale, (model_sha256, fingerprint)).fetchone()[0])
 
     def stored_chunks(
-        self, model_sha256: str, stale_for: str | None = None, batch: int = 2048
+        self, model_sha256: str, stale_for: str | None = None, batch: int = 4096
     ) -> Iterator[StoredChunk]:
         """The model's classified results in rowid order, in chunks; ``stale_for``: only those not decided by
         that fingerprint. The caller may update the rows of a chunk before asking for the next one."""
