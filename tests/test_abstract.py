@@ -160,8 +160,14 @@ def test_classify_then_recategorize_agree(tmp_path: Path, data_dir: Path) -> Non
         assert recategorize(cat, lambda _labels: load_rules()).changed == 0
         text = BUILTIN_RULES.read_text(encoding="utf-8")
         assert "\nabstract_threshold: 0.78\n" in text
-        off = parse_rules(text.replace("\nabstract_threshold: 0.78\n", "\nabstract_threshold: off\n"))
-        assert off.abstract_threshold == 1.0
+        # The learned head reads the detector's score as one of its inputs, whatever the threshold; with the head
+        # off too, the rules alone decide and the generated art is an object again.
+        off = parse_rules(
+            text.replace("\nabstract_threshold: 0.78\n", "\nabstract_threshold: off\n").replace(
+                "\nlearned_head: on\n", "\nlearned_head: off\n"
+            )
+        )
+        assert off.abstract_threshold == 1.0 and not off.learned_head
         report = recategorize(cat, lambda _labels: off)
     assert report.changed == 1
     assert categories()["art.png"] != OTHER

@@ -71,7 +71,13 @@ def test_each_result_records_what_decided_it_and_stale_ones_are_rederived(librar
 def test_edited_rules_change_categories_on_recategorize(library, tmp_path: Path) -> None:
     _, db = library
     strict = tmp_path / "strict.yaml"
-    strict.write_text(BUILTIN_RULES.read_text().replace("min_confidence: 0.35", "min_confidence: 0.999"))
+    text = BUILTIN_RULES.read_text().replace("min_confidence: 0.35", "min_confidence: 0.999")
+    # With the learned head on (as shipped) the thresholds do not decide; off, the edited rules decide alone.
+    strict.write_text(text)
+    res = runner.invoke(app, ["recategorize", "--db", str(db), "--rules", str(strict), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["changed"] == 0
+    strict.write_text(text.replace("\nlearned_head: on\n", "\nlearned_head: off\n"))
     res = runner.invoke(app, ["recategorize", "--db", str(db), "--rules", str(strict), "--json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)

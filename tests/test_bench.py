@@ -132,12 +132,18 @@ def test_run_bench_with_scale_suite(tiny_corpus: Path, tmp_path: Path) -> None:
         scale=True,
         memory_count=5,
         rescan_count=30,
+        rescan_big=40,
     )
     report = run_bench(opts)
     _check_report(report, 6)
     assert report["rescan"]["files"] == 30
     assert report["rescan"]["unchanged"] == 30
     assert report["rescan"]["classified"] == 0
+    assert report["rescan"]["peak_rss_mb"] > 10
+    assert report["rescan_big"]["unchanged"] == 40
+    assert report["overview"]["photos"] == 30
+    assert report["overview"]["overview_queries_ms"] > 0
+    assert set(report["overview"]["pages_ms"]) == {"page /", "page /category/animals?page=1"}
     assert report["memory"]["photos"] == 5
     assert report["memory"]["peak_rss_mb"] > 10
     assert report["cold_start"]["best_s"] > 0

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from typer.testing import CliRunner
@@ -131,36 +132,55 @@ def _slow_classify(corpus: Path, db: Path) -> list[str]:
             "--workers", "1"]  # fmt: skip
 
 
-def _wait_for_rows(db: Path, proc: subprocess.Popen, rows: int, timeout: float = 60) -> int:
-    """Poll the catalog until the running process has committed ``rows`` photos; returns the count seen."""
-    deadline = time.time() + timeout
-    stored = 0
-    while time.time() < deadline and proc.poll() is None:
-        if db.exists():  # connecting would create it
-            try:
-                with sqlite3.connect(db, timeout=1) as c:
-                    stored = c.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
-            except sqlite3.OperationalError:
-                stored = 0  # tables not created yet
-        if stored >= rows:
-            break
-        time.sleep(0.02)
-    return stored
+# The same command with a gate in the engine, so a test interrupts it at a known point instead of racing it:
+# after GATE_AFTER batches the next inference announces itself (GATE_FILE) and waits for RELEASE_FILE.
+GATED = """
+import os, sys, time
+from photosift.models import session
+real, calls = session.OrtEngine.run, [0]
+def gated(self, batch):
+    calls[0] += 1
+    if calls[0] == int(os.environ["GATE_AFTER"]) + 1:
+        open(os.environ["GATE_FILE"], "w").close()
+        while not os.path.exists(os.environ["RELEASE_FILE"]):
+            time.sleep(0.01)
+    return real(self, batch)
+session.OrtEngine.run = gated
+from photosift.cli import main
+sys.argv = ["photosift", *sys.argv[1:]]
+main()
+"""
+
+
+def _gated_classify(
+    corpus: Path, db: Path, tmp_path: Path, after: int, **popen: Any
+) -> tuple[subprocess.Popen, Path, Path]:
+    gate, release = tmp_path / "gate", tmp_path / "release"
+    env = {**os.environ, "GATE_AFTER": str(after), "GATE_FILE": str(gate), "RELEASE_FILE": str(release)}
+    args = _slow_classify(corpus, db)[3:]  # after "python -m photosift"
+    proc = subprocess.Popen([sys.executable, "-c", GATED, *args], env=env, **popen)
+    deadline = time.monotonic() + 120
+    while not gate.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the gated run never reached its gate"
+        time.sleep(0.01)
+    return proc, gate, release
 
 
 def test_sigkill_mid_run_loses_nothing_committed(tmp_path: Path, data_dir: Path) -> None:
     n = 120
     db = tmp_path / "c.db"
-    cmd = _slow_classify(_corpus(tmp_path, data_dir, n), db)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_rows(db, proc, 8)
-    assert proc.poll() is None, "run finished before it could be killed; make the corpus larger"
+    corpus = _corpus(tmp_path, data_dir, n)
+    cmd = _slow_classify(corpus, db)
+    # Killed while its 4th batch is in the model: the 3 batches before it are committed, nothing else.
+    proc, _, _ = _gated_classify(
+        corpus, db, tmp_path, after=3, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with sqlite3.connect(db) as c:
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         after_kill = c.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
-    assert 0 < after_kill < n
+    assert after_kill == 3 * 4
     res = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
@@ -192,18 +212,24 @@ def test_models_listing() -> None:
 def test_ctrl_c_stops_cleanly_and_keeps_committed_work(tmp_path: Path, data_dir: Path) -> None:
     n = 120
     db = tmp_path / "c.db"
-    cmd = _slow_classify(_corpus(tmp_path, data_dir, n), db)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert _wait_for_rows(db, proc, 8) >= 8
+    corpus = _corpus(tmp_path, data_dir, n)
+    cmd = _slow_classify(corpus, db)
+    # Ctrl-C while the 3rd batch is in the model; the run then finishes that batch and what is decoded.
+    proc, _, release = _gated_classify(
+        corpus, db, tmp_path, after=2, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    time.sleep(0.2)  # let the handler run before the batch goes on (either order gives the same result)
+    release.touch()
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in out + err
-    assert "interrupted" in out
     with sqlite3.connect(db) as c:
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         kept = c.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
-    assert 8 <= kept < n
+    assert 3 * 4 <= kept <= 3 * 4 + 8 < n  # + at most the files in flight (queue depth 8)
+    # files done of files planned, not "120 seen" as if the run had looked at them all
+    assert f"stopped after {kept} of {n} files" in " ".join(out.split())
     res = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300)
     summary = json.loads(res.stdout)
     assert summary["unchanged"] == kept and summary["classified"] == n - kept

@@ -126,3 +126,51 @@ def test_bad_inputs(tmp_path: Path, lite0) -> None:  # type: ignore[no-untyped-d
 def test_categorize_must_return_one_category_per_photo(labelled: Path, lite0) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ToolchainError, match="returned 1 categories for 4 photos"):
         evaluate(lite0.path, labelled, categorize=lambda model, probs, emb, files: ["animals"])
+
+
+def test_per_category_recall_precision_and_split(tmp_path: Path, lite0) -> None:  # type: ignore[no-untyped-def]
+    """--split keeps one set of a shared CSV; recall and precision per category with Wilson intervals; a TSV
+    with comment lines reads the same; the confusion matrix plots to a PNG."""
+    from PIL import Image
+
+    from photosift.toolchain.evaluate import plot_confusion
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "flower.jpg"):
+        shutil.copy2(DATA / name, images / name)
+    rows = [
+        ("chelsea.jpg", "animals", "test"),
+        ("coffee.jpg", "food", "test"),
+        ("rocket.jpg", "vehicles", "test"),
+        ("flower.jpg", "plants", "train"),
+    ]
+    tsv = tmp_path / "labels.tsv"
+    tsv.write_text(
+        "# a comment line\nfile\tcategory\tsplit\n" + "".join(f"{f}\t{c}\t{s}\n" for f, c, s in rows)
+    )
+    said = {
+        "chelsea.jpg": "animals",
+        "coffee.jpg": "animals",
+        "rocket.jpg": "vehicles",
+        "flower.jpg": "plants",
+    }
+
+    def categorize(model: Path, probs: np.ndarray, emb: np.ndarray | None, files: list[Path]) -> list[str]:
+        return [said[f.name] for f in files]
+
+    report = evaluate(lite0.path, tsv, images, categorize=categorize, split="test")
+    assert report.images == 3 and report.album is not None and report.album.correct == 2
+    scores = {c: s.to_dict() for c, s in report.per_category.items()}
+    assert set(scores) == {"animals", "food", "vehicles"}
+    assert (scores["animals"]["recall"], scores["animals"]["precision"]) == (1.0, 0.5)
+    assert scores["food"]["recall"] == 0.0 and scores["food"]["precision"] is None
+    low, high = scores["vehicles"]["recall_ci"]
+    assert 0.15 < low < 0.25 and high == 1.0  # 1/1 right says little: Wilson interval 0.21-1.0
+    assert json.loads(json.dumps(report.to_dict()))["per_category"]["animals"]["labelled"] == 1
+    png = tmp_path / "confusion.png"
+    plot_confusion(report, png)
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.width > 200
+    with pytest.raises(ToolchainError, match="no rows with split 'validation'"):
+        evaluate(lite0.path, tsv, images, categorize=categorize, split="validation")

@@ -228,3 +228,58 @@ def test_read_bytes_errors(tmp_path: Path) -> None:
         imaging.read_bytes(tmp_path / "nope.jpg")
     with pytest.raises(UnreadableImage, match="is a directory"):
         imaging.read_bytes(tmp_path)
+
+
+def test_only_regular_files_within_the_cap_are_read(tmp_path: Path, data_dir: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.jpg"
+    zero.symlink_to("/dev/zero")
+    sparse = tmp_path / "sparse.jpg"
+    with sparse.open("wb") as f:
+        f.truncate(4 * 2**30)
+    (tmp_path / "folder.jpg").mkdir()
+    outcome: dict[str, str] = {}
+
+    def read_all() -> None:  # a thread, so a blocking open fails the test instead of hanging it
+        for path in (fifo, zero, sparse, tmp_path / "folder.jpg"):
+            try:
+                imaging.read_file(path, max_bytes=64 * 2**20)
+            except UnreadableImage as exc:
+                outcome[path.name] = exc.reason
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "reading a FIFO blocked"
+    assert outcome["pipe.jpg"].startswith("not a regular file")
+    assert outcome["zero.jpg"].startswith("not a regular file")
+    assert outcome["sparse.jpg"] == "file too large (4,096 MB; limit 64 MB, PHOTOSIFT_MAX_FILE_MB)"
+    assert outcome["folder.jpg"] == "is a directory"
+    photo = imaging.read_file(data_dir / "coffee.jpg")
+    st = (data_dir / "coffee.jpg").stat()
+    assert (len(photo.data), photo.size, photo.mtime_ns) == (st.st_size, st.st_size, st.st_mtime_ns)
+
+
+def test_the_memory_budget_refuses_what_can_never_fit(tmp_path: Path, cat: Image.Image) -> None:
+    big = tmp_path / "big.png"
+    cat.resize((2000, 1500)).save(big)  # 3 MP RGB: ~18 MB to decode
+    small_budget = imaging.MemoryBudget(8 * 2**20)
+    with (
+        pytest.raises(UnreadableImage, match="memory budget"),
+        imaging.read_for_decode(big, small_budget, 256),
+    ):
+        pass
+    budget = imaging.MemoryBudget(64 * 2**20)
+    with imaging.read_for_decode(big, budget, 256) as f:
+        assert budget.used >= imaging.decode_cost(2000, 1500, "RGB") + len(f.data)
+        assert _decode(f.data).size == (2000, 1500)
+    assert budget.used == 0
+    # a JPEG is reserved at the scale it is decoded at (DCT scaling): 1/8 of 2000x1500 for 256 px
+    jpeg = tmp_path / "big.jpg"
+    cat.resize((2000, 1500)).save(jpeg, quality=90)
+    with imaging.read_for_decode(jpeg, budget, 256):
+        assert budget.used <= imaging.decode_cost(500, 375, "RGB") + jpeg.stat().st_size

@@ -154,6 +154,22 @@ def test_export_and_models_build_stay_offline(tmp_path: Path, data_dir: Path) ->
     assert built.is_file() and (tmp_path / "again.onnx").is_file() and log == ""
 
 
+def _first_page(proc: subprocess.Popen[str], base: str) -> object | None:
+    """The gallery's first page once it answers; None if the server exited first (e.g. its port was taken)."""
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return None
+        try:
+            return httpx.get(base + "/", timeout=2)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the gallery did not answer within a minute")
+
+
 def test_the_gallery_stays_offline(photos_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("fastapi")
     import httpx
@@ -161,29 +177,28 @@ def test_the_gallery_stays_offline(photos_dir: Path, tmp_path: Path) -> None:
     db = str(tmp_path / "c.db")
     res, log = _photosift(tmp_path, "classify", str(photos_dir), "--db", db)
     assert res.returncode == 0 and log == ""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log_file = tmp_path / "serve.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HARNESS, "serve", "--db", db, "--port", str(port)],
-        env=_env(tmp_path, log_file),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    for _attempt in range(5):  # a port found free can be taken before the server binds it: then try another
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HARNESS, "serve", "--db", db, "--port", str(port)],
+            env=_env(tmp_path, log_file),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        page = _first_page(proc, f"http://127.0.0.1:{port}")
+        if page is not None:
+            break
+        assert "cannot listen" in proc.stderr.read(), "the gallery did not start"  # type: ignore[union-attr]
+    else:
+        pytest.fail("no free port in five tries")
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                page = httpx.get(base + "/", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "the gallery did not start"
-                time.sleep(0.2)
-        assert page.status_code == 200
-        photo = page.text.split('src="/thumb/')[1].split('"')[0]
+        assert page.status_code == 200  # type: ignore[attr-defined]
+        photo = page.text.split('src="/thumb/')[1].split('"')[0]  # type: ignore[attr-defined]
         assert httpx.get(f"{base}/thumb/{photo}", timeout=10).status_code == 200
         assert httpx.get(f"{base}/search?q=cat", timeout=10).status_code == 200
     finally:

@@ -102,3 +102,46 @@ def test_bad_settings() -> None:
         PeopleDetector(work_size=10)
     with pytest.raises(ValueError):
         PeopleDetector(min_face=0)
+
+
+def test_gate_skips_confident_animals_and_plants_only(detector: PeopleDetector) -> None:
+    assert not detector.wanted("animals", 0.9)
+    assert not detector.wanted("plants", 0.5)
+    assert detector.wanted("animals", 0.45)  # not sure it is an animal: look
+    assert detector.wanted("objects", 1.0)  # a uniform or a tripod can have a face above it
+    assert PeopleDetector(skip_categories=()).wanted("animals", 1.0)
+
+
+def test_work_image_is_what_the_detector_sees(detector: PeopleDetector) -> None:
+    im = decoded("grace_hopper.jpg")
+    small = detector.work_image(im)
+    assert small.dtype.name == "uint8" and min(small.shape[:2]) == detector.work_size
+    assert detector.detect(small) == detector.detect(im)
+    assert detector.work_image(im.convert("L")).shape == small.shape
+
+
+@pytest.mark.slow
+def test_pipeline_looks_for_faces_after_the_classifier(tmp_path: Path) -> None:
+    """The cat photo (animals, sure) is not searched: its signal is stored as not looked (NULL); the portraits are."""
+    import shutil
+
+    from photosift.core.catalog import Catalog
+    from photosift.core.config import Settings
+    from photosift.services import build_pipeline
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut.jpg", "grace_hopper.jpg", "chelsea.jpg"):
+        shutil.copy(DATA / name, photos / name)
+    settings = Settings(data_dir=tmp_path, db=tmp_path / "c.db")
+    with Catalog(settings.db_path) as catalog:
+        summary = build_pipeline(settings, catalog).run([str(photos)])
+        assert summary.classified == 3
+        stored = {o.content_hash: o.people for batch in catalog.stored_outputs() for o in batch}
+        by_name = {Path(r.path).name: r for r in catalog.results()}
+        hashes = {n: catalog.content_hash_of(r.path) for n, r in by_name.items()}
+    assert by_name["chelsea.jpg"].category == "animals"
+    assert stored[hashes["chelsea.jpg"]] is None
+    for name in ("astronaut.jpg", "grace_hopper.jpg"):
+        assert by_name[name].category == "people"
+        assert stored[hashes[name]]["faces"] == 1

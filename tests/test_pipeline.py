@@ -253,3 +253,47 @@ def test_text_search_and_uncategorized_run_in_sql(pipeline, photos_dir: Path) ->
     cat.db.execute("UPDATE results SET category = NULL")
     assert cat.count_results(status="ok", uncategorized=True) == len(everything) - 1
     assert coffee.id not in [r.id for r in cat.results(status="ok", uncategorized=True)]
+
+
+def test_a_file_swapped_after_the_scan_keeps_no_wrong_result(
+    pipeline, photos_dir: Path, data_dir: Path
+) -> None:
+    """rsync -t swaps files atomically and keeps mtimes: what is stored must be the stat of the file hashed."""
+    from photosift.core import scanner
+    from photosift.run.sink import CatalogSink
+
+    target = photos_dir / "coffee.jpg"
+    original = target.stat()
+
+    def swap_in(source: Path, like: os.stat_result) -> None:
+        tmp = photos_dir / ".rsync-tmp"
+        shutil.copy(source, tmp)
+        os.utime(tmp, ns=(like.st_atime_ns, like.st_mtime_ns))
+        os.replace(tmp, target)
+
+    (entry,) = scanner.walk([str(target)])  # the scan's stat: the espresso
+    backup = photos_dir.parent / "coffee-backup.jpg"
+    shutil.copy2(target, backup)
+    swap_in(data_dir / "chelsea.jpg", original)  # a cat, same name and mtime, another size
+    loaded = pipeline.stages.load(entry, set())
+    now = target.stat()
+    assert (loaded.entry.size, loaded.entry.mtime_ns) == (now.st_size, now.st_mtime_ns)
+    sink = CatalogSink(pipeline.catalog, pipeline.model_sha, pipeline.labels, set())
+    sink.add(pipeline.stages.run_batch([loaded]))
+    sink.close()
+    swap_in(backup, original)  # and back: the espresso again, with the scan's size and mtime
+    pipeline.run([str(photos_dir)])
+    row = next(r for r in pipeline.catalog.results() if r.path == str(target))
+    assert row.label == "espresso"
+
+
+def test_scanner_extension_rule_is_splitext() -> None:
+    """The scanner's fast extension check picks exactly the files os.path.splitext's extension would."""
+    import os
+
+    from photosift.core import scanner
+
+    names = ["a.jpg", "b.JPEG", ".hidden.jpg", "..jpg", "c..png", "noext", "d.tar.gz", ".jpg", "e.", "f.HeIc"]
+    for name in names:
+        expected = os.path.splitext(name)[1].lower() in scanner.IMAGE_EXTENSIONS
+        assert scanner._wanted(name, "/nonexistent/" + name) == expected, name

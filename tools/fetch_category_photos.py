@@ -94,7 +94,10 @@ def fetch(package: str, version: str, cache: Path, want_sdist: bool) -> Path:
         stem = name.replace("-", "_")
         pattern = f"{stem}-{version}.tar.gz" if want_sdist else f"{stem}-{version}-*.whl"
         fmt = ["--no-binary", ":all:"] if want_sdist else ["--only-binary", ":all:"]
-        cmd = ["pip", "download", "--no-deps", *fmt, "-d", ".", f"{name}=={version}"]
+        # This interpreter's pip (with --no-build-isolation: an sdist's metadata is read without installing its
+        # build requirements, which fails for some of them).
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", *fmt, "-d", "."]
+        cmd.append(f"{name}=={version}")
     elif kind == "npm":
         pattern = f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
         cmd = ["npm", "pack", f"{name}@{version}"]

@@ -5,8 +5,9 @@
     PYTHONPATH=src .venv/bin/python tools/personal_protocol.py --similarity 0.55   # another gate, to explore
 
 Each set is a labels CSV (``file,category``; ``file`` relative to IMAGES, default ``images/`` beside the CSV, or
-absolute). Every image goes through the pipeline's decoding, the packaged model, the face detector and the
-abstract-art detector once (``--cache DIR`` keeps the outputs); the rules decide each photo as ``classify`` does.
+absolute); ``NAME=CSV:IMAGES@SPLIT`` keeps the rows whose ``split`` column says SPLIT. Every image goes through the pipeline's decoding, the packaged model, the face detector and the
+abstract-art detector once (``--cache DIR`` keeps the outputs); each photo's category before any correction is
+what ``classify`` decides (the shipped rules, the abstract-art detector, the learned head).
 Then, for ``--trials`` seeded trials, a user corrects k = 1…20 photos one by one in a random order to their true
 category — only photos the rules got wrong ("wrong", what users do), or any photo ("random") — and after each
 correction the accuracy of the photos *not* corrected, under rules + the shipped personal head
@@ -16,7 +17,7 @@ Prints a markdown table (k, mean and worst change in points per set and pick) fo
 whether the shipping rule holds: the mean change never below 0 and no trial below −1 point.
 
 Default sets: album-dev; ``heldout-stamps`` (docs/data/heldout-stamps.csv, tuxpaint stamps not in album-dev) when
-``--stamps DIR`` points at an extracted ``/usr/share/tuxpaint/stamps``; ``category-photos`` when
+``--stamps DIR`` points at an extracted ``/usr/share/tuxpaint/stamps``; ``category-photos`` (its test split) when
 /work/corpora/category-photos/labels.csv exists.
 """
 
@@ -35,6 +36,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
+from photosift.album import learned
 from photosift.album.abstract import head_for_model
 from photosift.album.decisions import AlbumClassifier
 from photosift.album.people import PeopleSignal
@@ -56,13 +58,14 @@ PICKS = ("wrong", "random")
 def load_set(spec: str, model: str, cache: Path | None) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     """(name, true categories, the rules' categories, float16 embeddings) of a ``NAME=CSV[:IMAGES]`` set."""
     name, _, rest = spec.partition("=")
+    rest, _, split = rest.partition("@")
     labels, _, images = rest.partition(":")
     csv_path = Path(labels)
     root = Path(images) if images else csv_path.parent / "images"
-    rows = list(csv.DictReader(csv_path.open()))
+    rows = [r for r in csv.DictReader(csv_path.open()) if not split or r.get("split") == split]
     paths = [Path(r["file"]) if Path(r["file"]).is_absolute() else root / r["file"] for r in rows]
     truth = np.array([r["category"] for r in rows])
-    cached = cache / f"{name}.npz" if cache else None
+    cached = cache / f"{name}{'@' + split if split else ''}.npz" if cache else None
     if cached is not None and cached.is_file():
         out = dict(np.load(cached))
     else:
@@ -72,7 +75,10 @@ def load_set(spec: str, model: str, cache: Path | None) -> tuple[str, np.ndarray
             np.savez(cached, **out)
     signals = [PeopleSignal.from_dict(json.loads(s)) for s in out["people"]] if len(out["people"]) else None
     sha = resolve_model(model, default_data_dir()).sha256
-    album = AlbumClassifier(load_rules(None), abstract=head_for_model(sha))
+    # What classify decides for the packaged model: the shipped rules, the abstract-art detector, the learned head.
+    album = AlbumClassifier(
+        load_rules(None), abstract=head_for_model(sha), category_head=learned.head_for_model(sha)
+    )
     decided = album.categorize(softmax(out["logits"]), signals, out["embedding"])
     rules = np.array([d.category for d in decided])
     return name, truth, rules, out["embedding"].astype(np.float16)
@@ -94,7 +100,8 @@ def main() -> int:
     if not args.set and args.stamps is not None:
         specs.append(f"heldout-stamps={STAMPS_CSV}:{args.stamps}")
     if not args.set and PHOTOS_CSV.is_file():
-        specs.append(f"category-photos={PHOTOS_CSV}:{PHOTOS_CSV.parent}")
+        # Its test split: the learned head was trained on the rest.
+        specs.append(f"category-photos={PHOTOS_CSV}:{PHOTOS_CSV.parent}@test")
 
     columns: list[tuple[str, str, np.ndarray]] = []
     for spec in specs:

@@ -49,7 +49,8 @@ def classify(
     from photosift.core.config import Settings
     from photosift.services import build_pipeline
 
-    settings = Settings(model=model, provider=provider, batch_size=batch_size)
+    chosen: dict[str, Any] = {"model": model, "provider": provider, "batch_size": batch_size}
+    settings = Settings(**chosen)  # validated: an unknown provider is a ValidationError naming it
     if workers is not None:
         settings.workers = workers
     if db is not None:

@@ -1,4 +1,4 @@
-"""What the CLI and the web gallery call: classify, results, correct, recategorize, known categories, eval.
+"""What the CLI and the web gallery call: classify, results, correct, recategorize, doctor, known categories, eval.
 
 Each service takes :class:`~photosift.core.config.Settings` (read once at the edge) and plain arguments, builds
 what it needs from the layers below (catalog, models, album, run), and returns data; it never prints and never
@@ -8,6 +8,7 @@ turn into messages. Nothing here imports ONNX Runtime until a service needs a mo
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -20,19 +21,21 @@ import numpy as np
 
 from photosift.album.rules import Rules, check_category, rules_for_model
 from photosift.core.catalog import Catalog, ResultRow
+from photosift.core.catalog_health import DoctorReport, inspect_catalog, recover_catalog
 from photosift.core.config import Settings
 from photosift.core.errors import CatalogError, ModelError, PhotosiftError
+from photosift.core.scanner import path_text
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from photosift.album.corrections import CorrectionReport
+    from photosift.album.decisions import AlbumClassifier, RecategorizeReport, RulesFor
     from photosift.album.decisions import Progress as RederiveProgress
-    from photosift.album.decisions import RecategorizeReport, RulesFor
+    from photosift.album.people import PeopleDetector
     from photosift.find.library import Finder
     from photosift.find.query import Query
     from photosift.models.session import OrtEngine
     from photosift.run.driver import Pipeline, Progress, RunSummary
+    from photosift.run.ray_executor import RayExecutor
 
 log = logging.getLogger("photosift")
 
@@ -47,7 +50,7 @@ def rules_for(settings: Settings) -> RulesFor:
 
 
 def open_catalog(settings: Settings, *, readonly: bool = False, create: bool = True) -> Catalog:
-    return Catalog(settings.db_path, readonly=readonly, create=create)
+    return Catalog(settings.db_path, readonly=readonly, create=create, busy_timeout=settings.busy_timeout_s)
 
 
 def index_dir(settings: Settings) -> Path:
@@ -67,8 +70,18 @@ def build_engine(settings: Settings) -> OrtEngine:
     return OrtEngine(model, provider=settings.provider, cache_dir=str(cache))
 
 
+@functools.cache
+def shared_people_detector() -> PeopleDetector:
+    """One face detector per process, shared by its decode threads. A module-level function, so a cluster
+    worker gets it by name (pickled by reference) and builds its own."""
+    from photosift.album.people import PeopleDetector
+
+    return PeopleDetector()
+
+
 def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeline:
-    """The engine, the album classifier for its labels, the face detector when categories need faces."""
+    """The engine, the album classifier for its labels, the face detector when categories need faces, and the
+    executor the settings choose (threads here, or Ray Data)."""
     from photosift.album.decisions import AlbumClassifier
     from photosift.run.driver import ClassifyOptions, Pipeline
 
@@ -82,19 +95,62 @@ def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeli
     people = None
     if settings.people and album is not None and album.needs_people:
         try:
-            from photosift.album.people import PeopleDetector
-
-            detector = PeopleDetector()
-            people = lambda: detector  # noqa: E731 - one detector shared by the decode threads
+            shared_people_detector()
+            people = shared_people_detector
         except ModelError as exc:
             notes.append(f"faces not detected: {exc}")
             log.warning(notes[-1])
+    gpu_decode = settings.gpu_decode
+    executor = None
+    if settings.engine == "ray":
+        executor = ray_executor(settings, engine, album, people)
+        notes.append(executor.describe())
+        if gpu_decode:
+            notes.append("--gpu-decode is for the local engine; the ray engine decodes on the workers' CPUs")
+            gpu_decode = False
     options = ClassifyOptions(
-        batch_size=settings.batch_size, workers=settings.workers, gpu_decode=settings.gpu_decode
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+        gpu_decode=gpu_decode,
+        max_file_bytes=settings.max_file_mb * 2**20,
+        decode_memory=settings.decode_memory_mb * 2**20,
     )
-    pipeline = Pipeline(engine, catalog, categorizer=album, people=people, options=options)
+    pipeline = Pipeline(engine, catalog, categorizer=album, people=people, options=options, executor=executor)
     pipeline.notes = notes
     return pipeline
+
+
+def ray_executor(
+    settings: Settings,
+    engine: OrtEngine,
+    album: AlbumClassifier | None,
+    people: Callable[[], PeopleDetector] | None,
+) -> RayExecutor:
+    """The Ray Data executor for these settings; its workers rebuild the driver's stages from a picklable spec
+    (the model by path and sha256, its card, this album classifier, the face detector's factory)."""
+    from photosift.run.ray_executor import RayExecutor, WorkerSpec
+
+    threads = max(1, round(settings.cpus_per_worker))
+    spec = WorkerSpec(
+        model_name=engine.model.name,
+        model_path=str(engine.model.path),
+        model_sha256=engine.model.sha256,
+        card=engine.card,
+        provider=settings.provider,
+        intra_op_threads=threads,
+        categorizer=album,
+        people=people,
+        max_file_bytes=settings.max_file_mb * 2**20,
+        decode_memory=settings.decode_memory_mb * 2**20,
+    )
+    return RayExecutor(
+        spec,
+        address=settings.ray_address,
+        workers=settings.ray_workers,
+        cpus_per_worker=settings.cpus_per_worker,
+        gpus_per_worker=settings.gpus_per_worker,
+        batch_size=settings.batch_size,
+    )
 
 
 def classify(
@@ -291,6 +347,22 @@ class NotInCatalog(CatalogError):
     """A path the user named is not in the catalog."""
 
 
+# -- doctor --------------------------------------------------------------------------------------------------------
+
+
+def doctor(settings: Settings, recover_to: Path | None = None) -> DoctorReport:
+    """Check the catalog (integrity, schema, whose file it is, rows) and the models (present, sha256 verified);
+    with ``recover_to``, copy every readable row into a new catalog there. Changes nothing else."""
+    from photosift.models.registry import verify_models
+
+    health = inspect_catalog(settings.db_path)
+    models, problems, warnings = verify_models(settings.data_dir, health.models)
+    report = DoctorReport(health, models, [*health.problems, *problems], warnings)
+    if recover_to is not None:
+        report.recovery = recover_catalog(settings.db_path, recover_to)
+    return report
+
+
 # -- finding photos ---------------------------------------------------------------------------------------------
 
 
@@ -327,14 +399,15 @@ class DuplicateGroup:
     keeper_reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        shown = [path_text(r.path)[0] for r in self.rows]  # valid text for JSON, CSV and tables, any name
         return {
-            "paths": [r.path for r in self.rows],
+            "paths": shown,
             "similarity": self.similarity,
-            "keeper": self.rows[0].path,
+            "keeper": shown[0],
             "keeper_reason": self.keeper_reason,
             "photos": [
                 {
-                    "path": r.path,
+                    "path": path_text(r.path)[0],
                     "size": r.size,
                     "width": r.width,
                     "height": r.height,
@@ -499,8 +572,9 @@ def eval_categorize(
     settings: Settings,
 ) -> Callable[[Path, np.ndarray, np.ndarray | None, list[Path]], list[str]]:
     """What classify does to model outputs, for ``photosift eval``: the rules for the model's labels, the
-    abstract-art detector where it fits the model and, when the settings and rules want faces, the face detector
-    (run once per photo and shared by the model and its reference)."""
+    abstract-art detector and the learned category head where they fit the model and, when the settings and
+    rules want faces, the face detector (run once per photo and shared by the model and its reference)."""
+    from photosift.album import learned
     from photosift.album.abstract import head_for_model
     from photosift.album.decisions import AlbumClassifier
     from photosift.core import imaging
@@ -515,24 +589,34 @@ def eval_categorize(
         model: Path, probs: np.ndarray, embeddings: np.ndarray | None, files: list[Path]
     ) -> list[str]:
         card = read_card(model)
-        album = AlbumClassifier(pick(card.labels), abstract=head_for_model(sha256_file(model)))
-        people = None
+        sha = sha256_file(model)
+        album = AlbumClassifier(
+            pick(card.labels), abstract=head_for_model(sha), category_head=learned.head_for_model(sha)
+        )
+        people: list[Any] | None = None
         if settings.people and album.needs_people:
             if not detector:
                 from photosift.album.people import PeopleDetector
 
                 detector.append(PeopleDetector())
-            for f in files:
+            # As the pipeline does it: faces only where the classifier's decision leaves them worth looking for.
+            first = album.categorize(probs, None, embeddings)
+            people = []
+            for f, cat in zip(files, first, strict=True):
+                if not detector[0].wanted(cat.category, cat.score):
+                    people.append(None)
+                    continue
                 if f not in faces:
                     image = imaging.decode(imaging.read_bytes(f), f, min_side=card.preprocess.resize_size)
                     faces[f] = detector[0].detect(image)
-            people = [faces[f] for f in files]
+                people.append(faces[f])
         return [r.category for r in album.categorize(probs, people, embeddings)]
 
     return categorize
 
 
 __all__ = [
+    "DoctorReport",
     "DuplicateGroup",
     "FindError",
     "Found",
@@ -547,18 +631,21 @@ __all__ = [
     "correct",
     "correct_hash",
     "correct_many",
+    "doctor",
     "duplicates",
     "eval_categorize",
     "index_dir",
     "known_categories",
     "page_classifier",
     "photo_by_path",
+    "ray_executor",
     "recategorize",
     "results",
     "rules_for",
     "search",
     "search_ids",
     "set_hidden",
+    "shared_people_detector",
     "similar",
     "stale_results",
     "undo",

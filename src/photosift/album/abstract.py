@@ -69,10 +69,14 @@ def _arch_of_builtin_models() -> dict[str, str]:
     return {e.sha256: str(e.summary.get("arch", "")) for e in registry().values()}
 
 
+def packaged_arch(model_sha256: str | None) -> str | None:
+    """The architecture of a packaged model (by its sha256), None for any other model: the shipped heads
+    (this one, learned.py's) fit only the embedding space they were trained in."""
+    return _arch_of_builtin_models().get(model_sha256) or None if model_sha256 else None
+
+
 def head_for_model(model_sha256: str | None) -> AbstractHead | None:
     """The shipped head when ``model_sha256`` is a packaged model of the architecture it was trained on."""
     head = load_head()
-    if head is None or model_sha256 is None:
-        return None
-    arch = _arch_of_builtin_models().get(model_sha256)
-    return head if arch and arch == head.meta.get("arch") else None
+    arch = packaged_arch(model_sha256)
+    return head if head is not None and arch and arch == head.meta.get("arch") else None

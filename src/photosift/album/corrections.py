@@ -20,8 +20,9 @@ from typing import Any
 from photosift.album.decisions import RulesFor
 from photosift.album.neighbours import EmbeddingIndex
 from photosift.album.personal import PersonalHead
+from photosift.album.rules import check_category_name
 from photosift.core.catalog import Catalog
-from photosift.core.errors import CatalogError, NothingToUndo, UnknownCategory
+from photosift.core.errors import CatalogError, NothingToUndo
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +74,7 @@ def _check_category(catalog: Catalog, rules_for: RulesFor, category: str, create
         return
     if not create:
         rules.check_category(category, extra=catalog.user_categories())  # raises, with a suggestion
-    if not category.strip() or len(category) > 64 or category != category.strip():
-        raise UnknownCategory(f"invalid category name {category!r}")
-    catalog.add_user_category(category)
+    catalog.add_user_category(check_category_name(category))
 
 
 def correct(

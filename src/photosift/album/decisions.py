@@ -1,19 +1,22 @@
-"""Album categories end to end: the rules, the personal head, and re-derivation from what the catalog stored.
+"""Album categories end to end: the rules, the learned head, the personal head, and re-derivation from storage.
 
 Order of authority for the category a photo shows:
 
 1. the user's correction (stored per content hash, applied at query time, never overridden);
 2. the personal head (personal.py): the category of the nearest corrected photo, only within its similarity
    gate — so it speaks for near-duplicates of corrected photos and abstains everywhere else;
-3. the rules (rules.py) over the model's full softmax, with the abstract-art detector (abstract.py, on the
+3. the learned category head (learned.py) where the rules in force switch it on (``learned_head: on``, as the
+   shipped rules do) and it fits the model;
+4. the rules (rules.py) over the model's full softmax, with the abstract-art detector (abstract.py, on the
    embedding) and the face signal for people.
 
-The rules' decision is stored with a fingerprint of everything that made it (:attr:`AlbumClassifier.fingerprint`:
-the rules, the abstract-art detector, the head's rule); a result decided under another fingerprint is stale, and
-:func:`recategorize` re-derives the stale ones (or all) from stored outputs in vectorised chunks — the float16
-embedding, through the base model's own classifier weights, gives the full softmax back; top-k probabilities are
-the fallback for models whose classifier cannot be read — so changing the rules never re-runs the model.
-Corrections change the personal head's decisions only near them (corrections.py).
+3 and 4 are the model's decision, stored in ``results.category`` with a fingerprint of everything that made it
+(:attr:`AlbumClassifier.fingerprint`: the rules, the abstract-art detector, the learned head, the personal head's
+rule); a result decided under another fingerprint is stale, and :func:`recategorize` re-derives the stale ones
+(or all) from stored outputs in vectorised chunks — the float16 embedding, through the base model's own
+classifier weights, gives the full softmax back; top-k probabilities are the fallback for models whose
+classifier cannot be read — so changing the rules never re-runs the model. 2 is stored beside it
+(``personal_*``) and changes only near a correction (corrections.py).
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from photosift.album import learned
 from photosift.album.abstract import AbstractHead, head_for_model
 from photosift.album.people import PeopleSignal
 from photosift.album.personal import PersonalHead, base_head
-from photosift.album.rules import PEOPLE, Categorizer, Rules
+from photosift.album.rules import PEOPLE, Categorizer, CategoryResult, Rules
 from photosift.core.catalog import Catalog, PersonalDecision, StoredChunk
 from photosift.core.errors import ModelError
 from photosift.models.tasks import softmax
@@ -57,8 +61,9 @@ class Decision:
 
 
 class AlbumClassifier:
-    """rules -> personal head; what the pipeline and recategorize call. Holds arrays only (no catalog), so an
-    executor may ship it to other processes; the driver calls :meth:`before_run` and :meth:`after_run`."""
+    """rules -> learned head -> personal head; what the pipeline and recategorize call. Holds arrays only (no
+    catalog), so an executor may ship it to other processes; the driver calls :meth:`before_run` and
+    :meth:`after_run`."""
 
     def __init__(
         self,
@@ -67,6 +72,7 @@ class AlbumClassifier:
         abstract: AbstractHead | None = None,
         model_sha256: str = "",
         index_dir: Path | None = None,
+        category_head: learned.CategoryHead | None = None,
     ) -> None:
         self.rules = rules
         self.categorizer = Categorizer(rules)
@@ -74,6 +80,10 @@ class AlbumClassifier:
         self.abstract = abstract
         self.model_sha256 = model_sha256
         self.index_dir = index_dir  # where corrections cache the embedding index (after_run uses it)
+        # The learned head decides only where the rules ask for it and know its categories (a user's own rules
+        # file leaves it off unless it says `learned_head: on`).
+        fits = category_head is not None and rules.learned_head and category_head.fits(rules.categories)
+        self.category_head = category_head if fits else None
 
     @classmethod
     def load(
@@ -82,26 +92,35 @@ class AlbumClassifier:
         """The classifier for ``model_sha256``'s outputs in ``catalog``: ``rules`` (for that model's labels), the
         personal head of that model's corrected photos, and the abstract-art detector where it fits the model."""
         head = PersonalHead.from_catalog(catalog, model_sha256)
-        return cls(rules, head, head_for_model(model_sha256), model_sha256, index_dir)
+        return cls(
+            rules,
+            head,
+            head_for_model(model_sha256),
+            model_sha256,
+            index_dir,
+            learned.head_for_model(model_sha256),
+        )
 
     @property
     def fingerprint(self) -> str:
         """Everything that decides a category, hashed: stored with each result; another one means stale."""
-        abstract = "none"
-        if self.abstract is not None:
-            blob = self.abstract.weight.astype(np.float32).tobytes() + repr(self.abstract.bias).encode()
-            abstract = hashlib.sha256(blob).hexdigest()[:12]
-        payload = f"{self.rules.fingerprint}|{abstract}|{PersonalHead.fingerprint()}"
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        parts = [self.rules.fingerprint, PersonalHead.fingerprint()]
+        for weights in (
+            (self.abstract.weight, np.array([self.abstract.bias])) if self.abstract is not None else None,
+            (self.category_head.weight, self.category_head.bias) if self.category_head is not None else None,
+        ):
+            blob = b"".join(np.asarray(w, np.float32).tobytes() for w in weights) if weights else b"none"
+            parts.append(hashlib.sha256(blob).hexdigest()[:12])
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     @property
     def needs_people(self) -> bool:
         """Whether face signals can change a decision (the rules have a people category)."""
         return PEOPLE in self.rules.categories
 
-    def abstract_scores(self, embeddings: np.ndarray | None) -> np.ndarray | None:
-        """The abstract-art detector's probabilities, or None (no detector for this model, or it is off)."""
-        if self.abstract is None or embeddings is None or self.rules.abstract_threshold >= 1.0:
+    def detector_scores(self, embeddings: np.ndarray | None) -> np.ndarray | None:
+        """The abstract-art detector's probabilities, or None (no detector for this model, or no embeddings)."""
+        if self.abstract is None or embeddings is None:
             return None
         return self.abstract.scores(embeddings)
 
@@ -112,22 +131,28 @@ class AlbumClassifier:
         embeddings: np.ndarray | None = None,
         hashes: Sequence[str] | None = None,
     ) -> list[Decision]:
-        return self.decide(probs, people, embeddings, hashes, self.abstract_scores(embeddings))
+        base = self.base(probs, people, embeddings, self.detector_scores(embeddings))
+        personal: list[PersonalDecision | None] = [None] * len(base)
+        if self.head is not None and len(self.head) and embeddings is not None:
+            personal = self.head.decide(embeddings, hashes)
+        return [Decision(r.category, r.score, r.fine, p) for r, p in zip(base, personal, strict=True)]
 
-    def decide(
+    def base(
         self,
         probs: np.ndarray,
         people: Sequence[Any | None] | None,
         embeddings: np.ndarray | None,
-        hashes: Sequence[str] | None,
-        abstract: np.ndarray | None,
-    ) -> list[Decision]:
-        """The rules' decision per row and, where the rows have embeddings, the personal head's."""
-        rules = self.categorizer.categorize(probs, people, abstract)
-        personal: list[PersonalDecision | None] = [None] * len(rules)
-        if self.head is not None and len(self.head) and embeddings is not None:
-            personal = self.head.decide(embeddings, hashes)
-        return [Decision(r.category, r.score, r.fine, p) for r, p in zip(rules, personal, strict=True)]
+        detector: np.ndarray | None,
+    ) -> list[CategoryResult]:
+        """The model's decision — the learned head's where it decides (rows with embeddings), else the rules' —
+        from the softmax, faces, embeddings and the abstract-art detector's probabilities (``detector``)."""
+        if self.category_head is not None and embeddings is not None:
+            # The head reads the detector's probability whatever the rules' threshold: it is one of its inputs.
+            return learned.decide(self.category_head, self.categorizer, probs, people, embeddings, detector)[
+                0
+            ]
+        thresholded = detector if self.rules.abstract_threshold < 1.0 else None
+        return self.categorizer.categorize(probs, people, thresholded)
 
     # -- run hooks (the pipeline's driver calls them around a run) -------------------------------------------------
     def before_run(self, catalog: Catalog, model_sha256: str) -> None:
@@ -317,14 +342,29 @@ def _read_ahead(
 def _rules_for_chunk(
     album: AlbumClassifier, softmax_of: _FullSoftmax, part: StoredChunk
 ) -> tuple[list[Decision], np.ndarray | None]:
-    """The rules' decisions for a chunk (one matrix product for the softmax), and its float32 embeddings."""
+    """The model's decisions for a chunk (one matrix product for the softmax), and its float32 embeddings."""
     embeddings = part.embeddings.astype(np.float32) if part.embeddings is not None else None
     probs = softmax_of.probs(album.model_sha256, part, embeddings, album.rules.num_classes)
     people = [PeopleSignal.from_dict(p) if p else None for p in part.people]
-    abstract = album.abstract_scores(part.embeddings)  # float16 as stored: what the detector reads
-    if abstract is not None:
-        abstract = np.where(part.has_embedding, abstract, np.nan)  # NaN is never >= the threshold
-    return album.decide(probs, people, None, None, abstract), embeddings
+    detector = album.detector_scores(part.embeddings)  # float16 as stored: what the detector reads
+    if embeddings is None or part.has_embedding.all():
+        base = album.base(probs, people, embeddings, detector)
+    else:  # rows without an embedding: the rules alone, as at classify time
+        base = [CategoryResult("", 0.0)] * len(part.hashes)
+        for rows, emb in (
+            (np.nonzero(part.has_embedding)[0], embeddings),
+            (np.nonzero(~part.has_embedding)[0], None),
+        ):
+            if rows.size:
+                decided = album.base(
+                    probs[rows],
+                    [people[i] for i in rows],
+                    emb[rows] if emb is not None else None,
+                    detector[rows] if detector is not None and emb is not None else None,
+                )
+                for i, r in zip(rows, decided, strict=True):
+                    base[i] = r
+    return [Decision(r.category, r.score, r.fine) for r in base], embeddings
 
 
 def _with_personal(

@@ -7,7 +7,8 @@ the missing signal: a face detector, run on the decoded image before it is resiz
 The detector is MTCNN (Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded Convolutional
 Networks", 2016): three small CNNs (P-Net proposes 12 px windows over an image pyramid, R-Net and O-Net re-score
 24 and 48 px crops). The three ONNX files (2 MB, MIT licence) ship in ``photosift/data/faces`` (see the README
-there for their origin) and run on ONNX Runtime, which photosift needs anyway. We chose it over OpenCV's Haar
+there for their origin): P-Net, which is most of the cost, on OpenCV's DNN module (faster on a net this small, see
+``PeopleDetector._pnet``), R-Net and O-Net on ONNX Runtime. We chose MTCNN over OpenCV's Haar
 cascades after measuring both on the same photos (docs/CATEGORIES.md): Haar found fewer faces and fired on
 brick walls, animals and fire trucks; MTCNN found more and fired on none of 531 photos without people.
 
@@ -15,14 +16,19 @@ What it misses (measured and by construction): faces smaller than ``min_face`` o
 away, a person small in a landscape), people seen from behind or with the face covered (helmets, gas masks),
 strong profiles, faces rotated more than ~45° (a photo whose EXIF orientation is wrong), drawings and cartoons.
 
-Thread safety: one :class:`PeopleDetector` may be shared by all decode threads. ONNX Runtime sessions are safe to
-call concurrently and every call works on its own arrays; the sessions are created on first use under a lock.
-Each session uses one intra-op thread because the parallelism comes from the decode threads themselves.
+Where it runs: the pipeline keeps each decoded photo shrunk to the work size (:meth:`PeopleDetector.work_image`)
+and detects after the classifier, only where its decision leaves faces worth looking for
+(:meth:`PeopleDetector.wanted`).
+
+Thread safety: one :class:`PeopleDetector` may be shared by many threads. ONNX Runtime sessions are safe to call
+concurrently and are created on first use under a lock; the OpenCV P-Nets are per thread. Everything runs on one
+thread per call because the parallelism comes from the pipeline's threads.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -47,20 +53,28 @@ def require_cv2() -> Any:
             raise ModelError(
                 "face detection needs OpenCV: pip install 'photosift[people]' (or classify with --no-people)"
             ) from None
+        # OpenCV's own thread pool would compete with the pipeline's threads, which already use every core.
+        module.setNumThreads(1)
         cv2 = module
     return cv2
 
 
 FACE_MODEL_DIR = Path(str(resources.files("photosift.data"))) / "faces"
 
-# Cascade thresholds for P-Net, R-Net and O-Net. MTCNN's paper uses 0.6 for P-Net; 0.7 halves the proposals the
-# later stages must re-score and lost no face on our test photos.
-_STAGE_THRESHOLDS = (0.7, 0.7, 0.7)
+# Cascade thresholds for P-Net, R-Net and O-Net. MTCNN's paper uses 0.6 for P-Net; 0.9 leaves R-Net a fraction
+# of the proposals to re-score (on textured photos R-Net cost as much as P-Net) and lost no people photo on our
+# sets (tools/eval_faces.py: 0.7, 0.8, 0.85, 0.9 and 0.95 all found the same 49 of 75).
+_STAGE_THRESHOLDS = (0.9, 0.7, 0.7)
 # Most of the time goes into re-scoring proposals; a photo never needs more than this many looked at (taken best
 # first, after non-maximum suppression). A group photo has rarely more than 8 faces big enough to matter.
 _MAX_PROPOSALS = (32, 8)
-_PYRAMID_FACTOR = 0.709  # each pyramid level has half the pixels of the previous one
+# Each pyramid level is half the size of the one before. MTCNN's paper steps by 0.709 (half the pixels); 0.5
+# costs a third less and found the same faces with each photo zoomed by 1 to 1.41 (tools/eval_faces.py and
+# docs/CATEGORIES.md): P-Net's 12 px window is trained on jittered scales.
+_PYRAMID_FACTOR = 0.5
 _PNET_CELL, _PNET_STRIDE = 12, 2
+_PNET_SHAPES = 64  # P-Net input shapes kept per thread (a photo size needs ~5, one per pyramid level)
+_PAD_TO = 32  # the work image is padded to a multiple of this, so photos of similar sizes share P-Net shapes
 
 
 @dataclass(frozen=True)
@@ -115,19 +129,23 @@ class PeopleDetector:
 
     ``work_size``: the image is shrunk so its shorter side is at most this many pixels before detection (the
     pipeline already decodes JPEGs DCT-scaled to a shorter side of at least 256 px, so 256 costs no extra decode).
-    ``min_face``: the smallest face searched for, as a fraction of the shorter side (at 256 px: 21 px, about 0.5 %
-    of the photo's area). Smaller faces are rarely what a photo is about, and each halving doubles the cost.
+    ``min_face``: the smallest face searched for, as a fraction of the shorter side (at 256 px: 26 px, about 0.75 %
+    of a 4:3 photo's area). Smaller faces are rarely what a photo is about, and P-Net's cost grows with the
+    square of 1/min_face: 1/12 cost 25 % more and found no more people photos on our sets (tools/eval_faces.py).
     ``threshold``: final O-Net confidence a face needs (real faces score 0.98-1.0; the false detections we saw on
     cut-outs of buttons and cameras scored 0.92-0.99, which is why the caller also looks at face size).
+    ``skip_categories``, ``skip_confidence``: the gate of :meth:`wanted` (an empty tuple looks at every photo).
     """
 
     def __init__(
         self,
         *,
         work_size: int = 256,
-        min_face: float = 1 / 12,
+        min_face: float = 1 / 10,
         threshold: float = 0.95,
         model_dir: Path | None = None,
+        skip_categories: tuple[str, ...] = ("animals", "plants"),
+        skip_confidence: float = 0.5,
     ) -> None:
         if work_size < 48:
             raise ValueError("work_size must be at least 48 pixels")
@@ -137,18 +155,56 @@ class PeopleDetector:
         self.work_size = work_size
         self.min_face = min_face
         self.threshold = threshold
+        self.skip_categories = frozenset(skip_categories)
+        self.skip_confidence = skip_confidence
         self._model_dir = model_dir or FACE_MODEL_DIR
         self._sessions: tuple[Any, Any, Any] | None = None
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     # -- public API --------------------------------------------------------------------------------------------
 
-    def detect(self, image: Image.Image) -> PeopleSignal:
-        """Faces in ``image`` (an upright RGB PIL image of any size) summarised as a :class:`PeopleSignal`."""
-        w, h = image.size
+    def work_image(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        """``image`` as the detector sees it: RGB uint8 (H, W, 3), shorter side at most ``work_size``.
+
+        The pipeline keeps this (~260 KB) instead of the decoded image until the classifier has spoken
+        (:meth:`wanted`); the signal is in fractions of the image area, so it is the same either way.
+        """
+        if isinstance(image, np.ndarray):
+            arr = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+            h, w = arr.shape[:2]
+            if min(w, h) <= self.work_size:
+                return arr
+            image = Image.fromarray(arr)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        w, h = rgb.size
+        scale = self.work_size / min(w, h) if min(w, h) else 1.0
+        if scale >= 1.0:
+            return np.asarray(rgb)
+        # reduce() is a cheap box filter for the integer part (no aliasing); bilinear finishes a step < 2x.
+        factor = int(1 / scale)
+        small = rgb.reduce(factor) if factor >= 2 else rgb
+        target = (max(1, round(w * scale)), max(1, round(h * scale)))
+        arr = np.asarray(small)
+        return arr if small.size == target else cv2.resize(arr, target, interpolation=cv2.INTER_LINEAR)
+
+    def wanted(self, category: str, score: float) -> bool:
+        """Whether to look for faces in a photo the classifier put in ``category`` with ``score``.
+
+        Why a gate: face detection costs about as much as classifying a photo, and on none of our people sets
+        (docs/CATEGORIES.md) did a photo with faces come out as ``animals`` or ``plants``; a photo whose
+        classifier is sure of those is not searched. The price: a pet or garden portrait the classifier is
+        sure of keeps its animal or plant category (its stored signal says "not looked", ``people`` NULL).
+        """
+        return not (category in self.skip_categories and score >= self.skip_confidence)
+
+    def detect(self, image: Image.Image | np.ndarray) -> PeopleSignal:
+        """Faces in ``image`` (an upright image of any size, PIL or (H, W, 3) uint8) as a :class:`PeopleSignal`."""
+        arr = self.work_image(image)
+        h, w = arr.shape[:2]
         if w == 0 or h == 0:
             return PeopleSignal()
-        faces = self.faces(image)
+        faces = self._faces(arr)
         if not faces:
             return PeopleSignal()
         total = float(w * h)
@@ -160,28 +216,16 @@ class PeopleDetector:
             person_score=max(f.score for f in faces),
         )
 
-    def faces(self, image: Image.Image) -> list[Face]:
+    def faces(self, image: Image.Image | np.ndarray) -> list[Face]:
         """Face boxes in pixels of ``image``, most confident first."""
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        w, h = rgb.size
-        scale = min(1.0, self.work_size / min(w, h))
-        if scale < 1.0:
-            # reduce() is a cheap box filter for the large integer part; resize() finishes the job.
-            factor = int(1 / scale)
-            small = rgb.reduce(factor) if factor >= 2 else rgb
-            target = (max(1, round(w * scale)), max(1, round(h * scale)))
-            if small.size != target:
-                small = small.resize(target, Image.Resampling.BILINEAR)
-        else:
-            small = rgb
-        arr = np.asarray(small, dtype=np.float32)
+        width = image.shape[1] if isinstance(image, np.ndarray) else image.size[0]
+        arr = self.work_image(image)
+        inv = width / arr.shape[1] if arr.shape[1] else 1.0
+        return [Face(f.x0 * inv, f.y0 * inv, f.x1 * inv, f.y1 * inv, f.score) for f in self._faces(arr)]
+
+    def _faces(self, arr: np.ndarray) -> list[Face]:
         boxes = self._detect_array(arr)
-        inv = 1.0 / scale
-        found = [
-            Face(float(b[0]) * inv, float(b[1]) * inv, float(b[2]) * inv, float(b[3]) * inv, float(b[4]))
-            for b in boxes
-            if b[4] >= self.threshold
-        ]
+        found = [Face(*(float(v) for v in b[:5])) for b in boxes if b[4] >= self.threshold]
         return sorted(found, key=lambda f: -f.score)
 
     # -- MTCNN cascade -----------------------------------------------------------------------------------------
@@ -193,12 +237,36 @@ class PeopleDetector:
                     self._sessions = _load_sessions(self._model_dir)
         return self._sessions
 
+    def _pnet(self, shape: tuple[int, ...]) -> Any:
+        """P-Net on OpenCV's DNN module, one net per input shape and thread.
+
+        Why: on these tiny convolutions (3 to 32 channels) OpenCV's kernels are faster than ONNX Runtime's
+        (2.9 vs 4.0 core-ms for a phone photo's pyramid, same outputs to 1e-5), but only while a net keeps its
+        input shape: reshaping one net for every level costs most of the gain (3.7). A library has few photo
+        sizes, so the pyramid's shapes repeat; the cache is bounded for one that has many. An OpenCV Net also
+        holds its input between calls, hence per thread."""
+        nets: dict[tuple[int, ...], Any] | None = getattr(self._local, "pnets", None)
+        if nets is None:
+            nets = self._local.pnets = {}
+        net = nets.pop(shape, None)
+        if net is None:
+            if len(nets) >= _PNET_SHAPES:
+                nets.pop(next(iter(nets)))  # the least recently used shape
+            net = _load_pnet(self._model_dir)
+        nets[shape] = net  # most recently used last
+        return net
+
     def _detect_array(self, img: np.ndarray) -> np.ndarray:
-        """(N, 5) boxes x0, y0, x1, y1, score for an HxWx3 float32 RGB array."""
-        pnet, rnet, onet = self._session_triplet()
+        """(N, 5) boxes x0, y0, x1, y1, score for an HxWx3 uint8 RGB array."""
+        _, rnet, onet = self._session_triplet()
         height, width = img.shape[:2]
         min_px = max(float(_PNET_CELL), self.min_face * min(height, width))
-        boxes = self._stage1(pnet, img, _pyramid(min(height, width), min_px))
+        scales = _pyramid(min(height, width), min_px)
+        # Black padding at the right and bottom (no face there; boxes keep their coordinates): a few photo
+        # sizes then share the P-Net shapes (see _pnet), whatever their exact pixel counts.
+        ph, pw = -height % _PAD_TO, -width % _PAD_TO
+        padded = np.pad(img, ((0, ph), (0, pw), (0, 0))) if ph or pw else img
+        boxes = self._stage1(self._pnet, padded, scales)
         if len(boxes):
             boxes = self._refine(
                 rnet, img, _best(boxes, _MAX_PROPOSALS[0]), 24, _STAGE_THRESHOLDS[1], final=False
@@ -210,15 +278,24 @@ class PeopleDetector:
         return boxes
 
     @staticmethod
-    def _stage1(pnet: Any, img: np.ndarray, scales: list[float]) -> np.ndarray:
+    def _stage1(
+        pnet_for: Callable[[tuple[int, ...]], Any], img: np.ndarray, scales: list[float]
+    ) -> np.ndarray:
         height, width = img.shape[:2]
         found = []
+        level = img
         for s in scales:
             ws, hs = int(np.ceil(width * s)), int(np.ceil(height * s))
-            scaled = cv2.resize(img, (ws, hs), interpolation=cv2.INTER_AREA)
+            # Each level is resampled from the one before (a step of 0.709, where bilinear does not alias), not
+            # from the full image: INTER_AREA at arbitrary ratios costs ~10x a bilinear step on uint8.
+            mode = cv2.INTER_AREA if level is img else cv2.INTER_LINEAR
+            level = cv2.resize(level, (ws, hs), interpolation=mode)
             # The networks were converted from Caffe weights trained on transposed (W, H) images.
-            x = _normalise(scaled).transpose(1, 0, 2)[None]
-            reg, prob = pnet.run(["conv2d_4", "softmax"], {"input_1": x})
+            x = _normalise(level.transpose(1, 0, 2))[None]
+            pnet = pnet_for(x.shape)
+            pnet.setInput(x)
+            outs = {o.shape[-1]: o for o in pnet.forward(pnet.getUnconnectedOutLayersNames())}
+            reg, prob = outs[4], outs[2]  # box offsets, face/not-face
             score = prob[0, :, :, 1]  # indexed [column, row]
             cols, rows = np.nonzero(score >= _STAGE_THRESHOLDS[0])
             if cols.size == 0:
@@ -282,6 +359,15 @@ class PeopleDetector:
 # -- helpers --------------------------------------------------------------------------------------------------
 
 
+def _load_pnet(model_dir: Path) -> Any:
+    path = model_dir / "pnet.onnx"
+    try:
+        return cv2.dnn.readNetFromONNX(str(path))
+    except cv2.error as exc:
+        reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else "unreadable"
+        raise ModelError(f"{path}: not a loadable ONNX model ({reason})") from None
+
+
 def _load_sessions(model_dir: Path) -> tuple[Any, Any, Any]:
     from photosift.models.session import open_session
 
@@ -314,12 +400,12 @@ def _crop(img: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     height, width = img.shape[:2]
     x0, y0, x1, y1 = int(box[0]), int(box[1]), int(box[2]), int(box[3])
     bw, bh = max(1, x1 - x0 + 1), max(1, y1 - y0 + 1)
-    patch = np.zeros((bh, bw, 3), dtype=np.float32)
+    patch = np.zeros((bh, bw, 3), dtype=img.dtype)
     sx0, sy0 = max(0, x0), max(0, y0)
     sx1, sy1 = min(width, x1 + 1), min(height, y1 + 1)
     if sx1 > sx0 and sy1 > sy0:
         patch[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = img[sy0:sy1, sx0:sx1]
-    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _square(boxes: np.ndarray) -> np.ndarray:

@@ -48,6 +48,7 @@ _SETTINGS = {
     "prior_floor",
     "temperature",
     "abstract_threshold",
+    "learned_head",
     "weights",
     "people",
     "user_categories",
@@ -85,6 +86,7 @@ class Rules:
     prior_floor: float = 25.0
     temperature: float = 1.0
     abstract_threshold: float = 1.0  # 1.0 (`off`): the abstract-art detector never decides
+    learned_head: bool = False  # the learned category head (learned.py) decides where it fits the model
     weights: dict[str, float] = field(default_factory=dict)
     people: PeopleRules = field(default_factory=PeopleRules)
 
@@ -110,6 +112,7 @@ class Rules:
             "fine": self.fine_labels,
             "settings": [self.min_confidence, self.prior_correction, self.prior_floor, self.temperature],
             "abstract_threshold": self.abstract_threshold,
+            "learned_head": self.learned_head,
             "weights": sorted(self.weights.items()),
             "people": [
                 self.people.min_face_area,
@@ -127,6 +130,20 @@ def check_category(name: str, known: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=2)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise UnknownCategory(f"unknown category {name!r} (known: {', '.join(known)}){hint}")
+
+
+MAX_CATEGORY_NAME = 64
+
+
+def check_category_name(name: str) -> str:
+    """``name`` if it can be a new user category: one line of 1-64 printable characters, not blank (it is shown
+    in tables, menus and CSV, and typed back as --category); else an UnknownCategory saying why."""
+    if not name.strip() or len(name) > MAX_CATEGORY_NAME or not name.isprintable():
+        raise UnknownCategory(
+            f"invalid category name {name!r}: a category name is one line of 1-{MAX_CATEGORY_NAME} printable "
+            "characters"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -367,6 +384,16 @@ class _Parser:
                     )
                 abstract_threshold = float(v)
 
+        learned_head = False
+        if "learned_head" in settings:
+            node = settings["learned_head"][1]
+            raw = self.value(node)
+            # `on`/`off` are YAML 1.1 booleans; quoted they are strings that mean the same.
+            flag = raw.strip().casefold() if isinstance(raw, str) else raw
+            if flag not in (True, False, "on", "off"):
+                raise self.fail(node, f"learned_head must be `on` or `off`, not {raw!r}")
+            learned_head = flag in (True, "on")
+
         return Rules(
             source=self.where,
             categories=tuple(categories + user),
@@ -380,6 +407,7 @@ class _Parser:
             prior_floor=setting("prior_floor", 25.0, 1.0, 1e6),
             temperature=setting("temperature", 1.0, 0.05, 20.0),
             abstract_threshold=abstract_threshold,
+            learned_head=learned_head,
             weights=weights,
             people=people,
         )
@@ -601,6 +629,13 @@ class Categorizer:
             score = max(people_score, float(getattr(signal, "person_score", 0.0) or 0.0))
             return CategoryResult(PEOPLE, score, "group" if faces >= 3 else None)
         return result
+
+    def fine_label(self, category: str, probs: np.ndarray) -> str | None:
+        """The finer label of ``category`` for one photo's full softmax ``probs`` (as :meth:`categorize` gives
+        it when that category wins), or None."""
+        p = np.asarray(probs, dtype=np.float64).reshape(1, -1)
+        best = np.array([self.rules.categories.index(category)])
+        return self._fine_labels(best, p @ self._onehot, p @ self._fine_onehot)[0]
 
     def _fine_labels(
         self, best: np.ndarray, category_mass: np.ndarray, fine_mass: np.ndarray

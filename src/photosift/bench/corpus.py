@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -209,6 +211,25 @@ def make_many_small(out: str | Path, count: int, variants: int = 16) -> Path:
     return out
 
 
+def big_png(path: Path, width: int, height: int, mode: str = "RGB") -> Path:
+    """A valid PNG of ``width`` x ``height`` (one flat colour, so a few hundred KB for 169 MP), written row by row:
+    the memory tests' huge image, made without ever holding its pixels."""
+    channels, color_type = {"RGB": (3, 2), "RGBA": (4, 6)}[mode]
+    row = b"\x00" + bytes([200, 60, 30, 255][:channels]) * width
+    comp = zlib.compressobj(6)
+    with path.open("wb") as f:
+
+        def chunk(kind: bytes, body: bytes) -> None:
+            f.write(struct.pack(">I", len(body)) + kind + body)
+            f.write(struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+        f.write(b"\x89PNG\r\n\x1a\n")
+        chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))
+        chunk(b"IDAT", b"".join(comp.compress(row) for _ in range(height)) + comp.flush())
+        chunk(b"IEND", b"")
+    return path
+
+
 def make_many_tiny(out: str | Path, count: int) -> Path:
     """``count`` tiny distinct files named .jpg, in folders of 1,000: for the rescan benchmark (never decoded)."""
     out = Path(out)
@@ -222,3 +243,42 @@ def make_many_tiny(out: str | Path, count: int) -> Path:
         (folder / f"f_{i:06d}.jpg").write_bytes(b"\xff\xd8\xff%d" % i)
     marker.touch()
     return out
+
+
+def make_scale_catalog(path: str | Path, count: int, seed: int = 0) -> Path:
+    """A catalog of ``count`` photos as a long-used library has it, for the gallery benchmark (no files behind
+    it): 1 % unreadable, 2 % with no category, 1 % corrected, the rest spread over the album categories.
+    Made once (the file is kept beside a marker) because writing 100,000 rows takes a while."""
+    from photosift.album.rules import load_rules
+    from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
+    from photosift.models.card import imagenet_labels
+
+    categories = [c for c in load_rules().categories if c not in ("objects", "other")]
+    path = Path(path)
+    marker = path.with_name(path.name + ".complete")
+    if marker.is_file() and path.is_file():
+        return path
+    path.unlink(missing_ok=True)
+    rng = np.random.default_rng(seed)
+    labels = imagenet_labels()
+    model = "0" * 64
+    probs = rng.dirichlet(np.full(len(labels), 0.05), size=256).astype(np.float32)
+    with Catalog(path) as cat:
+        cat.register_model(model, "bench-model", labels)
+        for start in range(0, count, 5000):
+            photos, results = [], []
+            for i in range(start, min(count, start + 5000)):
+                where = f"/library/{i // 1000:04d}/IMG_{i:07d}.jpg"
+                if i % 100 == 7:
+                    photos.append(PhotoRecord(where, 1000 + i, i, None, "corrupt or unsupported image data"))
+                    continue
+                category = None if i % 50 == 3 else categories[int(rng.integers(len(categories)))]
+                results.append(
+                    ResultRecord(f"{i:064x}", probs[i % 256], None, category, 0.7 if category else None)
+                )
+                photos.append(PhotoRecord(where, 1000 + i, i, f"{i:064x}"))
+            cat.write_batch(photos, results, model, labels)
+        for i in range(0, count, 97):
+            cat.set_correction(f"{i:064x}", "people")
+    marker.touch()
+    return path

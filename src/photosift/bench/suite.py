@@ -435,47 +435,154 @@ def memory_at_scale(root: Path, count: int, model: str) -> dict[str, Any]:
     }
 
 
-def rescan_at_scale(root: Path, count: int, resolved: Any) -> dict[str, Any]:
-    """No-change rescan of ``count`` files: catalog pre-filled through Catalog.write_batch, real Pipeline.run."""
-    from photosift.bench.corpus import make_many_tiny
+def _prefilled_catalog(folder: Path, db: Path, resolved: Any) -> None:
+    """A catalog that already knows every file under ``folder`` (all "ok", 64 shared contents with results).
+
+    Built once and kept beside the folder: a no-change rescan writes nothing, so the next run reuses it."""
     from photosift.core import scanner
     from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
     from photosift.core.photometa import PhotoMeta, mtime_iso
-    from photosift.models.session import OrtEngine
-    from photosift.run.driver import Pipeline
 
-    folder = make_many_tiny(root / f"tiny{count}", count)
-    with tempfile.TemporaryDirectory(prefix="photosift-bench-rescan-") as tmp:
-        catalog = Catalog(Path(tmp) / "c.db")
-        engine = OrtEngine(resolved, provider="cpu")
-        pipeline = Pipeline(engine, catalog)
-        labels = engine.card.labels
+    done = db.with_name(db.name + ".complete")
+    if done.is_file() and db.is_file():
+        return
+    db.unlink(missing_ok=True)
+    labels = resolved.card.labels
+    with Catalog(db) as catalog:
+        catalog.register_model(resolved.sha256, resolved.name, labels, str(resolved.path))
         probs = np.full(len(labels), 1.0 / len(labels), dtype=np.float32)
         hashes = [f"bench{i:04d}" for i in range(64)]  # copies share content: few results, many photos
         catalog.write_batch(
-            [], [ResultRecord(h, probs, None, None, None) for h in hashes], pipeline.model_sha, labels
+            [], [ResultRecord(h, probs, None, None, None) for h in hashes], resolved.sha256, labels
         )
         batch: list[PhotoRecord] = []
         for i, e in enumerate(scanner.walk([folder])):
             meta = PhotoMeta(8, 8, mtime_iso(e.mtime_ns), "mtime")  # as scanned: nothing left to fill in
             batch.append(PhotoRecord(e.path, e.size, e.mtime_ns, hashes[i % len(hashes)], meta=meta))
-            if len(batch) >= 10_000:
-                catalog.write_batch(batch, [], pipeline.model_sha, labels)
+            if len(batch) >= 20_000:
+                catalog.write_batch(batch, [], resolved.sha256, labels)
                 batch.clear()
-        catalog.write_batch(batch, [], pipeline.model_sha, labels)
-        meter = _Meter()
-        with meter.measure():
-            summary = pipeline.run([str(folder)])
-        catalog.close()
+        catalog.write_batch(batch, [], resolved.sha256, labels)
+    done.touch()
+
+
+def rescan_at_scale(root: Path, count: int, resolved: Any, target_s: float | None = None) -> dict[str, Any]:
+    """No-change rescan of ``count`` files: ``photosift classify`` as a subprocess over a pre-filled catalog.
+
+    Its wall time includes start-up (~0.8 s); its peak RSS is what a library of that size costs the process
+    (the snapshot of the catalog, the known contents, the walk)."""
+    from photosift.bench.corpus import make_many_tiny
+
+    folder = make_many_tiny(root / f"tiny{count}", count)
+    db = root / f"tiny{count}.db"
+    _prefilled_catalog(folder, db, resolved)
+    cmd = [
+        *photosift_command(),
+        "classify",
+        str(folder),
+        "--db",
+        str(db),
+        "--model",
+        str(resolved.path),
+        "--json",
+    ]
+    wait_quiet(_SETTLE["max_wait_s"])
+    s0 = _system_busy_s()
+    wall, cpu, rss, out = run_child_rusage(cmd)
+    summary = json.loads(out)
     return {
-        "files": summary.seen,
-        "unchanged": summary.unchanged,
-        "classified": summary.classified,
-        "wall_s": round(meter.wall, 3),
-        "cpu_s": round(meter.cpu, 3),
-        "target_s": 5.0,
-        "note": "tiny distinct files, page cache warm; catalog pre-filled with Catalog.write_batch",
+        "files": summary["seen"],
+        "unchanged": summary["unchanged"],
+        "classified": summary["classified"],
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "peak_rss_mb": round(rss, 1),
+        "other_cores": round(max(0.0, (_system_busy_s() - s0 - cpu) / wall), 2) if s0 else 0.0,
+        "target_s": target_s if target_s is not None else round(5.0 * count / 100_000, 1),
+        "note": "`photosift classify` subprocess, tiny distinct files, page cache warm, catalog pre-filled",
     }
+
+
+def _served_page_ms(db: Path, urls: Sequence[str], repeats: int) -> dict[str, Any]:
+    """Whole pages as a browser gets them: ``photosift serve`` in a subprocess, best of ``repeats`` GETs each
+    (the first GET of each page is not timed). Skipped, with the reason, where the web extra is missing."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [*photosift_command(), "serve", "--db", str(db), "--port", str(port)]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    out: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/scan", timeout=5):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    reason = (server.stderr.read() if server.stderr else b"").decode()[-200:]
+                    return {"pages": f"skipped: photosift serve did not start ({reason.strip()})"}
+                time.sleep(0.2)
+        for url in urls:
+            times = []
+            for i in range(repeats + 1):
+                t0 = time.perf_counter()
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{url}", timeout=60) as resp:
+                    resp.read()
+                if i:
+                    times.append(time.perf_counter() - t0)
+            out[f"page {url}"] = round(1000 * min(times), 2)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"pages_ms": out}
+
+
+def overview_at_scale(root: Path, count: int, repeats: int = 5) -> dict[str, Any]:
+    """The gallery's overview, a deep category page and a search on a ``count``-photo catalog (best of
+    ``repeats``): the catalog queries alone, and the whole page through the app when the web extra is here."""
+    from photosift.bench.corpus import make_scale_catalog
+    from photosift.core.catalog import Catalog
+
+    db = make_scale_catalog(root / f"catalog{count}.db", count)
+
+    def best(fn: Callable[[], Any]) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return round(1000 * min(times), 2)
+
+    out: dict[str, Any] = {"photos": count, "target_ms": 100}
+    wait_quiet(_SETTLE["max_wait_s"])
+    s0, c0, w0 = _system_busy_s(), time.process_time(), time.perf_counter()
+    with Catalog(db) as cat:
+
+        def overview_queries() -> None:
+            for name in cat.counts():
+                if name == "None":
+                    cat.results(status="ok", uncategorized=True, limit=4)
+                else:
+                    cat.results(category=name, status="ok", limit=4)
+            cat.status_counts()
+
+        out["overview_queries_ms"] = best(overview_queries)
+        deep = count // 10 // 48 // 2  # a page half way through a category of ~count/10 photos
+        out["category_page_ms"] = best(
+            lambda: cat.results(category="animals", status="ok", limit=48, offset=48 * deep)
+        )
+        out["search_page_ms"] = best(lambda: cat.results(status="ok", text="dog", limit=48))
+        out["search_count_ms"] = best(lambda: cat.count_results(status="ok", text="dog"))
+    out |= _served_page_ms(db, ["/", f"/category/animals?page={deep + 1}"], repeats)
+    wall = time.perf_counter() - w0
+    out["other_cores"] = (
+        round(max(0.0, (_system_busy_s() - s0 - (time.process_time() - c0)) / wall), 2) if s0 else 0.0
+    )
+    return out
 
 
 def cold_start(sample: Path, model: str, repeats: int = 3) -> dict[str, Any]:
@@ -498,7 +605,7 @@ def cold_start(sample: Path, model: str, repeats: int = 3) -> dict[str, Any]:
         "walls_s": [round(w, 3) for w in walls],
         "best_s": round(min(walls), 3),
         "first_s": round(walls[0], 3),
-        "target_s": 1.0,
+        "target_s": 0.8,
     }
 
 
@@ -516,8 +623,12 @@ class BenchOptions:
     scale: bool = False
     settle_s: float = 0.0  # per stage, wait up to this long for other processes to go quiet
     memory_count: int = 10_000
-    rescan_count: int = 100_000
+    rescan_count: int = 100_000  # also the library size of the peak-RSS and overview rows
+    rescan_big: int = 1_000_000  # 0: skip the big rescan
     pipeline_settings: dict[str, Any] = field(default_factory=dict)
+    engine: str = "local"  # "ray": also the local and ray engines interleaved, and the driver's write rate
+    engine_rounds: int = 3
+    write_rows: int = 4000
 
 
 def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
@@ -620,11 +731,35 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -
                 "speedup_vs_naive": round(cli.photos_per_s / naive.photos_per_s, 2),
                 "fraction_of_limit": round(cli.photos_per_s / lim, 3),
             }
+    if "classify_cli" in by_name and "classify_cli_no_people" in by_name:
+        with_faces, without = by_name["classify_cli"], by_name["classify_cli_no_people"]
+        report["faces"] = {
+            "steady_ratio": round(with_faces.photos_per_s / without.photos_per_s, 3),
+            "core_ms_per_photo": round(with_faces.core_ms_per_photo - without.core_ms_per_photo, 2),
+            "detector_core_ms_every_photo": round(1000 * people_core, 2),
+            "target_ratio": 0.95,
+        }
+    if opts.engine == "ray":
+        from photosift.bench import cluster
+
+        report["engines"] = cluster.compare_engines(
+            resolved, folder, opts.engine_rounds, opts.pipeline_settings, opts.settle_s, log
+        )
+        log("driver: catalog write rate")
+        report["driver"] = {
+            "write": cluster.driver_write_rate(resolved, folder, opts.write_rows),
+            "setup": report["engines"].pop("driver_setup"),
+        }
     if opts.scale:
         log(f"scale: memory over {opts.memory_count} photos")
         report["memory"] = memory_at_scale(opts.workroot, opts.memory_count, str(resolved.path))
         log(f"scale: rescan of {opts.rescan_count} files")
         report["rescan"] = rescan_at_scale(opts.workroot, opts.rescan_count, resolved)
+        if opts.rescan_big:
+            log(f"scale: rescan of {opts.rescan_big} files (made once under {opts.workroot})")
+            report["rescan_big"] = rescan_at_scale(opts.workroot, opts.rescan_big, resolved, target_s=15.0)
+        log(f"scale: gallery overview on a {opts.rescan_count}-photo catalog")
+        report["overview"] = overview_at_scale(opts.workroot, opts.rescan_count)
         log("scale: cold start")
         report["cold_start"] = cold_start(files[0], opts.model)
         from photosift.bench.findscale import find_at_scale
@@ -756,8 +891,10 @@ def render(report: dict[str, Any]) -> Any:
             f"{s['other_cores']:.2f}",
             s["note"],
         )
-    lines = summary_lines(report)
-    for key in ("memory", "rescan", "cold_start", "find"):
+    from photosift.bench import cluster
+
+    lines = summary_lines(report) + cluster.summary_lines(report)
+    for key in ("faces", "memory", "rescan", "rescan_big", "overview", "cold_start", "find"):
         if key in report:
             lines.append(f"{key}: {json.dumps(report[key])}")
     return Group(t, *(Text(line) for line in lines))

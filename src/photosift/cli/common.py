@@ -17,6 +17,7 @@ import typer
 
 from photosift.core.config import Settings
 from photosift.core.errors import PhotosiftError, UnknownCategory
+from photosift.core.scanner import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -28,6 +29,32 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on 
 RulesOpt = Annotated[
     Path | None, typer.Option("--rules", help="Category rules file (default: config dir, else built in).")
 ]
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+EngineOpt = Annotated[
+    Engine | None,
+    typer.Option("--engine", help="local (this machine's threads) or ray (Ray Data; the cluster extra)."),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="A running Ray cluster (ray://HEAD:10001, HEAD:6379, auto); implies --engine ray. "
+        "Default: a local Ray instance for each run.",
+    ),
+]
+
+
+def engine_settings(engine: Engine | None, ray_address: str | None) -> dict[str, Any]:
+    """Settings overrides for --engine and --ray-address (an address means the ray engine)."""
+    if engine is None and ray_address is not None:
+        engine = Engine.ray
+    return {"engine": engine.value if engine is not None else None, "ray_address": ray_address}
 
 
 class Format(str, Enum):
@@ -43,16 +70,27 @@ def console(stderr: bool = False) -> Console:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
+    """``error: MESSAGE`` on stderr, as one line of text (a path's brackets, newlines or undecodable bytes
+    included), and exit with ``code``."""
     from rich.text import Text
 
-    console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", message))
+    console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", printable(message)))
     raise typer.Exit(code)
+
+
+def text(value: object) -> Any:
+    """A table cell or line that Rich prints as it is: never markup, always valid text."""
+    from rich.text import Text
+
+    return Text(printable(str(value)))
 
 
 @contextmanager
 def errors_to_exit(usage: tuple[type[PhotosiftError], ...] = (), hint: str = "") -> Iterator[None]:
     """A PhotosiftError becomes its one-line message and exit 1; ``usage`` errors (and unknown categories)
     exit 2, with ``hint`` appended."""
+    import sqlite3
+
     usage_errors: tuple[type[PhotosiftError], ...] = (UnknownCategory, *usage)
     try:
         yield
@@ -60,6 +98,10 @@ def errors_to_exit(usage: tuple[type[PhotosiftError], ...] = (), hint: str = "")
         fail(f"{exc}{hint}", code=2)
     except PhotosiftError as exc:
         fail(str(exc))
+    except (
+        sqlite3.DatabaseError
+    ) as exc:  # the catalog failed under a query (Catalog turns most into CatalogError)
+        fail(f"catalog error ({exc}); `photosift doctor` checks the catalog")
 
 
 def settings(db: Path | None = None, **overrides: Any) -> Settings:

@@ -1,4 +1,4 @@
-"""The library commands: classify, results, correct, recategorize."""
+"""The library commands: classify, results, correct, recategorize, doctor."""
 
 from __future__ import annotations
 
@@ -20,18 +20,24 @@ import typer
 from photosift.cli.app import app
 from photosift.cli.common import (
     DbOpt,
+    EngineOpt,
     Format,
     JsonOpt,
+    RayAddressOpt,
     RulesOpt,
     console,
+    engine_settings,
     errors_to_exit,
     fail,
     settings,
+    text,
 )
 from photosift.core.config import Settings
 from photosift.core.errors import UnknownCategory
+from photosift.core.scanner import printable
 
 if TYPE_CHECKING:
+    from photosift import services
     from photosift.run.driver import RunSummary
 
 
@@ -63,7 +69,15 @@ def classify(
         typer.Option("--provider", help="Execution provider (default: PHOTOSIFT_PROVIDER or auto)."),
     ] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=1024)] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Decode threads.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=100_000,
+            help="Decode threads (local engine); inference workers (ray engine; default: autoscaled).",
+        ),
+    ] = None,
     retry_errors: Annotated[
         bool, typer.Option("--retry-errors", help="Decode files that failed before again.")
     ] = False,
@@ -75,6 +89,18 @@ def classify(
     gpu_decode: Annotated[
         bool | None,
         typer.Option("--gpu-decode", help="Decode JPEGs on an NVIDIA GPU (nvJPEG) when possible."),
+    ] = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    cpus_per_worker: Annotated[
+        float | None,
+        typer.Option("--cpus-per-worker", min=0.01, help="Ray engine: CPUs each inference worker reserves."),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            "--gpus-per-worker", min=0, help="Ray engine: GPUs (or a fraction) each worker reserves."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -89,12 +115,22 @@ def classify(
         db,
         model=model,
         batch_size=batch_size,
-        workers=workers,
         provider=provider.value if provider is not None else None,
         rules=rules,
         people=people,
         gpu_decode=gpu_decode,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
+        **engine_settings(engine, ray_address),
     )
+    if config.engine == "ray":
+        config.ray_workers = workers if workers is not None else config.ray_workers
+    else:
+        if workers is not None and workers > 256:
+            fail("--workers: at most 256 decode threads on the local engine", code=2)
+        config.workers = workers if workers is not None else config.workers
+        if cpus_per_worker is not None or gpus_per_worker is not None:
+            fail("--cpus-per-worker and --gpus-per-worker are for --engine ray", code=2)
     show_progress = not as_json and sys.stderr.isatty()
     with errors_to_exit(), _progress_bar(show_progress) as on_progress, _stop_on_ctrl_c() as cancel:
         summary = services.classify(
@@ -173,14 +209,14 @@ def _print_summary(s: RunSummary, config: Settings) -> None:
 
     err = console(stderr=True)
     for path, reason in s.error_files[:20]:
-        err.print(f"skipping {path}: {reason}", markup=False)
+        err.print(text(f"skipping {path}: {reason}"))
     if len(s.error_files) > 20:
         err.print(f"… and {len(s.error_files) - 20} more unreadable files (photosift results --status error)")
     out = console()
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
-    table.add_column()
-    rows = [
+    table.add_column(overflow="fold")  # a long catalog path is wrapped, never cut
+    rows: list[tuple[str, object]] = [
         ("seen", s.seen),
         ("classified", s.classified),
         ("unchanged", s.unchanged),
@@ -192,14 +228,13 @@ def _print_summary(s: RunSummary, config: Settings) -> None:
         ("provider", s.provider),
         ("catalog", str(config.db_path)),
     ]
-    for key, value in rows:
-        table.add_row(key, str(value))
     if s.categories:
-        table.add_row("categories", ", ".join(f"{c} {n}" for c, n in s.categories.most_common()))
-    for note in s.notes:
-        table.add_row("note", note)
+        rows.append(("categories", ", ".join(f"{c} {n}" for c, n in s.categories.most_common())))
+    rows += [("note", note) for note in s.notes]
     if s.cancelled:
-        table.add_row("stopped", "interrupted; committed work is kept, rerun to finish")
+        rows.append(("stopped", s.outcome() + "; rerun to finish"))
+    for key, value in rows:
+        table.add_row(key, text(value))  # a catalog path or a category with brackets is text, not markup
     out.print(table)
 
 
@@ -249,6 +284,9 @@ def results(
             order=order,
         )
     items = [r.to_dict() for r in rows]
+    if fmt is Format.table:
+        for row, it in zip(rows, items, strict=True):
+            it["path_shown"] = printable(row.path)  # undecodable bytes as \xNN: tells two such names apart
     if fmt is Format.json:
         print(json.dumps(items, indent=2))
     elif fmt is Format.csv:
@@ -259,6 +297,7 @@ def results(
 
 _CSV_COLUMNS = (
     "path",
+    "path_b64",
     "status",
     "error",
     "label",
@@ -279,6 +318,7 @@ def _results_csv(items: list[dict[str, Any]]) -> None:
         writer.writerow(
             [
                 it["path"],
+                it["path_b64"] or "",
                 it["status"],
                 it["error"] or "",
                 it["label"] or "",
@@ -295,7 +335,6 @@ def _results_csv(items: list[dict[str, Any]]) -> None:
 
 def _results_table(items: list[dict[str, Any]]) -> None:
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(show_lines=False)
     for col in ("path", "label", "score", "category", "status"):
@@ -305,13 +344,13 @@ def _results_table(items: list[dict[str, Any]]) -> None:
         if it["corrected_category"]:
             cat += " (corrected)"
         cells = (
-            it["path"],
+            it["path_shown"],
             it["label"] or (it["error"] or ""),
             "" if it["score"] is None else f"{it['score']:.2f}",
             cat,
             it["status"],
         )
-        table.add_row(*(Text(c) for c in cells))  # paths and labels are text, never markup
+        table.add_row(*(text(c) for c in cells))  # paths and labels are text, never markup
     console().print(table)
 
 
@@ -340,6 +379,11 @@ def correct(
 
     if sum([category is not None, clear, undo]) != 1:
         fail("give one of --category NAME, --clear or --undo", code=2)
+    if create and category is not None:
+        from photosift.album.rules import check_category_name
+
+        with errors_to_exit():
+            check_category_name(category)
     config = settings(db, rules=rules)
     with errors_to_exit():
         try:
@@ -358,12 +402,12 @@ def correct(
     was = f" (was {report.before})" if report.before and report.before != report.after else ""
     if undo:
         now = report.after or "no correction"
-        out.print(f"{report.path}: correction undone, back to {now}", markup=False)
+        out.print(text(f"{report.path}: correction undone, back to {now}"))
     elif clear:
-        out.print(f"{report.path}: correction cleared{was}", markup=False)
+        out.print(text(f"{report.path}: correction cleared{was}"))
     else:
-        out.print(f"{report.path}: {report.after}{was}", markup=False)
-    out.print(moved_line(report.moved), markup=False)
+        out.print(text(f"{report.path}: {report.after}{was}"))
+    out.print(text(moved_line(report.moved)))
 
 
 def moved_line(moved: list[Any]) -> str:
@@ -400,9 +444,11 @@ def recategorize(
     else:
         what = "results" if every else "stale results"
         console().print(
-            f"{report.photos} {what} recategorized, {report.changed} changed"
-            + (": " if report.categories else "")
-            + ", ".join(f"{c} {n}" for c, n in sorted(report.categories.items(), key=lambda kv: -kv[1]))
+            text(
+                f"{report.photos} {what} recategorized, {report.changed} changed"
+                + (": " if report.categories else "")
+                + ", ".join(f"{c} {n}" for c, n in sorted(report.categories.items(), key=lambda kv: -kv[1]))
+            )
         )
     if report.cancelled:
         raise typer.Exit(130)
@@ -426,3 +472,73 @@ def _rederive_bar(enabled: bool) -> Iterator[Any]:
     ) as bar:
         task = bar.add_task("recategorize", total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total or None)
+
+
+@app.command()
+def doctor(
+    db: DbOpt = None,
+    recover: Annotated[
+        Path | None,
+        typer.Option(
+            "--recover", help="Copy every readable row into this new catalog file (must not exist)."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the catalog (integrity, schema, whose file it is, rows) and the models; recover a damaged one."""
+    from photosift import services
+
+    config = settings(db)
+    if not config.db_path.is_file():
+        fail(f"{config.db_path}: no such catalog")
+    with errors_to_exit():
+        report = services.doctor(config, recover_to=recover)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_doctor(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_doctor(report: services.DoctorReport) -> None:
+    from rich.table import Table
+
+    h = report.health
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    rows: list[tuple[str, object]] = [("catalog", h.path), ("owner", h.owner)]
+    if h.schema_version is not None:
+        rows.append(("schema", f"{h.schema_version} (current {h.schema_current})"))
+    if h.integrity:
+        rows.append(("integrity", "; ".join(h.integrity[:3])))
+    if h.rows:
+        rows.append(("rows", ", ".join(f"{t} {'unreadable' if n is None else n}" for t, n in h.rows.items())))
+    if h.photos:
+        rows.append(("photos", ", ".join(f"{s} {n}" for s, n in sorted(h.photos.items()))))
+    rows += [("model", f"{m['name']} ({m['origin']}): {m['file']}") for m in report.models]
+    rows += [("problem", p) for p in report.problems]
+    rows += [("warning", w) for w in report.warnings]
+    rows.append(("status", "healthy" if report.ok else f"{len(report.problems)} problem(s)"))
+    if report.recovery is None and not report.ok and h.owner.startswith("photosift"):
+        rows.append(("next", f"photosift doctor --db {h.path} --recover NEW.db copies what is readable"))
+    for key, value in rows:
+        table.add_row(key, text(value))
+    console().print(table)
+    if report.recovery is not None:
+        r = report.recovery
+        skipped = sum(r.damaged_stretches.values())
+        console().print(
+            text(
+                f"recovered into {r.output}: "
+                + ", ".join(f"{t} {n}" for t, n in r.copied.items() if t != "migrations")
+                + (f"; {skipped} damaged stretch(es) skipped" if skipped else "")
+                + (
+                    f"; {sum(r.dropped_orphans.values())} rows dropped (their model was lost)"
+                    if r.dropped_orphans
+                    else ""
+                )
+                + f"; integrity {r.integrity}"
+            )
+        )

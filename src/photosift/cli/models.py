@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import typer
 
 from photosift.cli.app import app, models_app
-from photosift.cli.common import JsonOpt, RulesOpt, console, errors_to_exit, fail, sample_dir, settings
+from photosift.cli.common import JsonOpt, RulesOpt, console, errors_to_exit, fail, sample_dir, settings, text
+from photosift.core.scanner import printable
 
 
 @models_app.callback(invoke_without_command=True)
@@ -22,11 +23,13 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List the models: name, path, precision, size, sha256, input size."""
     if ctx.invoked_subcommand is not None:
         return
-    from photosift.models.registry import list_models
+    from photosift.models.registry import list_models, registry_problems
 
     config = settings()
     with errors_to_exit():
         rows = list_models(config.data_dir)
+    for problem in registry_problems(config.data_dir):  # a damaged index hides its models: say why
+        console(stderr=True).print(text(f"warning: {problem}"))
     from photosift.toolchain.builtins import BUILDABLE
 
     listed = {r["name"] for r in rows}
@@ -58,14 +61,15 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             if r["size_bytes"]
             else ("not built" if r["origin"] == "buildable" else "missing")
         )
-        table.add_row(
+        cells = (
             r["name"],
             r.get("precision", "?"),
-            str(r.get("input_size", "?")),
+            r.get("input_size", "?"),
             size,
             r["sha256"][:12],
             r["origin"],
         )
+        table.add_row(*(text(c) for c in cells))
     console().print(table)
 
 
@@ -86,8 +90,9 @@ def models_build(
         result = build_model(name, out, images_dir)
         register_built_model(config.data_dir, name, result.path, result.card)
     console().print(
-        f"built {name}: {result.path}\nsha256 {result.sha256}\nparity on {result.parity.images} images: "
-        f"max |Δlogit| {result.parity.max_abs_diff:.2e}, top-1 {result.parity.top1_agree}/{result.parity.images}"
+        f"built {name}: {printable(str(result.path))}\nsha256 {result.sha256}\nparity on {result.parity.images} images: "
+        f"max |Δlogit| {result.parity.max_abs_diff:.2e}, top-1 {result.parity.top1_agree}/{result.parity.images}",
+        markup=False,
     )
 
 
@@ -113,8 +118,9 @@ def export_cmd(
         result = export(arch, weights, out, name=name, images=parity_images(images or sample_dir()))
     p = result.parity
     console().print(
-        f"wrote {result.path}\nsha256 {result.sha256}\n"
-        f"parity on {p.images} images: max |Δlogit| {p.max_abs_diff:.2e}, top-1 {p.top1_agree}/{p.images}"
+        f"wrote {printable(str(result.path))}\nsha256 {result.sha256}\n"
+        f"parity on {p.images} images: max |Δlogit| {p.max_abs_diff:.2e}, top-1 {p.top1_agree}/{p.images}",
+        markup=False,
     )
 
 
@@ -161,12 +167,13 @@ def optimize_cmd(
         print(json.dumps(r.to_dict(), indent=2))
         return
     console().print(
-        f"wrote {r.output} ({r.level}{', onnxslim' if r.slim else ''})\n"
+        f"wrote {printable(str(r.output))} ({r.level}{', onnxslim' if r.slim else ''})\n"
         f"size {_mb(r.size_before)} -> {_mb(r.size_after)}, nodes {r.nodes_before} -> {r.nodes_after}\n"
         f"speed {r.speed.speedup:.2f}x the input model ({r.speed.model_ips:.0f} vs {r.speed.reference_ips:.0f} "
         f"images/s, batch {r.speed.batch}, {r.speed.threads} threads)\n"
         f"parity on {r.parity_inputs} inputs: max |Δlogit| {r.max_abs_diff:.2e}, top-1 "
-        f"{r.top1_agree}/{r.parity_inputs}" + "".join(f"\nnote: {n}" for n in r.notes)
+        f"{r.top1_agree}/{r.parity_inputs}" + "".join(f"\nnote: {n}" for n in r.notes),
+        markup=False,
     )
 
 
@@ -222,7 +229,7 @@ def quantize_cmd(
         print(json.dumps(r.to_dict(), indent=2))
         return
     lines = [
-        f"wrote {r.output} ({r.precision}, {r.method}): {_mb(r.size_bytes)} (FP32 {_mb(r.size_bytes_fp32)})",
+        f"wrote {printable(str(r.output))} ({r.precision}, {r.method}): {_mb(r.size_bytes)} (FP32 {_mb(r.size_bytes_fp32)})",
         f"top-1 agreement with FP32 {r.agreement:.1%} on {r.images} "
         + ("held-out photos" if r.method == "static" else "photos")
         + f" (95% CI {_ci(r.agreement_ci)}), top-5 containment {r.top5_containment:.1%}, "
@@ -262,10 +269,17 @@ def eval_cmd(
     people: Annotated[
         bool, typer.Option("--people/--no-people", help="Face detection for the people category.")
     ] = True,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Only the CSV rows whose 'split' column is this.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write the album confusion matrix as a PNG here.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a model: agreement with a reference, ImageNet and album accuracy, confusion table."""
-    from photosift.toolchain.evaluate import evaluate
+    """Evaluate a model: agreement with a reference, ImageNet and album accuracy, per-category recall and
+    precision, confusion table (and with --plot, its PNG)."""
+    from photosift.toolchain.evaluate import evaluate, plot_confusion
 
     if labels is None and images is None:
         fail("give --labels CSV and/or --images DIR", code=2)
@@ -279,8 +293,11 @@ def eval_cmd(
             images,
             Path(reference) if reference else None,
             categorize=services.eval_categorize(config) if labels is not None else None,
+            split=split,
             progress=_say(as_json),
         )
+        if plot is not None:
+            plot_confusion(r, plot)
     if as_json:
         print(json.dumps(r.to_dict(), indent=2))
         return
@@ -334,6 +351,20 @@ def _print_eval(r: Any) -> None:
                 f"{row.get(truth, 0)}/{sum(row.values())}",
             )
         out.print(table)
+    if r.per_category:
+        scores = Table(title="per category (95% Wilson intervals)")
+        for col in ("category", "recall", "interval", "precision", "interval"):
+            scores.add_column(col, no_wrap=True)
+        for name, c in r.per_category.items():
+            d = c.to_dict()
+            scores.add_row(
+                name,
+                f"{c.correct}/{c.labelled} {c.recall:.0%}" if c.labelled else "—",
+                _ci(d["recall_ci"]),
+                f"{c.correct}/{c.predicted} {c.precision:.0%}" if c.predicted else "—",
+                _ci(d["precision_ci"]),
+            )
+        out.print(scores)
     if r.disagreements:
         shown = r.disagreements[:10]
         out.print(

@@ -335,6 +335,8 @@ class CorrectionsStore:
     # -- photos ---------------------------------------------------------------------------------------------------
     def photos_of(self, hashes: Sequence[str]) -> dict[str, tuple[int, str]]:
         """(photo id, path) of one present photo per content hash (the first by path)."""
+        from photosift.core.catalog import from_db_path  # the catalog module imports this one
+
         out: dict[str, tuple[int, str]] = {}
         for part in _chunks(list(hashes)):
             rows = self.db.execute(
@@ -343,7 +345,7 @@ class CorrectionsStore:
                 tuple(part),
             )
             for h, pid, path in rows:
-                out.setdefault(h, (int(pid), str(path)))
+                out.setdefault(h, (int(pid), from_db_path(str(path))))
         return out
 
 

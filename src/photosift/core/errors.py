@@ -34,6 +34,10 @@ class CatalogError(PhotosiftError):
     """The catalog cannot be opened, migrated or written."""
 
 
+class CatalogReadOnly(CatalogError):
+    """The catalog (or its folder) cannot be written; it can still be read."""
+
+
 class NothingToUndo(CatalogError):
     """A photo has no correction left to undo (or the one named was undone already)."""
 
@@ -48,3 +52,7 @@ class UnknownCategory(PhotosiftError):
 
 class ToolchainError(PhotosiftError):
     """Export, optimization, quantization or evaluation failed (parity, bad input, missing extra)."""
+
+
+class ClusterError(PhotosiftError):
+    """The cluster engine cannot run: Ray missing (the cluster extra), the cluster unreachable, a job failed."""

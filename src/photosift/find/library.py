@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from photosift.core.catalog import TOPK_STORED, Catalog, ResultRow
+from photosift.core.catalog import TOPK_STORED, Catalog, ResultRow, from_db_path
 
 if TYPE_CHECKING:
     from photosift.find.search import Searcher
@@ -131,7 +131,7 @@ def load_photos(cat: Catalog, model_sha256: str | None) -> Photos:
     cols = list(zip(*rows, strict=True)) if rows else [()] * 11
     return Photos(
         ids=np.fromiter(cols[0], dtype=np.int64, count=n),
-        paths=list(cols[1]),
+        paths=[from_db_path(p) for p in cols[1]],  # the str open() needs, for any file name
         hashes=list(cols[2]),
         category=list(cols[3]),
         corrected=np.fromiter(cols[4], dtype=bool, count=n),

@@ -175,6 +175,49 @@ def resolve_model(name_or_path: str, data_dir: Path | None = None, verify: bool 
     return ResolvedModel(entry.name, entry.path, entry.sha256, entry.origin)
 
 
+def verify_models(
+    data_dir: Path | None, catalog_models: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Every registered model's file, and the file of each model a catalog has results from (``sha256``,
+    ``name``, ``path``), checked against its sha256: (rows, problems, warnings). A packaged model missing or
+    changed is a problem; a built one, or a catalog's model whose file went away, a warning (its stored results
+    stay usable)."""
+    checked: dict[Path, str] = {}
+
+    def state(path: Path, sha256: str) -> str:
+        if path not in checked:
+            checked[path] = (
+                "missing" if not path.is_file() else "verified" if sha256_file(path) == sha256 else "changed"
+            )
+        return checked[path]
+
+    entries, warnings = _registry(data_dir)
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for entry in entries.values():
+        verdict = state(entry.path, entry.sha256)
+        rows.append({"name": entry.name, "origin": entry.origin, "path": str(entry.path), "file": verdict})
+        if verdict != "verified":
+            line = f"model {entry.name}: {entry.path} is {verdict}" + (
+                " (sha256 differs from the index)" if verdict == "changed" else ""
+            )
+            (problems if entry.origin == "packaged" else warnings).append(line)
+    by_sha = {e.sha256: e for e in entries.values()}
+    for m in catalog_models:
+        registered = by_sha.get(m["sha256"])
+        path = Path(m["path"]) if m["path"] else (registered.path if registered else None)
+        verdict = state(path, m["sha256"]) if path is not None else "no file recorded"
+        rows.append(
+            {"name": m["name"], "origin": "catalog", "path": str(path) if path else None, "file": verdict}
+        )
+        if verdict != "verified":
+            warnings.append(
+                f"model {m['name']} ({m['sha256'][:12]}) with results here: file {verdict}; its stored results "
+                "stay usable, reclassifying with it needs the file"
+            )
+    return rows, problems, warnings
+
+
 def list_models(data_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every registered model with its file's state, for ``photosift models``."""
     rows = []

@@ -38,6 +38,8 @@ class ClassifyOptions:
     commit_every: int = 256  # files without inference (errors, renames) are committed at least this often
     # JPEG decode on the GPU (nvJPEG via torchvision); falls back to the CPU decoder, with a logged reason.
     gpu_decode: bool = False
+    max_file_bytes: int = imaging.DEFAULT_MAX_FILE_BYTES  # larger files are refused unread
+    decode_memory: int = imaging.DEFAULT_DECODE_MEMORY  # file bytes + decode peaks in flight, all workers
 
 
 @dataclass
@@ -66,7 +68,9 @@ class Progress:
 
 @dataclass
 class RunSummary:
-    seen: int = 0
+    seen: int = 0  # image files found under the paths
+    planned: int = 0  # of those, new or changed: the files the run set out to read
+    done: int = 0  # of the planned files, those whose outcome is stored (all of them unless stopped)
     classified: int = 0
     unchanged: int = 0
     reused: int = 0  # new path or changed mtime, but known content: result reused without inference
@@ -86,8 +90,16 @@ class RunSummary:
     def photos_per_s(self) -> float:
         return self.classified / self.classify_elapsed if self.classify_elapsed > 0 else 0.0
 
+    def outcome(self) -> str:
+        """One honest line about the planned work: all of it, or how far a stopped run got."""
+        what = f"{self.classified} classified, {self.reused} reused, {self.errors} unreadable"
+        if self.cancelled:
+            return f"stopped after {self.done} of {self.planned} files ({what}); committed work is kept"
+        return f"{self.seen} files seen, {self.unchanged} unchanged, {what}"
+
     def count(self, items: Iterable[Processed]) -> None:
         for item in items:
+            self.done += 1
             if item.photo.error is not None:
                 self.errors += 1
                 self.error_files.append((item.photo.path, item.photo.error))
@@ -103,6 +115,8 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         return {
             "seen": self.seen,
+            "planned": self.planned,
+            "done": self.done,
             "classified": self.classified,
             "unchanged": self.unchanged,
             "reused": self.reused,
@@ -114,9 +128,14 @@ class RunSummary:
             "model": self.model,
             "cancelled": self.cancelled,
             "categories": dict(self.categories.most_common()),
-            "error_files": [{"path": p, "error": e} for p, e in self.error_files],
+            "error_files": [_error_file(p, e) for p, e in self.error_files],
             "notes": self.notes,
         }
+
+
+def _error_file(path: str, error: str) -> dict[str, Any]:
+    shown, exact = scanner.path_text(path)
+    return {"path": shown, "path_b64": exact, "error": error}
 
 
 def plan(
@@ -134,11 +153,10 @@ def plan(
     snapshot = catalog.snapshot(roots)
     work: list[scanner.FileEntry] = []
     seen = unchanged = 0
-    seen_paths: set[str] = set()
     for entry in entries:
         seen += 1
-        seen_paths.add(entry.path)
-        state = snapshot.get(entry.path)
+        # Popped, not looked up: what is left afterwards was not seen (no second set of a million paths).
+        state = snapshot.pop(entry.path, None)
         same_file = state is not None and state.size == entry.size and state.mtime_ns == entry.mtime_ns
         if same_file and state is not None:
             done = state.status == "ok" and state.content_hash in known
@@ -149,7 +167,7 @@ def plan(
             if done:  # classified before dates and hashes were stored: read its header, no inference
                 refresh.add(entry.path)
         work.append(entry)
-    missing = [p for p, s in snapshot.items() if p not in seen_paths and s.status != "missing"]
+    missing = [p for p, s in snapshot.items() if s.status != "missing"]
     return work, seen, unchanged, missing
 
 
@@ -195,7 +213,8 @@ class Pipeline:
             gpu_decoder, self.gpu_decode_note = imaging.GpuJpegDecoder.create()
             if self.gpu_decode_note:
                 logging.getLogger("photosift").warning(self.gpu_decode_note)
-        self.stages = Stages(engine, categorizer, people, gpu_decoder)
+        budget = imaging.MemoryBudget(self.options.decode_memory)
+        self.stages = Stages(engine, categorizer, people, gpu_decoder, budget, self.options.max_file_bytes)
         self.notes: list[str] = []  # what the run should tell the user (a detector that could not start, ...)
 
     def run(
@@ -223,6 +242,7 @@ class Pipeline:
             opts.retry_errors,
             summary.refreshed,
         )
+        summary.planned = len(work)
         if missing:
             summary.missing = self.catalog.mark_missing(missing)
         progress = Progress("classify", files_total=len(work))

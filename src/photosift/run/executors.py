@@ -3,8 +3,9 @@
 The driver hands an executor the planned work, the :class:`~photosift.run.stages.Stages` and a cancel event, and
 consumes what it yields: lists of :class:`~photosift.run.stages.Processed` records, in whatever order they finish.
 An executor keeps only a bounded number of items in flight, so memory stays flat for any library; on a cancel it
-stops taking new work, finishes what is in flight and returns. Another executor (a process pool, Ray Data on a
-cluster) is another class with the same ``run``; the driver, the stages and the sink do not change.
+stops taking new work, finishes what is in flight and returns. Another executor is another class with the same
+``run`` (Ray Data on a cluster: :mod:`photosift.run.ray_executor`); the driver, the stages and the sink do not
+change.
 """
 
 from __future__ import annotations
@@ -33,17 +34,24 @@ class ThreadExecutor:
 
     Pillow, simplejpeg and OpenCV release the GIL, so ``workers`` threads decode while ONNX Runtime runs the
     previous batch on the calling thread: decoding overlaps inference from the first batch. At most
-    ``queue_depth`` files are in flight (default: enough to keep the workers busy during a batch).
+    ``queue_depth`` files are in flight (default: enough to keep the workers busy during a batch), and a batch
+    holds at most ``max_batch_bytes`` of tensors (106 photos at 224 px), whatever ``batch_size`` asks.
     """
 
     workers: int = 2
     batch_size: int = 16
     queue_depth: int | None = None
+    max_batch_bytes: int = 64 * 2**20
+
+    def effective_batch(self, stages: Stages) -> int:
+        tensor_bytes = 3 * stages.pre.input_size**2 * 4
+        return max(1, min(self.batch_size, self.max_batch_bytes // tensor_bytes))
 
     def run(
         self, work: Iterable[FileEntry], stages: Stages, known: Container[str], cancel: threading.Event
     ) -> Iterator[list[Processed]]:
-        depth = self.queue_depth or max(2 * self.batch_size, 4 * self.workers)
+        batch_size = self.effective_batch(stages)
+        depth = self.queue_depth or max(2 * batch_size, 4 * self.workers)
         work_iter = iter(work)
         exhausted = False
         batch: list[Loaded] = []
@@ -67,7 +75,7 @@ class ThreadExecutor:
                         ready.append(unbatched(item))
                         continue
                     batch.append(item)
-                    if len(batch) >= self.batch_size:
+                    if len(batch) >= batch_size:
                         yield stages.run_batch(batch)
                         batch = []
                 if ready:

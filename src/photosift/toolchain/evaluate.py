@@ -1,7 +1,8 @@
 """Measure a model on labelled photos: agreement with a reference model, ImageNet accuracy, album accuracy.
 
-The labels CSV has a header and the columns ``file,category[,source]``; ``file`` is relative to the images
-folder (default: ``images/`` beside the CSV if it exists, else the CSV's own folder). A ``category`` that is one
+The labels CSV has a header and the columns ``file,category[,source][,split]``; ``file`` is relative to the
+images folder (default: ``images/`` beside the CSV if it exists, else the CSV's own folder); ``split`` lets one
+CSV hold several sets (``--split test`` keeps the rows whose split is ``test``). A ``category`` that is one
 of the model's class labels (case-insensitive) counts towards ImageNet accuracy; when a ``categorize`` function
 is given (see :data:`Categorize`; the CLI passes what classify uses: the rules, the abstract-art detector and the
 face detector), every labelled row counts towards album
@@ -26,7 +27,14 @@ from photosift.core.imaging import load_tensor
 from photosift.models.card import ModelCard
 from photosift.models.registry import registry, resolve_model
 from photosift.models.tasks import softmax
-from photosift.toolchain.modelfile import Agreement, list_images, load_checked, run_outputs, session
+from photosift.toolchain.modelfile import (
+    Agreement,
+    list_images,
+    load_checked,
+    run_outputs,
+    session,
+    wilson_interval,
+)
 
 # (model file, probabilities (N, classes), embeddings (N, D) or None, the N photo files) -> N album categories
 Categorize = Callable[[Path, np.ndarray, np.ndarray | None, list[Path]], list[str]]
@@ -61,6 +69,7 @@ class EvalReport:
     album: Accuracy | None = None
     reference_album: Accuracy | None = None
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)  # true category -> predicted -> count
+    per_category: dict[str, CategoryScore] = field(default_factory=dict)  # from ``confusion``
     disagreements: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,19 +78,107 @@ class EvalReport:
             value = getattr(self, key)
             d[key] = value.to_dict() if value else None
         d["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
+        d["per_category"] = {c: v.to_dict() for c, v in self.per_category.items()}
         return d
+
+
+@dataclass
+class CategoryScore:
+    """Recall and precision of one album category, each with its 95% Wilson interval (a recall of 7/7 on seven
+    photos only says the true rate is probably above 0.65)."""
+
+    labelled: int  # photos labelled with the category
+    predicted: int  # photos given the category
+    correct: int
+
+    @property
+    def recall(self) -> float | None:
+        return round(self.correct / self.labelled, 4) if self.labelled else None
+
+    @property
+    def precision(self) -> float | None:
+        return round(self.correct / self.predicted, 4) if self.predicted else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "labelled": self.labelled,
+            "predicted": self.predicted,
+            "correct": self.correct,
+            "recall": self.recall,
+            "recall_ci": wilson_interval(self.correct, self.labelled) if self.labelled else None,
+            "precision": self.precision,
+            "precision_ci": wilson_interval(self.correct, self.predicted) if self.predicted else None,
+        }
+
+
+def per_category(confusion: dict[str, dict[str, int]]) -> dict[str, CategoryScore]:
+    """Recall and precision per category (labelled or predicted) from a confusion table."""
+    names = sorted({*confusion, *(p for row in confusion.values() for p in row)})
+    return {
+        c: CategoryScore(
+            labelled=sum(confusion.get(c, {}).values()),
+            predicted=sum(row.get(c, 0) for row in confusion.values()),
+            correct=confusion.get(c, {}).get(c, 0),
+        )
+        for c in names
+    }
+
+
+def plot_confusion(report: EvalReport, out: Path) -> None:
+    """The album confusion matrix as a PNG: rows labelled, columns predicted, each cell its count, shaded by the
+    share of its row; recall and precision on the margins."""
+    if not report.confusion:
+        raise ToolchainError("no album categories to plot (give --labels with categories)")
+    try:
+        import matplotlib
+    except ImportError:
+        raise ToolchainError("--plot needs matplotlib: pip install 'photosift[bench]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(report.per_category)
+    counts = np.array([[report.confusion.get(t, {}).get(p, 0) for p in names] for t in names], dtype=float)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(names), 1.5 + 0.6 * len(names)))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if counts[i, j]:
+                colour = "white" if share[i, j] > 0.6 else "black"
+                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", color=colour, fontsize=9)
+    scores = report.per_category
+    ax.set_yticks(range(len(names)), [f"{n} (recall {_pct(scores[n].recall)})" for n in names], fontsize=8)
+    ax.set_xticks(
+        range(len(names)), [f"{n}\n{_pct(scores[n].precision)}" for n in names], fontsize=8, rotation=90
+    )
+    ax.set_xlabel("predicted (precision)")
+    ax.set_ylabel("labelled")
+    acc = report.album
+    title = f"{Path(report.model).name}: album accuracy {_pct(acc.accuracy if acc else None)}"
+    ax.set_title(title + (f" ({acc.correct}/{acc.labelled})" if acc else ""), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
 
 
 @dataclass
 class _Row:
     file: str
     category: str | None
+    split: str = ""
+    source: str = ""
 
 
-def read_labels(labels_csv: Path) -> list[_Row]:
+def read_labels(labels_csv: Path, split: str | None = None) -> list[_Row]:
+    """Rows of a labels CSV (or, named ``*.tsv``, tab-separated); lines starting with ``#`` are comments."""
     try:
         with labels_csv.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
+            lines = (line for line in f if not line.startswith("#"))
+            reader = csv.DictReader(lines, delimiter="\t" if labels_csv.suffix.lower() == ".tsv" else ",")
             fields = [c.strip().lower() for c in (reader.fieldnames or [])]
             if "file" not in fields:
                 raise ToolchainError(
@@ -90,14 +187,23 @@ def read_labels(labels_csv: Path) -> list[_Row]:
             rows = []
             for raw in reader:
                 item = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
-                if item.get("file"):
-                    rows.append(_Row(item["file"], item.get("category") or None))
+                if item.get("file") and (split is None or item.get("split", "") == split):
+                    rows.append(
+                        _Row(
+                            item["file"],
+                            item.get("category") or None,
+                            item.get("split", ""),
+                            item.get("source", ""),
+                        )
+                    )
     except OSError as exc:
         raise ToolchainError(f"{labels_csv}: cannot read labels ({exc.strerror or exc})") from None
     except (csv.Error, UnicodeDecodeError) as exc:
         raise ToolchainError(f"{labels_csv}: not a CSV file ({exc})") from None
     if not rows:
-        raise ToolchainError(f"{labels_csv}: no rows")
+        raise ToolchainError(
+            f"{labels_csv}: no rows" + (f" with split {split!r}" if split is not None else "")
+        )
     return rows
 
 
@@ -159,15 +265,17 @@ def evaluate(
     reference: Path | None = None,
     categorize: Categorize | None = None,
     *,
+    split: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
-    """Evaluate ``model`` (a path or a registered name) on labelled or unlabelled photos."""
+    """Evaluate ``model`` (a path or a registered name) on labelled or unlabelled photos (``split``: only the
+    labelled rows of that split)."""
     say = progress or (lambda _msg: None)
     checked = load_checked(_resolve(model))
     card = checked.card
     if labels_csv is not None:
         labels_csv = Path(labels_csv)
-        rows = read_labels(labels_csv)
+        rows = read_labels(labels_csv, split)
         if images is None:
             images = (
                 labels_csv.parent / "images" if (labels_csv.parent / "images").is_dir() else labels_csv.parent
@@ -237,6 +345,7 @@ def evaluate(
         result.album, result.confusion = _album(
             _categorize(categorize, checked.path, logits, embeddings, files), kept
         )
+        result.per_category = per_category(result.confusion)
         if ref_checked is not None and ref_logits is not None:
             result.reference_album, _ = _album(
                 _categorize(categorize, ref_checked.path, ref_logits, ref_embeddings, files), kept

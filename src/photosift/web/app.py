@@ -2,9 +2,12 @@
 
 Security model (a local app that can read the whole photo library and start work):
 
-* It binds 127.0.0.1 unless told otherwise (the CLI warns loudly when not).
+* It binds loopback only (the CLI refuses other hosts: docs/WEB.md says why).
 * Photos are addressed by their integer catalog id, never by a path from the request, so only files the
-  catalog already knows can be read. Static files come from the package folder, without directory listings.
+  catalog already knows can be read, and only while they are the file the scan stored (regular file, same
+  size, mtime and content hash; :mod:`photosift.web.media`), within the size cap and a time limit. Images
+  carry ``Cross-Origin-Resource-Policy: same-origin``. Static files come from the package folder, without
+  directory listings.
 * Every request must carry one of the expected ``Host`` headers: a page on another site that re-points its
   DNS name at 127.0.0.1 (DNS rebinding) gets 400, so it cannot read the gallery.
 * State-changing requests (correct, undo, start and stop a scan) must carry the per-launch token that the pages
@@ -23,7 +26,9 @@ import functools
 import ipaddress
 import json
 import secrets
+import socket
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,10 +52,20 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from photosift import services
+from photosift.core import imaging
 from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
-from photosift.core.errors import CatalogError, ModelError, NothingToUndo, UnreadableImage
+from photosift.core.errors import (
+    CatalogError,
+    CatalogReadOnly,
+    ModelError,
+    NothingToUndo,
+    PhotosiftError,
+    UnreadableImage,
+)
+from photosift.core.scanner import printable
 from photosift.web import finding, media
+from photosift.web.finding import GET_HEAD
 from photosift.web.rederive import RederiveJob
 from photosift.web.scan import PipelineFactory, ScanError, ScanManager
 
@@ -58,6 +73,8 @@ PAGE_SIZE = 48
 SAMPLES_PER_CATEGORY = 4
 MAX_FORM_BYTES = 16_384
 MAX_PHOTO_ID = 2**63 - 1  # SQLite INTEGER; a larger id would overflow inside sqlite3, not be "not found"
+RENDER_TIMEOUT_S = 60.0  # a read or decode that takes longer (a hung network mount) answers 504
+RETRY_SLOW_AFTER_S = 60.0  # a photo that timed out is not tried again before this (its thread may still hang)
 TOKEN_HEADER = "x-photosift-token"
 UNCATEGORIZED = "uncategorized"
 
@@ -149,8 +166,10 @@ class CatalogMissing(CatalogError):
 class CatalogPool:
     """One read-write connection per worker thread (sqlite3 connections must not be shared concurrently)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
+        self.checks = 0  # quick_checks run: one for the pool, not one per thread
         self._local = threading.local()
         self._all: list[Catalog] = []
         self._lock = threading.Lock()
@@ -160,10 +179,15 @@ class CatalogPool:
         if cat is None:
             if not self.path.is_file():
                 raise CatalogMissing(f"{self.path}: no catalog yet")
-            cat = Catalog(self.path)
-            self._local.catalog = cat
-            with self._lock:
+            with self._lock:  # the first connection checks the file (quick_check); later ones trust it
+                verify = self.checks == 0
+                try:
+                    cat = Catalog(self.path, verify=verify, busy_timeout=self.busy_timeout)
+                except CatalogReadOnly:  # read-only media: browse it; a correction says why it fails
+                    cat = Catalog(self.path, readonly=True, verify=verify, busy_timeout=self.busy_timeout)
+                self.checks = max(self.checks, 1)
                 self._all.append(cat)
+            self._local.catalog = cat
         return cat
 
     def close(self) -> None:
@@ -196,10 +220,16 @@ def create_app(
     port: int = 8765,
     pipeline_factory: PipelineFactory | None = None,
     render_cache_bytes: int = 48 * 1024 * 1024,
+    render_timeout_s: float = RENDER_TIMEOUT_S,
 ) -> FastAPI:
     """The gallery for the catalog at ``settings.db_path``, served at ``host:port`` (for the Host check)."""
     token = token or secrets.token_urlsafe(32)
-    pool = CatalogPool(settings.db_path)
+    pool = CatalogPool(settings.db_path, settings.busy_timeout_s)
+    # Renders have their own memory budget (a scan's pipeline has another): three thumbnails of a 13000² PNG
+    # took the server to 9 GB before.
+    budget = imaging.MemoryBudget(settings.decode_memory_mb * imaging.MB)
+    max_file_bytes = settings.max_file_mb * imaging.MB
+    slow: dict[str, float] = {}  # path -> when it may be tried again, after a render timed out
     scans = ScanManager(settings, pipeline_factory)
     rederive = RederiveJob(settings)
     cache = media.RenderCache(render_cache_bytes)
@@ -212,6 +242,10 @@ def create_app(
     templates.env.filters["pct"] = lambda x: "" if x is None else f"{100 * float(x):.0f}%"
     templates.env.filters["basename"] = lambda p: Path(p).name
     templates.env.filters["dirname"] = lambda p: str(Path(p).parent)
+    # Every value a page shows is valid text: a file name's undecodable bytes as \xNN (they cannot be encoded
+    # as UTF-8), control characters escaped. Jinja still escapes HTML after this.
+    # (type is str: Markup from macros and |safe is already HTML.)
+    templates.env.finalize = lambda v: printable(v) if type(v) is str else v
     templates.env.filters["filesize"] = lambda n: (
         "" if n is None else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
     )
@@ -252,7 +286,15 @@ def create_app(
     # -- errors: short pages, never a traceback ----------------------------------------------------------
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        titles = {403: "Not allowed", 404: "Not found", 405: "Not allowed", 409: "Busy", 413: "Too large"}
+        titles = {
+            400: "Bad request",
+            403: "Not allowed",
+            404: "Not found",
+            405: "Not allowed",
+            409: "Changed",
+            413: "Too large",
+            504: "Too slow",
+        }
         text = exc.detail if isinstance(exc.detail, str) else "request refused"
         return message(request, exc.status_code, titles.get(exc.status_code, "Error"), text)
 
@@ -299,8 +341,8 @@ def create_app(
                 return {str(k): str(v) for k, v in data.items()}
             if ctype in ("application/x-www-form-urlencoded", ""):
                 return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-        except (ValueError, UnicodeDecodeError):
-            raise HTTPException(422, "malformed request body") from None
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested 1000 deep
+            raise HTTPException(400, "malformed request body") from None
         raise HTTPException(415, "send a form or JSON")
 
     def check_token(request: Request, form: dict[str, str]) -> None:
@@ -309,7 +351,7 @@ def create_app(
             raise HTTPException(403, "missing or stale page token: reload the page and try again")
 
     # -- pages -------------------------------------------------------------------------------------------------
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", response_class=HTMLResponse, methods=GET_HEAD)
     def overview(request: Request) -> Response:
         if not settings.db_path.is_file():
             return page(request, "nocatalog.html", reason="", missing=True)
@@ -331,7 +373,7 @@ def create_app(
             groups.append({"name": name, "count": n, "samples": samples, "url": url})
         return page(request, "overview.html", groups=groups, statuses=cat.status_counts())
 
-    @app.get("/category/{name:path}", response_class=HTMLResponse)
+    @app.api_route("/category/{name:path}", response_class=HTMLResponse, methods=GET_HEAD)
     def category(
         request: Request, name: str, page_no: int = Query(1, alias="page", ge=1, le=10**6)
     ) -> Response:
@@ -354,7 +396,7 @@ def create_app(
             choices=known_categories(cat) if rows else [],
         )
 
-    @app.get("/uncategorized", response_class=HTMLResponse)
+    @app.api_route("/uncategorized", response_class=HTMLResponse, methods=GET_HEAD)
     def uncategorized(request: Request, page_no: int = Query(1, alias="page", ge=1, le=10**6)) -> Response:
         cat = pool.get()
         nav = finding.pages(
@@ -374,13 +416,18 @@ def create_app(
             choices=known_categories(cat) if rows else [],
         )
 
-    @app.get("/errors", response_class=HTMLResponse)
+    @app.api_route("/errors", response_class=HTMLResponse, methods=GET_HEAD)
     def errors(request: Request, page_no: int = Query(1, alias="page", ge=1, le=10**6)) -> Response:
         cat = pool.get()
         total = cat.status_counts().get("error", 0)
         nav = finding.pages(total, page_no, PAGE_SIZE)
         rows = cat.results(status="error", limit=PAGE_SIZE, offset=nav["offset"])
         return page(request, "errors.html", rows=rows, nav=nav, base="/errors")
+
+    def shown(report: dict[str, Any]) -> dict[str, Any]:
+        """A correction's report for JSON: paths as valid Unicode (a name's non-UTF-8 bytes as ``\\xNN``)."""
+        moved = [{**m, "path": printable(m["path"] or "")} for m in report["moved"]]
+        return {**report, "path": printable(report["path"]), "moved": moved}
 
     def event_notice(cat: Catalog, row: ResultRow, raw: str | None) -> dict[str, Any] | None:
         """The correction or undo ``raw`` (an event id from the redirect) of this photo, with the photos it moved
@@ -401,7 +448,7 @@ def create_app(
         undoable = target is not None and target.id == event.id
         return {"event": event, "moved": moved, "undoable": undoable}
 
-    @app.get("/photo/{photo_id}", response_class=HTMLResponse)
+    @app.api_route("/photo/{photo_id}", response_class=HTMLResponse, methods=GET_HEAD)
     def photo(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
         cat = pool.get()
         row = photo_or_404(cat, photo_id)
@@ -437,7 +484,7 @@ def create_app(
                 raise HTTPException(409, "this file could not be read, so it has no category to correct")
             # Exactly what `photosift correct` does: the correction belongs to the content, not the path; only
             # the photos near it are re-decided, and the report names those whose category changed.
-            return services.correct_hash(settings, cat, content_hash, wanted, path=row.path).to_dict()
+            return shown(services.correct_hash(settings, cat, content_hash, wanted, path=row.path).to_dict())
 
         report = await anyio.to_thread.run_sync(store)
         if _wants_json(request):
@@ -463,8 +510,8 @@ def create_app(
                     settings, cat, content_hash, event=int(raw_event) if raw_event else None, path=row.path
                 )
             except NothingToUndo as exc:
-                raise HTTPException(409, str(exc)) from None
-            return report.to_dict()
+                raise HTTPException(409, printable(str(exc))) from None
+            return shown(report.to_dict())
 
         report = await anyio.to_thread.run_sync(take_back)
         if _wants_json(request):
@@ -477,38 +524,70 @@ def create_app(
 
     # -- images ------------------------------------------------------------------------------------------------
     async def image(request: Request, photo_id: int, rendition: media.Rendition) -> Response:
-        def locate() -> tuple[str, str]:
-            cat = pool.get()
-            row = photo_or_404(cat, photo_id)
-            content_hash = cat.content_hash_of(row.path)
-            if row.status != "ok" or content_hash is None:
-                raise HTTPException(404, f"photo {photo_id} has no image")
-            return row.path, content_hash
+        def locate() -> tuple[str, media.Expected]:
+            found = pool.get().photo_state(photo_id)
+            if found is None or found[1].status != "ok" or found[1].content_hash is None:
+                raise HTTPException(404, f"no photo {photo_id} in the catalog")
+            path, state = found
+            return path, media.Expected(state.content_hash, state.size, state.mtime_ns)  # type: ignore[arg-type]
 
-        path, content_hash = await anyio.to_thread.run_sync(locate)
-        etag = media.etag_for(content_hash, rendition)
-        headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
+        path, expected = await anyio.to_thread.run_sync(locate)
+        etag = media.etag_for(expected.content_hash, rendition)
+        # same-origin: another site's page cannot even embed the gallery's images
+        headers = {
+            "ETag": etag,
+            "Cache-Control": "private, max-age=3600",
+            "Cross-Origin-Resource-Policy": "same-origin",
+        }
         if media.etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        data = cache.get(content_hash, rendition)
+        data = cache.get(expected.content_hash, rendition)  # a render of this very content, checked when made
         if data is None:
-            try:
-                data = await anyio.to_thread.run_sync(media.render, path, rendition, limiter=decode_limiter)
-            except UnreadableImage as exc:
-                raise HTTPException(404, f"photo {photo_id} cannot be shown ({exc.reason})") from None
-            cache.put(content_hash, rendition, data)
+            data = await render(photo_id, path, rendition, expected)
+            cache.put(expected.content_hash, rendition, data)
         return Response(data, media_type="image/jpeg", headers=headers)
 
-    @app.get("/thumb/{photo_id}.jpg")
+    async def render(photo_id: int, path: str, rendition: media.Rendition, expected: media.Expected) -> bytes:
+        if slow.get(path, 0.0) > time.monotonic():
+            raise HTTPException(
+                504, f"photo {photo_id} took longer than {render_timeout_s:g} s to read; try later"
+            )
+        try:
+            # abandon_on_cancel: a read stuck on a hung mount gives its decode slot back when the time is up
+            with anyio.fail_after(render_timeout_s):
+                return await anyio.to_thread.run_sync(
+                    media.render,
+                    path,
+                    rendition,
+                    expected,
+                    budget,
+                    max_file_bytes,
+                    limiter=decode_limiter,
+                    abandon_on_cancel=True,
+                )
+        except TimeoutError:
+            now = time.monotonic()
+            for stale in [p for p, until in slow.items() if until <= now]:
+                del slow[stale]
+            slow[path] = now + RETRY_SLOW_AFTER_S
+            raise HTTPException(
+                504, f"photo {photo_id} took longer than {render_timeout_s:g} s to read and decode"
+            ) from None
+        except media.StaleFile as exc:
+            raise HTTPException(409, f"photo {photo_id} {exc.reason}") from None
+        except UnreadableImage as exc:
+            raise HTTPException(404, f"photo {photo_id} cannot be shown ({exc.reason})") from None
+
+    @app.api_route("/thumb/{photo_id}.jpg", methods=GET_HEAD)
     async def thumb(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
         return await image(request, photo_id, media.THUMB)
 
-    @app.get("/view/{photo_id}.jpg")
+    @app.api_route("/view/{photo_id}.jpg", methods=GET_HEAD)
     async def view(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
         return await image(request, photo_id, media.VIEW)
 
     # -- classify here: in the browser, nothing uploaded -----------------------------------------------------
-    @app.get("/classify-here", response_class=HTMLResponse)
+    @app.api_route("/classify-here", response_class=HTMLResponse, methods=GET_HEAD)
     def classify_here(request: Request) -> Response:
         ready = (Path(str(package / "static")) / "ort" / "ort.wasm.min.mjs").is_file()
         return page(request, "classify.html", model=settings.model, ready=ready)
@@ -521,21 +600,22 @@ def create_app(
         except ModelError as exc:
             raise HTTPException(409, str(exc)) from None
 
-    @app.get("/classify-here/model.json")
+    @app.api_route("/classify-here/model.json", methods=GET_HEAD)
     def classify_here_model() -> Response:
         return JSONResponse(page_model()[1], headers={"Cache-Control": "no-cache"})
 
-    @app.get("/classify-here/model.onnx")
+    @app.api_route("/classify-here/model.onnx", methods=GET_HEAD)
     def classify_here_onnx() -> Response:
         headers = {"Cache-Control": "no-cache"}
         return FileResponse(page_model()[0], media_type="application/octet-stream", headers=headers)
 
     # -- scans ---------------------------------------------------------------------------------------------------
-    @app.get("/scan", response_class=HTMLResponse)
+    @app.api_route("/scan", response_class=HTMLResponse, methods=GET_HEAD)
     def scan_page(request: Request) -> Response:
-        return page(request, "scan.html", error=request.query_params.get("error", "")[:500])
+        # Only a message this server produced, by its code: a link cannot make the page say anything else.
+        return page(request, "scan.html", error=scans.error_message(request.query_params.get("error", "")))
 
-    @app.get("/api/scan")
+    @app.api_route("/api/scan", methods=GET_HEAD)
     def scan_state() -> dict[str, Any]:
         return scans.snapshot().to_dict()
 
@@ -548,7 +628,7 @@ def create_app(
         except ScanError as exc:
             if _wants_json(request):
                 return JSONResponse({"detail": str(exc)}, status_code=409)
-            return RedirectResponse("/scan?error=" + quote(str(exc)), status_code=303)
+            return RedirectResponse("/scan?error=" + scans.remember_error(str(exc)), status_code=303)
         if _wants_json(request):
             return JSONResponse(state.to_dict(), status_code=202)
         return RedirectResponse("/scan", status_code=303)
@@ -613,9 +693,37 @@ def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8765, log_lev
     return uvicorn.Server(config)
 
 
-def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve the gallery until Ctrl-C (the CLI prints the address and the warnings)."""
-    make_server(create_app(settings, host=host, port=port), host, port).run()
+class ServeError(PhotosiftError):
+    """The gallery cannot listen where it was asked to (the port is taken, the address is not this machine's)."""
 
 
-__all__ = ["allowed_hosts", "create_app", "is_loopback_host", "make_server", "run_server"]
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` before the server starts, so a busy port is a one-line error."""
+    bare = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT, never a live one
+        sock.bind((bare, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
+
+
+def run_server(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8765, sock: socket.socket | None = None
+) -> None:
+    """Serve the gallery until Ctrl-C on ``sock`` (default: :func:`listen`); the CLI prints the address."""
+    sock = sock or listen(host, port)
+    make_server(create_app(settings, host=host, port=port), host, port).run(sockets=[sock])
+
+
+__all__ = [
+    "ServeError",
+    "allowed_hosts",
+    "create_app",
+    "is_loopback_host",
+    "listen",
+    "make_server",
+    "run_server",
+]

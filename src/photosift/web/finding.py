@@ -9,23 +9,28 @@ security rules (token on every POST, ids never paths) stay those of :mod:`photos
 from __future__ import annotations
 
 import math
+import mimetypes
+import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from photosift import services
 from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
+from photosift.core.errors import UnreadableImage
 from photosift.web import media
+
+GET_HEAD = ["GET", "HEAD"]  # every page and image answers HEAD like GET
 
 MAX_ID = 2**63 - 1
 GROUPS_PER_PAGE = 20
@@ -51,8 +56,11 @@ class Helpers:
 
 
 def pages(total: int, page: int, size: int) -> dict[str, Any]:
-    """Pager state with the page numbers to show: the first, the last, and two either side of this one."""
+    """Pager state with the page numbers to show: the first, the last, and two either side of this one. A page
+    past the last is 404 (page 1 always exists: an empty grid says "No photos here")."""
     count = max(1, math.ceil(total / size))
+    if page > count:
+        raise HTTPException(404, f"no page {page}: there {'is' if count == 1 else 'are'} {count}")
     near = {1, count, *range(max(1, page - 2), min(count, page + 2) + 1)}
     numbers: list[int | None] = []
     for n in sorted(near):
@@ -77,7 +85,7 @@ def register(app: FastAPI, h: Helpers) -> None:
     def tiles_ctx(ctx: str) -> str:
         return ("?" + ctx) if ctx else ""
 
-    @app.get("/search", response_class=HTMLResponse)
+    @app.api_route("/search", response_class=HTMLResponse, methods=GET_HEAD)
     def search(
         request: Request,
         q: str = Query("", max_length=200),
@@ -110,7 +118,7 @@ def register(app: FastAPI, h: Helpers) -> None:
             choices=h.known_categories(h.catalog()) if items else [],
         )
 
-    @app.get("/similar/{photo_id}", response_class=HTMLResponse)
+    @app.api_route("/similar/{photo_id}", response_class=HTMLResponse, methods=GET_HEAD)
     def similar_page(request: Request, photo_id: int = PathParam(ge=0, le=MAX_ID)) -> Response:
         row = h.photo_or_404(h.catalog(), photo_id)
         try:
@@ -119,7 +127,7 @@ def register(app: FastAPI, h: Helpers) -> None:
             raise HTTPException(409, str(exc)) from None
         return h.page(request, "similar.html", title="More like this", row=row, items=items)
 
-    @app.get("/duplicates", response_class=HTMLResponse)
+    @app.api_route("/duplicates", response_class=HTMLResponse, methods=GET_HEAD)
     def duplicates_page(
         request: Request,
         threshold: float = Query(0.90, ge=0.5, le=1.0),
@@ -171,7 +179,7 @@ def register(app: FastAPI, h: Helpers) -> None:
             return JSONResponse({"id": photo_id, "hidden": hide})
         return RedirectResponse(f"/photo/{photo_id}", 303)
 
-    @app.get("/timeline", response_class=HTMLResponse)
+    @app.api_route("/timeline", response_class=HTMLResponse, methods=GET_HEAD)
     def timeline(request: Request) -> Response:
         cat = h.catalog()
         months = cat.months()
@@ -185,7 +193,7 @@ def register(app: FastAPI, h: Helpers) -> None:
             )
         return h.page(request, "timeline.html", years=years)
 
-    @app.get("/timeline/{month}", response_class=HTMLResponse)
+    @app.api_route("/timeline/{month}", response_class=HTMLResponse, methods=GET_HEAD)
     def timeline_month(
         request: Request, month: str, page_no: int = Query(1, alias="page", ge=1, le=10**6)
     ) -> Response:
@@ -217,21 +225,41 @@ def register(app: FastAPI, h: Helpers) -> None:
             crumb=("Timeline", "/timeline"),
         )
 
-    @app.get("/photo/{photo_id}/full", response_class=HTMLResponse)
+    @app.api_route("/photo/{photo_id}/full", response_class=HTMLResponse, methods=GET_HEAD)
     def full_page(request: Request, photo_id: int = PathParam(ge=0, le=MAX_ID)) -> Response:
         row = h.photo_or_404(h.catalog(), photo_id)
         return h.page(request, "full.html", row=row, back=f"/photo/{photo_id}" + tiles_ctx(request.url.query))
 
-    @app.get("/full/{photo_id}.jpg")
+    @app.api_route("/full/{photo_id}.jpg", methods=GET_HEAD)
     async def full_image(request: Request, photo_id: int = PathParam(ge=0, le=MAX_ID)) -> Response:
         return await h.image(request, photo_id, FULL)
 
-    @app.get("/original/{photo_id}")
+    @app.api_route("/original/{photo_id}", methods=GET_HEAD)
     def original(photo_id: int = PathParam(ge=0, le=MAX_ID)) -> Response:
-        row = h.photo_or_404(h.catalog(), photo_id)
-        if row.status != "ok" or not Path(row.path).is_file():
+        # The very file the scan stored (regular, same size and mtime), streamed from the descriptor that was
+        # checked: never what a swapped symlink, a FIFO or /dev/zero would give.
+        h.photo_or_404(h.catalog(), photo_id)  # hidden or missing photos are 404 like everywhere else
+        found = h.catalog().photo_state(photo_id)
+        if found is None or found[1].status != "ok":
             raise HTTPException(404, f"photo {photo_id}: the file is not there any more")
-        return FileResponse(row.path, filename=Path(row.path).name, content_disposition_type="attachment")
+        path, state = found
+        try:
+            f = media.open_original(path, state.size, state.mtime_ns)
+        except media.StaleFile as exc:
+            raise HTTPException(409, f"photo {photo_id} {exc.reason}") from None
+        except UnreadableImage as exc:
+            raise HTTPException(404, f"photo {photo_id}: {exc.reason}") from None
+        name = quote(os.fsencode(Path(path).name))
+        headers = {
+            "Content-Length": str(state.size),
+            "Content-Disposition": f"attachment; filename*=utf-8''{name}",
+            "Cross-Origin-Resource-Policy": "same-origin",
+        }
+        kind = (
+            mimetypes.guess_type(os.fsencode(path).decode("utf-8", "replace"))[0]
+            or "application/octet-stream"
+        )
+        return StreamingResponse(media.chunks(f), media_type=kind, headers=headers)
 
     @app.post("/photos/correct")
     async def bulk_correct(request: Request) -> Response:

@@ -9,6 +9,7 @@ engine costs a second or more and a few hundred MB, which nobody should pay just
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -74,6 +75,7 @@ class ScanManager:
         self._cancel = threading.Event()
         self._pipeline: Pipeline | None = None
         self._started = 0.0
+        self._errors: dict[str, str] = {}  # code -> a message this server made (for /scan?error=CODE)
 
     # -- called from request handlers ---------------------------------------------------------------------
     def snapshot(self) -> ScanState:
@@ -99,6 +101,19 @@ class ScanManager:
             )
             self._thread.start()
             return ScanState(**asdict(self._state))
+
+    def remember_error(self, message: str) -> str:
+        """A code for ``message``, so a redirect can name it without carrying text a link could forge."""
+        code = secrets.token_urlsafe(8)
+        with self._lock:
+            self._errors[code] = message
+            while len(self._errors) > 32:
+                del self._errors[next(iter(self._errors))]
+        return code
+
+    def error_message(self, code: str) -> str:
+        with self._lock:
+            return self._errors.get(code, "")
 
     def stop(self) -> bool:
         """Ask the running scan to stop after the batch in flight; False when none runs."""
@@ -165,11 +180,7 @@ class ScanManager:
                 state="stopped" if summary.cancelled else "done",
                 phase="done",
                 eta_s=None,
-                message=(
-                    f"{summary.seen} files seen, {summary.classified} classified, {summary.unchanged} unchanged, "
-                    f"{summary.reused} reused, {summary.errors} unreadable"
-                    + (" — stopped; committed work is kept" if summary.cancelled else "")
-                ),
+                message=summary.outcome(),
             )
 
 
