@@ -49,6 +49,9 @@ from photosift.models.tasks import softmax
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling tool
 from eval_categories import DEFAULT_SET, run_model
 
+ALBUM_DEV = (
+    DEFAULT_SET if DEFAULT_SET.is_dir() else Path("/work/shared/datasets/album-dev")
+)  # from a worktree
 REPO = Path(__file__).resolve().parents[1]
 STAMPS_CSV = REPO / "docs" / "data" / "heldout-stamps.csv"
 PHOTOS_CSV = Path("/work/corpora/category-photos/labels.csv")
@@ -96,7 +99,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    specs = args.set or [f"album-dev={DEFAULT_SET / 'labels.csv'}"]
+    specs = args.set or [f"album-dev={ALBUM_DEV / 'labels.csv'}"]
     if not args.set and args.stamps is not None:
         specs.append(f"heldout-stamps={STAMPS_CSV}:{args.stamps}")
     if not args.set and PHOTOS_CSV.is_file():

@@ -318,29 +318,41 @@ def recategorize(
     settings: Settings,
     *,
     only_stale: bool = False,
+    exact_only: bool = False,
     on_progress: RederiveProgress | None = None,
     cancel: threading.Event | None = None,
     catalog: Catalog | None = None,
 ) -> RecategorizeReport:
     """Re-derive stored categories from stored outputs (``only_stale``: those decided under other rules or
-    heads than those in force now); no inference. ``catalog``: an open one (the gallery's job has its own)."""
+    heads than those in force now; ``exact_only``: of models whose own classifier gives the full softmax back);
+    no inference. ``catalog``: an open one (the gallery's job has its own)."""
     from photosift.album.decisions import recategorize as rederive
 
     if catalog is None:
         with open_catalog(settings, create=False) as cat:
             return recategorize(
-                settings, only_stale=only_stale, on_progress=on_progress, cancel=cancel, catalog=cat
+                settings,
+                only_stale=only_stale,
+                exact_only=exact_only,
+                on_progress=on_progress,
+                cancel=cancel,
+                catalog=cat,
             )
     return rederive(
-        catalog, rules_for(settings), only_stale=only_stale, on_progress=on_progress, cancel=cancel
+        catalog,
+        rules_for(settings),
+        only_stale=only_stale,
+        exact_only=exact_only,
+        on_progress=on_progress,
+        cancel=cancel,
     )
 
 
-def stale_results(settings: Settings, catalog: Catalog) -> int:
+def stale_results(settings: Settings, catalog: Catalog, *, exact_only: bool = False) -> int:
     """How many stored categories were decided under other rules or heads than those in force now."""
     from photosift.album.decisions import stale_results as count
 
-    return count(catalog, rules_for(settings))
+    return count(catalog, rules_for(settings), exact_only=exact_only)
 
 
 class NotInCatalog(CatalogError):

@@ -233,19 +233,23 @@ class RecategorizeReport:
 
 
 def classifiers(
-    catalog: Catalog, rules_for: RulesFor, index_dir: Path | None = None
+    catalog: Catalog, rules_for: RulesFor, index_dir: Path | None = None, exact_only: bool = False
 ) -> list[AlbumClassifier]:
-    """The album classifier of every classifier model with results in ``catalog``, newest first."""
+    """The album classifier of every classifier model with results in ``catalog``, newest first.
+    ``exact_only``: only models whose classifier weights can be read (their stored embeddings give the full
+    softmax back, so re-deriving gives what classify would; otherwise only the stored top-100 is at hand)."""
+    softmax_of = _FullSoftmax(catalog)
     return [
         AlbumClassifier.load(rules_for(m.labels), catalog, m.sha256, index_dir)
         for m in catalog.models()
-        if m.task == "classify"
+        if m.task == "classify" and (not exact_only or softmax_of.weights(m.sha256) is not None)
     ]
 
 
-def stale_results(catalog: Catalog, rules_for: RulesFor) -> int:
+def stale_results(catalog: Catalog, rules_for: RulesFor, exact_only: bool = False) -> int:
     """How many classified results were decided under other rules or heads than those in force."""
-    return sum(catalog.stale_count(a.model_sha256, a.fingerprint) for a in classifiers(catalog, rules_for))
+    albums = classifiers(catalog, rules_for, exact_only=exact_only)
+    return sum(catalog.stale_count(a.model_sha256, a.fingerprint) for a in albums)
 
 
 Progress = Callable[[int, int], None]
@@ -257,16 +261,18 @@ def recategorize(
     rules_for: RulesFor,
     *,
     only_stale: bool = False,
+    exact_only: bool = False,
     on_progress: Progress | None = None,
     cancel: threading.Event | None = None,
     chunk: int = 4096,
 ) -> RecategorizeReport:
     """Re-derive the categories of stored classifications (``only_stale``: those not decided by the rules and
-    heads in force) in chunks of ``chunk`` results, each chunk one matrix product and one transaction; no
-    inference. A cancel stops between chunks; what was done is kept."""
+    heads in force; ``exact_only``: of models whose classifier weights can be read) in chunks of ``chunk``
+    results, each chunk one matrix product and one transaction; no inference. A cancel stops between chunks;
+    what was done is kept."""
     report = RecategorizeReport()
     softmax_of = _FullSoftmax(catalog)
-    albums = classifiers(catalog, rules_for)
+    albums = classifiers(catalog, rules_for, exact_only=exact_only)
     todo = sum(catalog.stale_count(a.model_sha256, a.fingerprint if only_stale else None) for a in albums)
     if on_progress:
         on_progress(0, todo)

@@ -238,6 +238,27 @@ def _follow_content(effective: str = _EFFECTIVE, changed_only: bool = False) -> 
     )
 
 
+# The photos-per-category counts, kept by triggers that must fire after the ones that set a photo's category
+# (SQLite runs the newest trigger first): migration 5, which replaces those, creates these again after them.
+_COUNT_TRIGGERS = """        CREATE TRIGGER counts_on_insert AFTER INSERT ON photos WHEN NEW.status = 'ok' BEGIN
+            INSERT INTO category_counts VALUES (COALESCE(NEW.category, ''), 1, NEW.hidden != 0)
+                ON CONFLICT(category) DO UPDATE SET photos = photos + 1, hidden = hidden + excluded.hidden;
+        END;
+        CREATE TRIGGER counts_on_delete AFTER DELETE ON photos WHEN OLD.status = 'ok' BEGIN
+            UPDATE category_counts SET photos = photos - 1, hidden = hidden - (OLD.hidden != 0)
+                WHERE category = COALESCE(OLD.category, '');
+        END;
+        CREATE TRIGGER counts_on_update AFTER UPDATE OF status, category, hidden ON photos
+            WHEN OLD.status IS NOT NEW.status OR OLD.category IS NOT NEW.category OR OLD.hidden IS NOT NEW.hidden
+        BEGIN
+            UPDATE category_counts SET photos = photos - 1, hidden = hidden - (OLD.hidden != 0)
+                WHERE OLD.status = 'ok' AND category = COALESCE(OLD.category, '');
+            INSERT INTO category_counts SELECT COALESCE(NEW.category, ''), 1, NEW.hidden != 0
+                WHERE NEW.status = 'ok'
+                ON CONFLICT(category) DO UPDATE SET photos = photos + 1, hidden = hidden + excluded.hidden;
+        END"""
+
+
 def _m4_category_index(db: sqlite3.Connection) -> None:
     """Each photo's effective category kept on its row, and the number of photos per category kept in a table,
     both by triggers on photos, results and corrections (so every writer keeps them true).
@@ -269,23 +290,7 @@ def _m4_category_index(db: sqlite3.Connection) -> None:
             UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")} WHERE id = NEW.id;
         END;
 {_follow_content()}
-        CREATE TRIGGER counts_on_insert AFTER INSERT ON photos WHEN NEW.status = 'ok' BEGIN
-            INSERT INTO category_counts VALUES (COALESCE(NEW.category, ''), 1, NEW.hidden != 0)
-                ON CONFLICT(category) DO UPDATE SET photos = photos + 1, hidden = hidden + excluded.hidden;
-        END;
-        CREATE TRIGGER counts_on_delete AFTER DELETE ON photos WHEN OLD.status = 'ok' BEGIN
-            UPDATE category_counts SET photos = photos - 1, hidden = hidden - (OLD.hidden != 0)
-                WHERE category = COALESCE(OLD.category, '');
-        END;
-        CREATE TRIGGER counts_on_update AFTER UPDATE OF status, category, hidden ON photos
-            WHEN OLD.status IS NOT NEW.status OR OLD.category IS NOT NEW.category OR OLD.hidden IS NOT NEW.hidden
-        BEGIN
-            UPDATE category_counts SET photos = photos - 1, hidden = hidden - (OLD.hidden != 0)
-                WHERE OLD.status = 'ok' AND category = COALESCE(OLD.category, '');
-            INSERT INTO category_counts SELECT COALESCE(NEW.category, ''), 1, NEW.hidden != 0
-                WHERE NEW.status = 'ok'
-                ON CONFLICT(category) DO UPDATE SET photos = photos + 1, hidden = hidden + excluded.hidden;
-        END
+{_COUNT_TRIGGERS}
         """,
     )
 
@@ -337,6 +342,10 @@ def _m5_correction_history(db: sqlite3.Connection) -> None:
             UPDATE photos SET category = {_SHOWN.format(h="NEW.content_hash")} WHERE id = NEW.id;
         END;
 {_follow_content(_SHOWN, changed_only=True)}
+        DROP TRIGGER counts_on_insert;
+        DROP TRIGGER counts_on_delete;
+        DROP TRIGGER counts_on_update;
+{_COUNT_TRIGGERS}
         """,
     )
 
@@ -582,7 +591,7 @@ class Catalog(CorrectionsStore):
         rows = [str(r[0]) for r in self.db.execute("PRAGMA quick_check(5)")]
         if rows != ["ok"]:
             raise CatalogError(
-                f"{self.path}: catalog is damaged ({rows[0][:160]}); nothing was written; "
+                f"{self.path}: catalog is damaged ({' '.join(rows[0].split())[:160]}); nothing was written; "
                 + DOCTOR_HINT.format(path=self.path)
             )
 

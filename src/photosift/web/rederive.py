@@ -78,13 +78,14 @@ class RederiveJob:
             return
         try:
             with services.open_catalog(self.settings, create=False) as catalog:
-                stale = services.stale_results(self.settings, catalog)
+                stale = services.stale_results(self.settings, catalog, exact_only=True)
                 if stale == 0:
                     return
                 self._update(state="running", done=0, total=stale, changed=0, message="")
                 report = services.recategorize(
                     self.settings,
                     only_stale=True,
+                    exact_only=True,
                     on_progress=lambda done, total: self._update(done=done, total=total),
                     cancel=self._cancel,
                     catalog=catalog,
