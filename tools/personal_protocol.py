@@ -111,7 +111,7 @@ def main() -> int:
         name, truth, rules, embeddings = load_set(spec, args.model, args.cache)
         wrong = int(np.sum(truth != rules))
         print(
-            f"{name}: {len(truth)} photos, rules accuracy {np.mean(truth == rules):.3f}, {wrong} wrong",
+            f"{name}: {len(truth)} photos, accuracy before corrections {np.mean(truth == rules):.3f}, {wrong} wrong",
             file=sys.stderr,
         )
         for pick in PICKS:
