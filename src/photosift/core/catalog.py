@@ -46,7 +46,7 @@ from photosift.core.corrections import (
     PersonalDecision,
     StoredChunk,
 )
-from photosift.core.errors import CatalogError, CatalogReadOnly
+from photosift.core.errors import CatalogBusy, CatalogError, CatalogReadOnly
 from photosift.core.photometa import PhotoMeta
 from photosift.core.scanner import path_text
 
@@ -532,10 +532,24 @@ class Catalog(CorrectionsStore):
         except OSError as exc:
             raise CatalogError(f"{self.path}: cannot open catalog ({exc.strerror or exc})") from None
         try:
-            self._open(readonly, verify)
+            self._open_waiting(readonly, verify, busy_timeout)
         except BaseException:
             self.db.close()
             raise
+
+    def _open_waiting(self, readonly: bool, verify: bool, busy_timeout: float) -> None:
+        """:meth:`_open`, tried again while another process holds a lock. SQLite's busy handler covers most
+        waits, but not all: when two connections would deadlock (one upgrading its read lock while the other
+        writes, as two processes creating the same new catalog do) it reports "locked" at once."""
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                self._open(readonly, verify)
+                return
+            except CatalogBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def _open(self, readonly: bool, verify: bool) -> None:
         # Nothing is written until the file is known to be ours and undamaged: a refused file stays
@@ -599,8 +613,10 @@ class Catalog(CorrectionsStore):
         """A one-line CatalogError that says what went wrong with this file and what to do."""
         text = str(exc)
         if "locked" in text or "busy" in text:
-            reason = "catalog is busy: another process is writing to it; try again when it has finished"
-        elif "readonly" in text or "read-only" in text:
+            return CatalogBusy(
+                f"{self.path}: catalog is busy: another process is writing to it; try again when it has finished"
+            )
+        if "readonly" in text or "read-only" in text:
             return CatalogReadOnly(f"{self.path}: catalog is read-only ({text}); nothing was written")
         elif "full" in text:
             reason = "disk full: the last batch was not stored (committed work is kept); free space and rerun"

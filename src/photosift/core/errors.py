@@ -42,6 +42,10 @@ class NothingToUndo(CatalogError):
     """A photo has no correction left to undo (or the one named was undone already)."""
 
 
+class CatalogBusy(CatalogError):
+    """Another process holds the catalog's write lock for longer than the busy timeout."""
+
+
 class RulesError(PhotosiftError):
     """A category rules file is malformed."""
 
