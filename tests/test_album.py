@@ -161,7 +161,7 @@ def test_a_correction_moves_only_near_duplicates_and_says_which(library) -> None
 
 def test_undo_takes_back_a_correction_and_what_it_moved(library) -> None:
     photos, db = library
-    before = _shown(db)
+    before, full_before = _shown(db), _results(db)
     _correct(photos, db, "p03.jpg", "--category", "food")
     _correct(photos, db, "p03.jpg", "--category", "plants")
     assert _shown(db)["p13.jpg"] == "plants"
@@ -176,6 +176,7 @@ def test_undo_takes_back_a_correction_and_what_it_moved(library) -> None:
         ("p23.jpg", "food", "animals"),
     ]
     assert _shown(db) == before
+    assert _results(db) == full_before  # every field of every photo, the head's decisions and scores too
     res = runner.invoke(app, ["correct", str(photos / "p03.jpg"), "--undo", "--db", str(db)])
     assert res.exit_code == 2 and "no correction to undo" in res.output
     with Catalog(db) as cat:  # every step is in the history, with what it moved
