@@ -16,9 +16,10 @@ from photosift.album.decisions import AlbumClassifier
 from photosift.album.people import PeopleSignal
 from photosift.album.rules import BUILTIN_RULES, OTHER, Categorizer, load_rules, parse_rules
 from photosift.core.errors import RulesError
+from testkit import DATA, lite0_engine
+from testkit import PHOTOS as TEST_PHOTOS
 
-DATA = Path(__file__).parent / "data"
-PHOTOS = sorted(p.name for p in DATA.iterdir() if p.suffix.lower() in {".jpg", ".png"})
+PHOTOS = [p.name for p in TEST_PHOTOS]
 
 
 def generated_abstract() -> bytes:
@@ -43,20 +44,14 @@ def generated_abstract() -> bytes:
 @lru_cache(maxsize=1)
 def outputs() -> tuple[np.ndarray, np.ndarray, str]:
     """(softmax, embedding, model sha256) for the generated image followed by every photo in tests/data."""
-    import onnxruntime as ort
-
     from photosift.core.imaging import decode, load_tensor, to_tensor
-    from photosift.models.registry import resolve_model
+    from photosift.models.tasks import softmax
 
-    m = resolve_model("efficientnet-lite0")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(str(m.path), opts, providers=["CPUExecutionProvider"])
-    x = [to_tensor(decode(generated_abstract(), "gen.png", min_side=256), m.card.preprocess)]
-    x += [load_tensor(DATA / n, m.card.preprocess) for n in PHOTOS]
-    logits, emb = sess.run(["logits", "embedding"], {"input": np.stack(x)})
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True), emb, m.sha256
+    engine = lite0_engine()
+    x = [to_tensor(decode(generated_abstract(), "gen.png", min_side=256), engine.card.preprocess)]
+    x += [load_tensor(p, engine.card.preprocess) for p in TEST_PHOTOS]
+    out = engine.run(np.stack(x))
+    return softmax(out["logits"]), out["embedding"], engine.model.sha256
 
 
 def test_head_ships_and_is_tied_to_its_model() -> None:
@@ -126,7 +121,7 @@ def test_missing_head_file_means_no_detector(tmp_path: Path) -> None:
     assert load_head(tmp_path / "none.npz") is None
 
 
-def test_classify_then_recategorize_agree(tmp_path: Path, data_dir: Path) -> None:
+def test_classify_then_recategorize_agree(tmp_path: Path) -> None:
     """End to end: `classify` files the generated art under other, the photos elsewhere, and `recategorize` from
     the catalog's float16 embeddings gives the same answers; switching the detector off gives the object back."""
     from typer.testing import CliRunner
@@ -140,7 +135,7 @@ def test_classify_then_recategorize_agree(tmp_path: Path, data_dir: Path) -> Non
     photos.mkdir()
     (photos / "art.png").write_bytes(generated_abstract())
     for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg"):
-        (photos / name).write_bytes((data_dir / name).read_bytes())
+        (photos / name).write_bytes((DATA / name).read_bytes())
     db = tmp_path / "c.db"
     res = runner.invoke(app, ["classify", str(photos), "--db", str(db), "--json"])
     assert res.exit_code == 0, res.output

@@ -15,16 +15,17 @@ from photosift.album.rules import BUILTIN_RULES
 from photosift.cli import app
 from photosift.core.catalog import Catalog
 from photosift.core.config import Settings
+from testkit import PHOTOS
 
 runner = CliRunner()
 
 
 @pytest.fixture()
-def library(tmp_path: Path, data_dir: Path) -> tuple[Path, Path]:
+def library(tmp_path: Path) -> tuple[Path, Path]:
     """24 distinct real photos (the test photos and crops of them) classified into a fresh catalog."""
     photos = tmp_path / "lib"
     photos.mkdir()
-    sources = sorted(p for p in data_dir.iterdir() if p.suffix in {".jpg", ".png"})
+    sources = PHOTOS
     for i in range(24):
         im = Image.open(sources[i % len(sources)]).convert("RGB")
         k = 12 * (i // len(sources))

@@ -100,6 +100,7 @@ def _run_without(blocked: set[str], *args: str, env_dir: Path) -> subprocess.Com
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_core_runs_without_the_optional_extras(photos_dir: Path, tmp_path: Path) -> None:
     blocked = {"cv2", "torch", "torchvision", "fastapi", "uvicorn", "starlette", "matplotlib", "ray"}
     db = str(tmp_path / "c.db")

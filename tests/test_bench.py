@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from photosift.bench import corpus
 from photosift.bench.suite import BenchOptions, run_bench
 from photosift.cli import app
+from testkit import DATA
 
-DATA = Path(__file__).parent / "data"
 SOURCES = sorted(DATA.glob("*.jpg"))
 
 
@@ -121,6 +121,7 @@ def _check_report(report: dict, files: int) -> None:
     assert _close(report["speedup_with_people_vs_naive"], stages["pipeline"]["photos_per_s"] / naive)
 
 
+@pytest.mark.slow
 def test_run_bench_with_scale_suite(tiny_corpus: Path, tmp_path: Path) -> None:
     opts = BenchOptions(
         images=tiny_corpus,
@@ -152,6 +153,7 @@ def test_run_bench_with_scale_suite(tiny_corpus: Path, tmp_path: Path) -> None:
     assert set(find["search"]["warm"]) >= {"dog", "june 2024"} and find["duplicates"]["ms"] > 0
 
 
+@pytest.mark.slow
 def test_bench_cli_json_and_plot(tiny_corpus: Path, tmp_path: Path) -> None:
     png = tmp_path / "bench.png"
     result = CliRunner().invoke(
@@ -163,6 +165,7 @@ def test_bench_cli_json_and_plot(tiny_corpus: Path, tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_bench_cli_make_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PHOTOSIFT_BENCH_SOURCES", str(DATA))
     out = tmp_path / "c"

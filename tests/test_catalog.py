@@ -19,6 +19,7 @@ import pytest
 from photosift.core import catalog as catalog_module
 from photosift.core.catalog import MIGRATIONS, Catalog, PhotoRecord, ResultRecord
 from photosift.core.errors import CatalogError
+from testkit import DATA
 
 LABELS = [f"label {i}" for i in range(50)]
 MODEL = "ab" * 32
@@ -97,9 +98,9 @@ def test_a_foreign_database_is_refused_and_left_byte_identical(tmp_path: Path, r
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]  # no -wal, no -shm
 
 
-def test_a_file_that_is_not_sqlite_is_refused_unchanged(tmp_path: Path, data_dir: Path) -> None:
+def test_a_file_that_is_not_sqlite_is_refused_unchanged(tmp_path: Path) -> None:
     photo = tmp_path / "coffee.jpg"
-    photo.write_bytes((data_dir / "coffee.jpg").read_bytes())
+    photo.write_bytes((DATA / "coffee.jpg").read_bytes())
     before = photo.read_bytes()
     with pytest.raises(CatalogError, match="not a photosift catalog"):
         Catalog(photo)
@@ -199,6 +200,7 @@ with Catalog(sys.argv[1]) as cat:
 """
 
 
+@pytest.mark.slow
 def test_concurrent_first_opens_of_a_new_catalog(tmp_path: Path) -> None:
     import time
 

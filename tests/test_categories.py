@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,8 @@ from photosift.album.rules import (
     parse_rules,
 )
 from photosift.core.errors import RulesError, UnknownCategory
+from testkit import lite0_probs
 
-DATA = Path(__file__).parent / "data"
 CATEGORIES = (
     "animals",
     "food",
@@ -33,27 +32,6 @@ CATEGORIES = (
     "people",
     "objects",
 )
-
-
-@lru_cache(maxsize=1)
-def _model():  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    from photosift.models.registry import resolve_model
-
-    m = resolve_model("efficientnet-lite0")
-    return m.card, ort.InferenceSession(str(m.path), providers=["CPUExecutionProvider"])
-
-
-def softmax_of(*names: str) -> np.ndarray:
-    from photosift.core.imaging import load_tensor
-
-    card, sess = _model()
-    x = np.stack([load_tensor(DATA / n, card.preprocess) for n in names])
-    logits = sess.run(["logits"], {"input": x})[0]
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
-    return out
 
 
 def one_hot(n: int = 1000, **mass: float) -> np.ndarray:
@@ -228,7 +206,7 @@ def test_fingerprint_changes_with_rules(tmp_path: Path) -> None:
 
 
 def test_real_photos() -> None:
-    probs = softmax_of("chelsea.jpg", "coffee.jpg", "china.jpg", "flower.jpg", "text.png", "rocket.jpg")
+    probs = lite0_probs(["chelsea.jpg", "coffee.jpg", "china.jpg", "flower.jpg", "text.png", "rocket.jpg"])
     got = Categorizer().categorize(probs)
     assert [r.category for r in got] == ["animals", "food", "architecture", "plants", "documents", "vehicles"]
     assert got[0].fine == "cat"
@@ -236,7 +214,7 @@ def test_real_photos() -> None:
 
 
 def test_people_signal_makes_portraits_people() -> None:
-    probs = softmax_of("grace_hopper.jpg", "astronaut.jpg", "chelsea.jpg")
+    probs = lite0_probs(["grace_hopper.jpg", "astronaut.jpg", "chelsea.jpg"])
     cat = Categorizer()
     without = [r.category for r in cat.categorize(probs)]
     assert "people" not in without  # ImageNet sees a uniform and a helmet, not a person
@@ -270,7 +248,7 @@ def test_diffuse_softmax_is_other() -> None:
 
 
 def test_topk_pairs_give_the_same_answer_as_full_softmax() -> None:
-    probs = softmax_of("chelsea.jpg", "coffee.jpg", "china.jpg", "flower.jpg")
+    probs = lite0_probs(["chelsea.jpg", "coffee.jpg", "china.jpg", "flower.jpg"])
     cat = Categorizer()
     full = cat.categorize(probs)
     idx = np.argsort(-probs, axis=1)[:, :100]
@@ -280,7 +258,7 @@ def test_topk_pairs_give_the_same_answer_as_full_softmax() -> None:
 
 
 def test_mass_and_scores_shapes() -> None:
-    probs = softmax_of("coffee.jpg")
+    probs = lite0_probs(["coffee.jpg"])
     cat = Categorizer()
     mass = category_mass(probs)
     assert mass.shape == (1, len(cat.rules.categories))

@@ -19,10 +19,9 @@ from photosift.core import imaging
 from photosift.toolchain.webcheck import CHROMIUM_ARGS
 from photosift.web import app as webapp
 from test_web import TOKEN, LiveServer, settings_for
+from testkit import DATA, PHOTOS
 
 CHROMIUM = Path("/usr/bin/chromium")
-DATA = Path(__file__).parent / "data"
-PHOTOS = sorted(p for p in DATA.iterdir() if p.suffix.lower() in {".jpg", ".png"})
 ORT = Path(webapp.__file__).parent / "static" / "ort" / "ort.wasm.min.mjs"
 
 

@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from photosift.cli import app
+from testkit import DATA
 
 runner = CliRunner()
 
@@ -75,10 +77,11 @@ def test_exit_codes(tmp_path: Path, lite0) -> None:
     assert res.exit_code == 1 and "unknown model" in res.output
 
 
-def test_awkward_corpus_finishes_with_exit_zero(tmp_path: Path, data_dir: Path) -> None:
+@pytest.mark.slow
+def test_awkward_corpus_finishes_with_exit_zero(tmp_path: Path) -> None:
     corpus = tmp_path / "awkward"
     corpus.mkdir()
-    cat = Image.open(data_dir / "chelsea.jpg")
+    cat = Image.open(DATA / "chelsea.jpg")
     rgba = cat.convert("RGBA")
     rgba.putalpha(128)
     rgba.save(corpus / "alpha.png")
@@ -89,7 +92,7 @@ def test_awkward_corpus_finishes_with_exit_zero(tmp_path: Path, data_dir: Path) 
     cat.save(corpus / "anim.webp", save_all=True, append_images=[cat.rotate(90)])
     (corpus / "garbage.jpg").write_bytes(os.urandom(4096))
     (corpus / "zero.heic").write_bytes(b"")
-    good = (data_dir / "coffee.jpg").read_bytes()
+    good = (DATA / "coffee.jpg").read_bytes()
     (corpus / "truncated.jpg").write_bytes(good[:2000])
     db = str(tmp_path / "c.db")
     res = subprocess.run(
@@ -114,11 +117,11 @@ def test_awkward_corpus_finishes_with_exit_zero(tmp_path: Path, data_dir: Path) 
     assert all(i["label"] for i in items if i["status"] == "ok")
 
 
-def _corpus(tmp_path: Path, data_dir: Path, n: int) -> Path:
+def _corpus(tmp_path: Path, n: int) -> Path:
     """n distinct real photos (different crops of the test photos, so different content hashes)."""
     corpus = tmp_path / "many"
     corpus.mkdir()
-    sources = [Image.open(p).convert("RGB") for p in sorted(data_dir.glob("*.jpg"))]
+    sources = [Image.open(p).convert("RGB") for p in sorted(DATA.glob("*.jpg"))]
     for i in range(n):
         im = sources[i % len(sources)]
         k = i // len(sources)
@@ -166,10 +169,11 @@ def _gated_classify(
     return proc, gate, release
 
 
-def test_sigkill_mid_run_loses_nothing_committed(tmp_path: Path, data_dir: Path) -> None:
+@pytest.mark.slow
+def test_sigkill_mid_run_loses_nothing_committed(tmp_path: Path) -> None:
     n = 120
     db = tmp_path / "c.db"
-    corpus = _corpus(tmp_path, data_dir, n)
+    corpus = _corpus(tmp_path, n)
     cmd = _slow_classify(corpus, db)
     # Killed while its 4th batch is in the model: the 3 batches before it are committed, nothing else.
     proc, _, _ = _gated_classify(
@@ -209,10 +213,11 @@ def test_models_listing() -> None:
     assert lite0["present"] and lite0["input_size"] == 224 and len(lite0["sha256"]) == 64
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_committed_work(tmp_path: Path, data_dir: Path) -> None:
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_keeps_committed_work(tmp_path: Path) -> None:
     n = 120
     db = tmp_path / "c.db"
-    corpus = _corpus(tmp_path, data_dir, n)
+    corpus = _corpus(tmp_path, n)
     cmd = _slow_classify(corpus, db)
     # Ctrl-C while the 3rd batch is in the model; the run then finishes that batch and what is decoded.
     proc, _, release = _gated_classify(

@@ -22,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from photosift.cli import app
+from testkit import DATA
 
 runner = CliRunner()
 
@@ -49,7 +50,7 @@ def one_error_line(err: str) -> str:
 
 # -- item 1: names that are not UTF-8 ------------------------------------------------------------------------------
 @pytest.fixture()
-def odd_library(tmp_path: Path, data_dir: Path) -> tuple[Path, set[bytes]]:
+def odd_library(tmp_path: Path) -> tuple[Path, set[bytes]]:
     """Latin-1 names (a file and a folder), a newline and brackets, and an unreadable file with a Latin-1 name."""
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -61,13 +62,14 @@ def odd_library(tmp_path: Path, data_dir: Path) -> tuple[Path, set[bytes]]:
         os.path.join(root, b"line\nbreak [holiday].jpg"): "flower.jpg",
     }
     for target, source in files.items():
-        shutil.copy(data_dir / source, target)
+        shutil.copy(DATA / source, target)
     bad = os.path.join(root, b"bad \xff[red].jpg")
     with open(bad, "wb") as f:
         f.write(b"not an image")
     return lib, {*files, bad}
 
 
+@pytest.mark.slow
 def test_a_non_utf8_library_is_classified_and_round_trips(odd_library, tmp_path: Path) -> None:
     lib, names = odd_library
     db = str(tmp_path / "c.db")
@@ -102,11 +104,12 @@ def test_a_non_utf8_library_is_classified_and_round_trips(odd_library, tmp_path:
 
 
 # -- item 4: brackets are text, never Rich markup ------------------------------------------------------------------
-def test_brackets_in_paths_are_printed_as_they_are(tmp_path: Path, data_dir: Path) -> None:
+@pytest.mark.slow
+def test_brackets_in_paths_are_printed_as_they_are(tmp_path: Path) -> None:
     lib = tmp_path / "[holiday] photos"
     (lib / "x[").mkdir(parents=True)
-    shutil.copy(data_dir / "coffee.jpg", lib / "[holiday] beach.jpg")
-    shutil.copy(data_dir / "chelsea.jpg", lib / "x[" / "]y.jpg")  # the path holds "[/]"
+    shutil.copy(DATA / "coffee.jpg", lib / "[holiday] beach.jpg")
+    shutil.copy(DATA / "chelsea.jpg", lib / "x[" / "]y.jpg")  # the path holds "[/]"
     (lib / "[bold]bad.jpg").write_bytes(b"no image")
     db = tmp_path / "[red]catalog[/red].db"
     code, out, err = photosift("classify", str(lib), "--db", str(db))
@@ -147,8 +150,8 @@ def test_a_bad_setting_is_a_usage_error(tmp_path: Path, name: str, value: str) -
     assert not (tmp_path / "c.db").exists()
 
 
-def test_the_provider_setting_is_honoured(tmp_path: Path, data_dir: Path) -> None:
-    shutil.copy(data_dir / "coffee.jpg", tmp_path / "a.jpg")
+def test_the_provider_setting_is_honoured(tmp_path: Path) -> None:
+    shutil.copy(DATA / "coffee.jpg", tmp_path / "a.jpg")
     res = runner.invoke(
         app, ["classify", str(tmp_path), "--db", str(tmp_path / "c.db")], env={"PHOTOSIFT_PROVIDER": "coreml"}
     )
@@ -181,14 +184,15 @@ time.sleep(60)
 """
 
 
-def test_a_catalog_locked_by_another_process_is_a_clear_error(tmp_path: Path, data_dir: Path) -> None:
-    shutil.copy(data_dir / "coffee.jpg", tmp_path / "a.jpg")
+@pytest.mark.slow
+def test_a_catalog_locked_by_another_process_is_a_clear_error(tmp_path: Path) -> None:
+    shutil.copy(DATA / "coffee.jpg", tmp_path / "a.jpg")
     db = tmp_path / "c.db"
     assert photosift("classify", str(tmp_path / "a.jpg"), "--db", str(db))[0] == 0
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(db)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        shutil.copy(data_dir / "chelsea.jpg", tmp_path / "b.jpg")
+        shutil.copy(DATA / "chelsea.jpg", tmp_path / "b.jpg")
         code, _, err = photosift(
             "classify", str(tmp_path), "--db", str(db), env={"PHOTOSIFT_BUSY_TIMEOUT_S": "1"}
         )
@@ -211,10 +215,10 @@ def test_a_catalog_locked_by_another_process_is_a_clear_error(tmp_path: Path, da
 
 # -- item 9: the small ones -------------------------------------------------------------------------------------------
 @pytest.fixture()
-def classified(tmp_path: Path, data_dir: Path) -> tuple[Path, Path]:
+def classified(tmp_path: Path) -> tuple[Path, Path]:
     lib = tmp_path / "a"
     lib.mkdir()
-    shutil.copy(data_dir / "coffee.jpg", lib / "x.jpg")
+    shutil.copy(DATA / "coffee.jpg", lib / "x.jpg")
     db = tmp_path / "c.db"
     assert runner.invoke(app, ["classify", str(lib), "--db", str(db)]).exit_code == 0
     return lib, db
@@ -245,6 +249,7 @@ def test_a_new_category_name_must_be_one_short_line(classified, name: str) -> No
         assert raw.execute("SELECT COUNT(*) FROM user_categories").fetchone()[0] == 0
 
 
+@pytest.mark.slow
 def test_serve_on_a_busy_port_is_one_line_exit_1(tmp_path: Path) -> None:
     pytest.importorskip("uvicorn")
     with socket.socket() as busy:

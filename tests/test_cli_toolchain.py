@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from photosift.cli import app
 from photosift.models.card import read_card
 from test_quantize import tiny_convnet, tiny_mlp
+from testkit import DATA
 
-DATA = Path(__file__).parent / "data"
 runner = CliRunner()
 
 
@@ -30,6 +30,7 @@ def photos(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_quantize_writes_a_checked_int8_model_and_its_report(tmp_path: Path, photos: Path) -> None:
     tiny = tiny_convnet(tmp_path / "tiny.onnx")
     out, report = tmp_path / "tiny-int8.onnx", tmp_path / "r.json"
@@ -95,6 +96,7 @@ def test_dynamic_quantization_of_a_tiny_mlp(tmp_path: Path) -> None:
     assert json.loads(res.stdout)["method"] == "dynamic"
 
 
+@pytest.mark.slow
 def test_optimize_reports_parity_and_sizes(tmp_path: Path) -> None:
     tiny = tiny_convnet(tmp_path / "tiny.onnx")
     res = run("optimize", tiny, "-o", tmp_path / "opt.onnx", "--json")
@@ -156,6 +158,7 @@ def test_packaged_int8_model_classifies_like_fp32(tmp_path: Path, photos: Path) 
     assert agree >= len(fp32) - 1, (fp32, int8)  # measured: all agree (docs/MODELS.md)
 
 
+@pytest.mark.slow
 def test_packaged_int8_agrees_with_fp32_as_the_readme_says(photo_variants: Path) -> None:
     """README: INT8 has FP32's top-1 on 95–96 % of real photos it never saw (25 dB logit SQNR). On 80 seeded
     variants of the test photos (measured: 97.5 %, 25.9 dB), 90 % is the bar: a model that truly agreed on 95 %

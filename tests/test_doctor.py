@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from photosift.cli import app
 from photosift.core.catalog import Catalog
 from test_catalog import damaged_catalog, fill, foreign_database
+from testkit import DATA
 
 runner = CliRunner()
 
@@ -25,8 +26,8 @@ def error_line(output: str) -> str:
     return lines[0]
 
 
-def test_a_healthy_catalog(tmp_path: Path, data_dir: Path) -> None:
-    shutil.copy(data_dir / "coffee.jpg", tmp_path / "a.jpg")
+def test_a_healthy_catalog(tmp_path: Path) -> None:
+    shutil.copy(DATA / "coffee.jpg", tmp_path / "a.jpg")
     db = tmp_path / "c.db"
     assert run("classify", str(tmp_path / "a.jpg"), "--db", str(db)).exit_code == 0
     res = run("doctor", "--db", str(db), "--json")
@@ -43,10 +44,10 @@ def test_a_healthy_catalog(tmp_path: Path, data_dir: Path) -> None:
     assert table.exit_code == 0 and "healthy" in table.stdout
 
 
-def test_a_damaged_catalog_is_refused_explained_and_recovered(tmp_path: Path, data_dir: Path) -> None:
+def test_a_damaged_catalog_is_refused_explained_and_recovered(tmp_path: Path) -> None:
     db = damaged_catalog(tmp_path)
     before = db.read_bytes()
-    shutil.copy(data_dir / "coffee.jpg", tmp_path / "new.jpg")
+    shutil.copy(DATA / "coffee.jpg", tmp_path / "new.jpg")
     # classify used to exit 0 and keep writing into the damaged file; results then died on "malformed"
     res = run("classify", str(tmp_path / "new.jpg"), "--db", str(db))
     assert res.exit_code == 1

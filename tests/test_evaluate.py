@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 from photosift.core.errors import ToolchainError
 from photosift.models.card import CARD_KEY, ModelCard
 from photosift.toolchain.evaluate import evaluate
-
-DATA = Path(__file__).parent / "data"
+from testkit import DATA, PHOTOS, lite0_outputs
 
 
 @pytest.fixture()
@@ -25,16 +25,9 @@ def labelled(tmp_path: Path, lite0) -> Path:  # type: ignore[no-untyped-def]
     for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "flower.jpg"):
         shutil.copy2(DATA / name, images / name)
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
-    import onnxruntime as ort
-
-    from photosift.core.imaging import load_tensor
-
-    card = lite0.card
-    sess = ort.InferenceSession(str(lite0.path), providers=["CPUExecutionProvider"])
-    top = {}
-    for name in ("chelsea.jpg", "coffee.jpg"):
-        logits = sess.run(["logits"], {"input": load_tensor(images / name, card.preprocess)[None]})[0]
-        top[name] = card.labels[int(logits.argmax())]
+    names = ["chelsea.jpg", "coffee.jpg"]
+    logits = lite0_outputs(names)["logits"]
+    top = {name: lite0.card.labels[int(row.argmax())] for name, row in zip(names, logits, strict=True)}
     csv = tmp_path / "labels.csv"
     csv.write_text(
         "file,category,source\n"
@@ -174,3 +167,37 @@ def test_per_category_recall_precision_and_split(tmp_path: Path, lite0) -> None:
         assert im.format == "PNG" and im.width > 200
     with pytest.raises(ToolchainError, match="no rows with split 'validation'"):
         evaluate(lite0.path, tsv, images, categorize=categorize, split="validation")
+
+
+def test_agreement_against_a_reference_it_differs_from(tmp_path: Path, photos_dir: Path, lite0) -> None:  # type: ignore[no-untyped-def]
+    """A copy of the model whose class-0 bias is raised by Δ: every logit of class 0 moves by exactly Δ and
+    nothing else does, so the photos whose top-1 leads class 0 by less than Δ flip to it. The report must name
+    exactly those photos and give the agreement, |Δlogit| and SQNR that this edit implies (worked out here from
+    the reference's logits, not by evaluate)."""
+    ref = lite0_outputs(PHOTOS)["logits"].astype(np.float64)
+    lead = ref.max(1) - ref[:, 0]
+    ordered = np.sort(lead)
+    k = len(PHOTOS) // 2
+    delta = float(ordered[k - 1] + ordered[k]) / 2  # half the photos flip; the gap keeps it clear of rounding
+    assert ordered[k] - ordered[k - 1] > 0.1
+    shifted = onnx.load(str(lite0.path))
+    bias = next(i for i in shifted.graph.initializer if i.name == "inner._fc.bias")
+    values = numpy_helper.to_array(bias).copy()
+    values[0] += delta
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    model = tmp_path / "shifted.onnx"
+    onnx.save(shifted, str(model))
+
+    report = evaluate(model, images=photos_dir, reference=lite0.path)
+    flipped = sorted(p.name for p, d in zip(PHOTOS, lead, strict=True) if d < delta)
+    assert len(flipped) == k and report.images == len(PHOTOS)
+    assert sorted(d["file"] for d in report.disagreements) == flipped
+    assert {d["label"] for d in report.disagreements} == {lite0.card.labels[0]}
+    assert report.agreement == round(1 - k / len(PHOTOS), 4)
+    assert (
+        report.agreement_ci is not None and report.agreement_ci[0] < report.agreement < report.agreement_ci[1]
+    )
+    assert report.top5_containment == 1.0  # one class moved up: the reference's top-1 is at worst second
+    assert report.max_abs_diff == pytest.approx(delta, abs=1e-3)
+    sqnr = 10 * np.log10((ref**2).mean() / (delta**2 / ref.shape[1]))
+    assert report.sqnr_db == pytest.approx(sqnr, abs=0.11)

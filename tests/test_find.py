@@ -33,8 +33,8 @@ from photosift.find.search import class_weights
 from photosift.find.vectors import VectorIndex
 from photosift.models.card import imagenet_labels
 from photosift.run.driver import ClassifyOptions, Pipeline
+from testkit import DATA, PHOTOS
 
-DATA = Path(__file__).parent / "data"
 DATED = {"rocket_2019.jpg": "2019:06:15 10:30:00", "china_2021.jpg": "2021:03:02 08:00:00"}
 
 
@@ -55,9 +55,8 @@ def exif_bytes(src: Path, taken: str, camera: tuple[str, str] | None = None, gps
 def make_library(root: Path) -> Path:
     lib = root / "photos"
     (lib / "garden").mkdir(parents=True)
-    for p in DATA.iterdir():
-        if p.suffix.lower() in {".jpg", ".png"}:
-            shutil.copy2(p, lib / p.name)
+    for p in PHOTOS:
+        shutil.copy2(p, lib / p.name)
     with Image.open(DATA / "chelsea.jpg") as im:  # re-encoded and resized
         im.resize((im.width * 2 // 3, im.height * 2 // 3)).save(lib / "chelsea_small.jpg", quality=70)
     with Image.open(DATA / "coffee.jpg") as im:  # a 92 % centre crop

@@ -13,6 +13,7 @@ from PIL import Image
 
 from photosift.core import imaging
 from photosift.core.errors import UnreadableImage
+from testkit import DATA
 
 PRE = imaging.Preprocess(input_size=224, resize_size=256, mean=(127.0,) * 3, std=(128.0,) * 3)
 
@@ -28,8 +29,8 @@ def _bytes(im: Image.Image, fmt: str, **kw) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def cat(data_dir: Path) -> Image.Image:
-    return Image.open(data_dir / "chelsea.jpg").convert("RGB")
+def cat() -> Image.Image:
+    return Image.open(DATA / "chelsea.jpg").convert("RGB")
 
 
 def test_jpeg_decode_uses_dct_scaling(cat: Image.Image) -> None:
@@ -92,8 +93,8 @@ def test_cmyk_jpeg(cat: Image.Image) -> None:
     assert np.abs(np.asarray(im, np.float32) - np.asarray(cat, np.float32)).mean() < 12
 
 
-def test_sixteen_bit_grayscale_is_scaled_not_clipped(data_dir: Path) -> None:
-    gray = np.asarray(Image.open(data_dir / "camera.png").convert("L"), dtype=np.uint16)
+def test_sixteen_bit_grayscale_is_scaled_not_clipped() -> None:
+    gray = np.asarray(Image.open(DATA / "camera.png").convert("L"), dtype=np.uint16)
     im16 = Image.fromarray(gray * 257)  # full 16-bit range
     assert im16.mode.startswith("I")
     im = _decode(_bytes(im16, "PNG"))
@@ -102,8 +103,8 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(data_dir: Path) -> None:
     assert np.abs(arr[..., 0].astype(int) - gray).max() <= 1  # clipping would make almost all 255
 
 
-def test_grayscale_to_rgb(data_dir: Path) -> None:
-    im = _decode((data_dir / "camera.png").read_bytes())
+def test_grayscale_to_rgb() -> None:
+    im = _decode((DATA / "camera.png").read_bytes())
     assert im.mode == "RGB"
 
 
@@ -116,8 +117,8 @@ def test_heic(cat: Image.Image) -> None:
     assert im.size == cat.size
 
 
-def test_truncated_jpeg_is_an_error(data_dir: Path) -> None:
-    data = (data_dir / "chelsea.jpg").read_bytes()
+def test_truncated_jpeg_is_an_error() -> None:
+    data = (DATA / "chelsea.jpg").read_bytes()
     with pytest.raises(UnreadableImage) as e:
         _decode(data[: len(data) // 2], "half.jpg")
     assert e.value.path == "half.jpg" and "truncated" in e.value.reason.lower()
@@ -230,7 +231,7 @@ def test_read_bytes_errors(tmp_path: Path) -> None:
         imaging.read_bytes(tmp_path)
 
 
-def test_only_regular_files_within_the_cap_are_read(tmp_path: Path, data_dir: Path) -> None:
+def test_only_regular_files_within_the_cap_are_read(tmp_path: Path) -> None:
     import os
     import threading
 
@@ -259,8 +260,8 @@ def test_only_regular_files_within_the_cap_are_read(tmp_path: Path, data_dir: Pa
     assert outcome["zero.jpg"].startswith("not a regular file")
     assert outcome["sparse.jpg"] == "file too large (4,096 MB; limit 64 MB, PHOTOSIFT_MAX_FILE_MB)"
     assert outcome["folder.jpg"] == "is a directory"
-    photo = imaging.read_file(data_dir / "coffee.jpg")
-    st = (data_dir / "coffee.jpg").stat()
+    photo = imaging.read_file(DATA / "coffee.jpg")
+    st = (DATA / "coffee.jpg").stat()
     assert (len(photo.data), photo.size, photo.mtime_ns) == (st.st_size, st.st_size, st.st_mtime_ns)
 
 

@@ -13,6 +13,7 @@ from photosift.core import imaging
 from photosift.core.errors import ModelError, ProviderError
 from photosift.models import registry
 from photosift.models.session import OrtEngine, candidate_providers
+from testkit import DATA
 
 
 def test_packaged_model_card(lite0) -> None:
@@ -32,14 +33,14 @@ def test_builtin_index_matches_files() -> None:
         assert registry.read_card(path).precision == item["card"]["precision"]
 
 
-def test_real_photos_get_sensible_labels(engine, data_dir: Path) -> None:
+def test_real_photos_get_sensible_labels(engine) -> None:
     expect = {
         "chelsea.jpg": {"tabby cat", "tiger cat", "Egyptian Mau", "a cat having a striped coat"},
         "coffee.jpg": {"espresso", "cup", "coffee mug"},
         "china.jpg": {"palace", "monastery", "bell tower"},
     }
     pre = engine.card.preprocess
-    batch = np.stack([imaging.load_tensor(data_dir / f, pre) for f in expect])
+    batch = np.stack([imaging.load_tensor(DATA / f, pre) for f in expect])
     out = engine.run(batch)
     logits, emb = out["logits"], out["embedding"]
     assert logits.shape == (3, 1000) and emb.shape == (3, 1280)
@@ -47,8 +48,8 @@ def test_real_photos_get_sensible_labels(engine, data_dir: Path) -> None:
         assert engine.card.labels[int(row.argmax())] in ok, name
 
 
-def test_batch_axis_is_dynamic(engine, data_dir: Path) -> None:
-    t = imaging.load_tensor(data_dir / "coffee.jpg", engine.card.preprocess)
+def test_batch_axis_is_dynamic(engine) -> None:
+    t = imaging.load_tensor(DATA / "coffee.jpg", engine.card.preprocess)
     one = engine.run(t[None])["logits"]
     many = engine.run(np.stack([t] * 5))["logits"]
     np.testing.assert_allclose(many, np.repeat(one, 5, axis=0), atol=1e-4)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit import DATA
+
 # Records every socket operation that could leave the machine; loopback and Unix sockets are local.
 HARNESS = r"""
 import ipaddress, os, sys
@@ -94,6 +96,7 @@ def test_the_recorder_sees_a_remote_connection(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("namespace", [False, True], ids=["recorded", "no-network-namespace"])
+@pytest.mark.slow
 def test_classify_and_eval_stay_offline(photos_dir: Path, tmp_path: Path, namespace: bool) -> None:
     if namespace and not _namespace_available():
         pytest.skip("cannot create a network namespace here")
@@ -115,6 +118,7 @@ def test_classify_and_eval_stay_offline(photos_dir: Path, tmp_path: Path, namesp
     assert json.loads(res.stdout)["images"] == n and log == ""
 
 
+@pytest.mark.slow
 def test_quantize_stays_offline(photos_dir: Path, tmp_path: Path) -> None:
     from test_quantize import tiny_convnet
 
@@ -127,7 +131,7 @@ def test_quantize_stays_offline(photos_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_export_and_models_build_stay_offline(tmp_path: Path, data_dir: Path) -> None:
+def test_export_and_models_build_stay_offline(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from photosift.toolchain.builtins import BUILDABLE
 
@@ -135,7 +139,7 @@ def test_export_and_models_build_stay_offline(tmp_path: Path, data_dir: Path) ->
         BUILDABLE["mobilenet_v2"].weights()
     except Exception as exc:
         pytest.skip(f"mobilenet_v2 weights not installed ({exc})")
-    res, log = _photosift(tmp_path, "models", "build", "mobilenet_v2", "--images", str(data_dir))
+    res, log = _photosift(tmp_path, "models", "build", "mobilenet_v2", "--images", str(DATA))
     assert res.returncode == 0, res.stderr
     assert log == ""
     built = tmp_path / "data-home" / "models" / "mobilenet_v2.onnx"
@@ -148,7 +152,7 @@ def test_export_and_models_build_stay_offline(tmp_path: Path, data_dir: Path) ->
         "-o",
         str(tmp_path / "again.onnx"),
         "--images",
-        str(data_dir),
+        str(DATA),
     )
     assert res.returncode == 0, res.stderr
     assert built.is_file() and (tmp_path / "again.onnx").is_file() and log == ""
@@ -170,6 +174,7 @@ def _first_page(proc: subprocess.Popen[str], base: str) -> object | None:
     raise AssertionError("the gallery did not answer within a minute")
 
 
+@pytest.mark.slow
 def test_the_gallery_stays_offline(photos_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("fastapi")
     import httpx

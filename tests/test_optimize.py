@@ -11,19 +11,29 @@ import pytest
 from onnx import numpy_helper
 
 from photosift.core.errors import ToolchainError
+from photosift.core.imaging import load_tensor
 from photosift.models.card import read_card
 from photosift.toolchain import modelfile
 from photosift.toolchain import optimize as omod
-from photosift.toolchain.modelfile import Speed, load_checked, probe_inputs
+from photosift.toolchain.modelfile import Speed, load_checked, probe_inputs, session
 from photosift.toolchain.optimize import optimize
+from testkit import PHOTOS, lite0_engine
 
 
+@pytest.mark.slow
 def test_optimize_lite0_keeps_card_and_outputs(tmp_path: Path, lite0) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "models" / "lite0-opt.onnx"
     report = optimize(lite0.path, out)
     assert read_card(out) == read_card(lite0.path)
     assert report.max_abs_diff <= modelfile.PARITY_TOLERANCE and report.top1_agree == report.parity_inputs
-    assert report.size_after > 0 and report.nodes_after <= report.nodes_before
+    # The counts describe the two files on disk.
+    assert (report.size_before, report.size_after) == (lite0.path.stat().st_size, out.stat().st_size)
+    nodes = [len(onnx.load(str(p)).graph.node) for p in (lite0.path, out)]
+    assert [report.nodes_before, report.nodes_after] == nodes
+    # The written file classifies the test photos as the packaged model does (checked here, not by optimize).
+    x = np.stack([load_tensor(p, lite0.card.preprocess) for p in PHOTOS])
+    want, got = lite0_engine().run(x)["logits"], session(out).run(["logits"], {"input": x})[0]
+    assert np.abs(got - want).max() <= 1e-3 and (got.argmax(1) == want.argmax(1)).all()
     assert report.speed.reference_ips > 0 and report.speed.model_ips > 0
     data = json.loads(json.dumps(report.to_dict()))
     assert data["speed"]["batch"] == 8 and data["level"] == "basic"

@@ -11,8 +11,8 @@ from PIL import Image
 from photosift.album.people import PeopleDetector, PeopleSignal
 from photosift.core.errors import ModelError
 from photosift.core.imaging import decode, read_bytes
+from testkit import DATA
 
-DATA = Path(__file__).parent / "data"
 WITH_PEOPLE = ["astronaut.jpg", "grace_hopper.jpg", "camera.png"]
 WITHOUT = ["brick.jpg", "chelsea.jpg", "china.jpg", "coffee.jpg", "flower.jpg", "rocket.jpg", "text.png"]
 

@@ -15,19 +15,10 @@ from photosift.album.personal import SIMILARITY, PersonalHead, base_head, simula
 from photosift.album.rules import Categorizer
 from photosift.core.catalog import Catalog, ResultRecord
 from photosift.core.errors import ModelError
+from photosift.models.tasks import softmax
+from testkit import DATA, lite0_engine
 
-DATA = Path(__file__).parent / "data"
 PHOTOS = ["chelsea.jpg", "coffee.jpg", "china.jpg", "flower.jpg", "rocket.jpg", "brick.jpg", "text.png"]
-
-
-@lru_cache(maxsize=1)
-def _model():  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    from photosift.models.registry import resolve_model
-
-    m = resolve_model("efficientnet-lite0")
-    return m, ort.InferenceSession(str(m.path), providers=["CPUExecutionProvider"])
 
 
 def variants(name: str) -> list[Image.Image]:
@@ -49,15 +40,14 @@ def dataset() -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(softmax, embeddings, photo name) for 8 views of each test photo."""
     from photosift.core.imaging import to_tensor
 
-    m, sess = _model()
+    engine = lite0_engine()
     images, names = [], []
     for n in PHOTOS:
         for v in variants(n):
-            images.append(to_tensor(v, m.card.preprocess))
+            images.append(to_tensor(v, engine.card.preprocess))
             names.append(n)
-    logits, emb = sess.run(["logits", "embedding"], {"input": np.stack(images)})
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True), emb, names
+    out = engine.run(np.stack(images))
+    return softmax(out["logits"]), out["embedding"], names
 
 
 def test_a_correction_moves_near_duplicates_and_abstains_elsewhere() -> None:
@@ -184,12 +174,9 @@ def test_honest_users_never_make_the_other_photos_worse() -> None:
 
 
 def test_base_head_rebuilds_logits_from_embeddings() -> None:
-    m, _ = _model()
     probs, emb, _ = dataset()
-    w, b = base_head(m.path)
+    w, b = base_head(lite0_engine().model.path)
     assert w.shape == (1000, 1280)
-    logits = emb.astype(np.float16).astype(np.float32) @ w.T + b  # as stored in the catalog
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    rebuilt = e / e.sum(axis=1, keepdims=True)
+    rebuilt = softmax(emb.astype(np.float16).astype(np.float32) @ w.T + b)  # as stored in the catalog
     cat = Categorizer()
     assert [r.category for r in cat.categorize(rebuilt)] == [r.category for r in cat.categorize(probs)]

@@ -11,6 +11,7 @@ import pytest
 from photosift.core.catalog import Catalog
 from photosift.core.errors import CatalogError
 from photosift.run.driver import ClassifyOptions, Pipeline
+from testkit import DATA
 
 
 @pytest.fixture()
@@ -32,13 +33,13 @@ def test_classify_then_rescan_is_incremental(pipeline, photos_dir: Path) -> None
     assert (second.classified, second.unchanged, second.reused) == (0, n, 0)
 
 
-def test_changed_file_is_reclassified(pipeline, photos_dir: Path, data_dir: Path) -> None:
+def test_changed_file_is_reclassified(pipeline, photos_dir: Path) -> None:
     pipeline.run([str(photos_dir)])
     target = photos_dir / "coffee.jpg"
     from PIL import Image
 
     # new content (a mirrored cat, never seen before) under an old name
-    Image.open(data_dir / "chelsea.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(target, quality=90)
+    Image.open(DATA / "chelsea.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(target, quality=90)
     os.utime(target, ns=(1, 1))
     again = pipeline.run([str(photos_dir)])
     assert again.classified == 1
@@ -105,9 +106,9 @@ def test_bad_files_are_recorded_and_the_run_goes_on(pipeline, photos_dir: Path) 
     assert pipeline.run([str(photos_dir)]).errors == 0
 
 
-def test_content_is_sniffed_not_trusted(pipeline, photos_dir: Path, data_dir: Path) -> None:
-    shutil.copy(data_dir / "camera.png", photos_dir / "really-a-png.jpg")
-    shutil.copy(data_dir / "coffee.jpg", photos_dir / "IMG_0001")  # no extension at all
+def test_content_is_sniffed_not_trusted(pipeline, photos_dir: Path) -> None:
+    shutil.copy(DATA / "camera.png", photos_dir / "really-a-png.jpg")
+    shutil.copy(DATA / "coffee.jpg", photos_dir / "IMG_0001")  # no extension at all
     summary = pipeline.run([str(photos_dir)])
     assert summary.errors == 0
     paths = {Path(r.path).name for r in pipeline.catalog.results(status="ok")}
@@ -155,7 +156,7 @@ def test_catalog_migrations_recorded(tmp_path: Path) -> None:
         assert cat.results() == []
 
 
-def test_an_old_catalog_is_upgraded_with_everything_kept(tmp_path: Path, data_dir: Path) -> None:
+def test_an_old_catalog_is_upgraded_with_everything_kept(tmp_path: Path) -> None:
     """tests/data/catalog-v1.db was written by schema 1 (see tests/data/SOURCES.md)."""
     import sqlite3
 
@@ -164,7 +165,7 @@ def test_an_old_catalog_is_upgraded_with_everything_kept(tmp_path: Path, data_di
     from photosift.core.catalog import MIGRATIONS
 
     old = tmp_path / "old.db"
-    shutil.copy(data_dir / "catalog-v1.db", old)
+    shutil.copy(DATA / "catalog-v1.db", old)
     with sqlite3.connect(old) as conn:
         before = conn.execute(
             "SELECT content_hash, label_index, top5, topk_prob, embedding, category FROM results ORDER BY 1"
@@ -255,9 +256,7 @@ def test_text_search_and_uncategorized_run_in_sql(pipeline, photos_dir: Path) ->
     assert coffee.id not in [r.id for r in cat.results(status="ok", uncategorized=True)]
 
 
-def test_a_file_swapped_after_the_scan_keeps_no_wrong_result(
-    pipeline, photos_dir: Path, data_dir: Path
-) -> None:
+def test_a_file_swapped_after_the_scan_keeps_no_wrong_result(pipeline, photos_dir: Path) -> None:
     """rsync -t swaps files atomically and keeps mtimes: what is stored must be the stat of the file hashed."""
     from photosift.core import scanner
     from photosift.run.sink import CatalogSink
@@ -274,7 +273,7 @@ def test_a_file_swapped_after_the_scan_keeps_no_wrong_result(
     (entry,) = scanner.walk([str(target)])  # the scan's stat: the espresso
     backup = photos_dir.parent / "coffee-backup.jpg"
     shutil.copy2(target, backup)
-    swap_in(data_dir / "chelsea.jpg", original)  # a cat, same name and mtime, another size
+    swap_in(DATA / "chelsea.jpg", original)  # a cat, same name and mtime, another size
     loaded = pipeline.stages.load(entry, set())
     now = target.stat()
     assert (loaded.entry.size, loaded.entry.mtime_ns) == (now.st_size, now.st_mtime_ns)

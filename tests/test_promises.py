@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,13 +18,14 @@ from typer.testing import CliRunner
 
 from photosift.cli import app
 from photosift.core import imaging, scanner
+from testkit import DATA, PHOTOS, ScanGate
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def cat(data_dir: Path) -> Image.Image:
-    return Image.open(data_dir / "chelsea.jpg").convert("RGB")
+def cat() -> Image.Image:
+    return Image.open(DATA / "chelsea.jpg").convert("RGB")
 
 
 def _save(im: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -68,12 +68,12 @@ def test_formats_decode_to_the_photos_pixels(cat: Image.Image, fmt: str, name: s
     assert mirrored > 4 * max(diff, 1.0)
 
 
-def test_links_and_loops_in_a_library(tmp_path: Path, data_dir: Path) -> None:
+def test_links_and_loops_in_a_library(tmp_path: Path) -> None:
     lib = tmp_path / "lib"
     (lib / "a").mkdir(parents=True)
-    (lib / "a" / "cat.jpg").write_bytes((data_dir / "chelsea.jpg").read_bytes())
+    (lib / "a" / "cat.jpg").write_bytes((DATA / "chelsea.jpg").read_bytes())
     (lib / "a" / "loop").symlink_to(lib, target_is_directory=True)  # a folder link back up: not followed
-    (lib / "coffee-link.jpg").symlink_to(data_dir / "coffee.jpg")  # a file link: taken, under its own name
+    (lib / "coffee-link.jpg").symlink_to(DATA / "coffee.jpg")  # a file link: taken, under its own name
     (lib / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
     found = sorted(Path(e.path).relative_to(lib).as_posix() for e in scanner.walk([lib]))
     assert found == ["a/cat.jpg", "coffee-link.jpg"]
@@ -83,44 +83,29 @@ def test_links_and_loops_in_a_library(tmp_path: Path, data_dir: Path) -> None:
     assert json.loads(res.stdout)["classified"] == 2
 
 
-def test_a_cli_classify_while_the_gallery_scans(tmp_path: Path, data_dir: Path, engine) -> None:
+@pytest.mark.slow
+def test_a_cli_classify_while_the_gallery_scans(tmp_path: Path, engine) -> None:
     """Two writers on one catalog: a `photosift classify` subprocess runs while the gallery's scan thread is
     mid-run (held at its first batch by a gate), and every file of both ends up stored exactly once."""
     pytest.importorskip("fastapi")
     import sqlite3
 
-    from photosift.core.catalog import Catalog
     from photosift.core.config import Settings
-    from photosift.run.driver import ClassifyOptions, Pipeline
     from photosift.web.scan import ScanManager
 
-    photos = [p for p in sorted(data_dir.iterdir()) if p.suffix in (".jpg", ".png")]
+    photos = PHOTOS
     web_lib, cli_lib = tmp_path / "web", tmp_path / "cli"
     for lib, tag in ((web_lib, "w"), (cli_lib, "c")):
         lib.mkdir()
         for p in photos:
             (lib / f"{tag}-{p.name}").write_bytes(p.read_bytes())
     db = tmp_path / "c.db"
-    in_batch, release = threading.Event(), threading.Event()
-
-    class Gate:  # the gallery's engine, held inside its first batch until the CLI run has finished
-        card, model, provider = engine.card, engine.model, engine.provider
-
-        def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-            in_batch.set()
-            release.wait(120)
-            return engine.run(batch)
-
-    def factory(settings: Settings, catalog: Catalog) -> Pipeline:
-        pipe = Pipeline(engine, catalog, options=ClassifyOptions(batch_size=4, workers=1))
-        pipe.stages.engine = Gate()  # type: ignore[assignment]
-        return pipe
-
+    gate = ScanGate()  # the gallery's first batch waits in the model until the CLI run has finished
     settings = Settings(db=db, data_dir=tmp_path / "data", config_dir=tmp_path / "config")
-    scans = ScanManager(settings, factory)
+    scans = ScanManager(settings, gate.factory(engine, batch_size=4))
     try:
         scans.start(str(web_lib))
-        assert in_batch.wait(60)
+        assert gate.entered.wait(60)
         cli = subprocess.run(
             [
                 sys.executable,
@@ -139,14 +124,14 @@ def test_a_cli_classify_while_the_gallery_scans(tmp_path: Path, data_dir: Path, 
         )
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["classified"] == len(photos)
-        release.set()
+        gate.release.set()
         deadline = time.monotonic() + 120
         while scans.snapshot().active and time.monotonic() < deadline:
             time.sleep(0.05)
         state = scans.snapshot()
         assert state.state == "done", state
     finally:
-        release.set()
+        gate.release.set()
         scans.shutdown()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -167,12 +152,13 @@ def test_every_gallery_launch_has_its_own_token(tmp_path: Path) -> None:
     assert len(tokens) == 5 and all(len(t) >= 40 for t in tokens)  # 32 random bytes, URL-safe base64
 
 
-def test_photosift_settings_from_the_environment(tmp_path: Path, data_dir: Path) -> None:
+@pytest.mark.slow
+def test_photosift_settings_from_the_environment(tmp_path: Path) -> None:
     """PHOTOSIFT_DB, PHOTOSIFT_MODEL, PHOTOSIFT_PEOPLE and PHOTOSIFT_DATA_DIR, as a user sets them."""
     lib = tmp_path / "lib"
     lib.mkdir()
     for name in ("chelsea.jpg", "astronaut.jpg"):
-        (lib / name).write_bytes((data_dir / name).read_bytes())
+        (lib / name).write_bytes((DATA / name).read_bytes())
     env = dict(os.environ)
     env.update(
         PHOTOSIFT_DB=str(tmp_path / "from-env.db"),

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -24,8 +23,8 @@ from photosift.toolchain import quantize as qmod
 from photosift.toolchain.modelfile import Agreement, run_logits, session
 from photosift.toolchain.optimize import to_fp16
 from photosift.toolchain.quantize import quantize, quantize_dynamic_model
+from testkit import DATA, lite0_engine
 
-DATA = Path(__file__).parent / "data"
 SIZE = 32
 
 
@@ -144,13 +143,8 @@ def tiny_mlp(path: Path) -> Path:
 
 
 @pytest.fixture()
-def photos(tmp_path: Path) -> Path:
-    d = tmp_path / "photos"
-    d.mkdir()
-    for p in sorted(DATA.iterdir()):
-        if p.suffix in (".jpg", ".png"):
-            shutil.copy2(p, d / p.name)
-    return d
+def photos(photos_dir: Path) -> Path:
+    return photos_dir  # conftest's private copy of the test photos, under the name these tests use
 
 
 @pytest.fixture()
@@ -185,8 +179,9 @@ def test_static_int8_on_tiny_model(tiny: Path, photos: Path, tmp_path: Path, pho
     assert card.model_dump(exclude={"precision"}) == src_card.model_dump(exclude={"precision"})
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    logits, emb = sess.run(["logits", "embedding"], {"input": np.zeros((2, 3, SIZE, SIZE), np.float32)})
+    logits, emb = session(out).run(
+        ["logits", "embedding"], {"input": np.zeros((2, 3, SIZE, SIZE), np.float32)}
+    )
     assert logits.shape == (2, 10) and emb.shape == (2, 32)
 
     data = json.loads(report.read_text())
@@ -293,12 +288,9 @@ def test_fp16_keeps_float32_io(tiny: Path, photos: Path, tmp_path: Path) -> None
 
 def test_to_fp16_on_lite0_runs_on_cpu(lite0) -> None:  # type: ignore[no-untyped-def]
     half = to_fp16(onnx.load(str(lite0.path)))
-    sess = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.zeros((1, 3, 224, 224), np.float32)
-    logits, emb = sess.run(["logits", "embedding"], {"input": x})
-    ref = ort.InferenceSession(str(lite0.path), providers=["CPUExecutionProvider"]).run(
-        ["logits"], {"input": x}
-    )[0]
+    logits, emb = session(half.SerializeToString()).run(["logits", "embedding"], {"input": x})
+    ref = lite0_engine().run(x)["logits"]
     assert logits.dtype == np.float32 and emb.shape == (1, 1280)
     assert np.abs(logits - ref).max() < 0.05
 
@@ -342,14 +334,11 @@ def test_patches_reproduce_the_convolution(tiny: Path) -> None:
     ]
     x = np.random.default_rng(0).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
     stem = layers[0]
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    conv_out = sess.run(None, {"input": x})  # warm: the graph runs
+    conv_out = session(model.SerializeToString()).run(None, {"input": x})  # warm: the graph runs
     assert conv_out[0].shape == (2, 10)
     m2 = onnx.load(str(tiny))
     m2.graph.output.append(helper.make_tensor_value_info("stem_conv", TensorProto.FLOAT, None))
-    want = ort.InferenceSession(m2.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        ["stem_conv"], {"input": x}
-    )[0]
+    want = session(m2.SerializeToString()).run(["stem_conv"], {"input": x})[0]
     p = cal.patches(x, stem)  # (1, 27, positions)
     bias = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == stem.bias))
     got = (stem.matrix()[0] @ p[0]).reshape(8, 2, 16, 16).transpose(1, 0, 2, 3) + bias.reshape(1, -1, 1, 1)
@@ -373,13 +362,9 @@ def test_gptq_beats_rounding_on_correlated_inputs() -> None:
 def test_equalization_keeps_the_float_outputs(tiny: Path) -> None:
     model = onnx.load(str(tiny))
     x = np.random.default_rng(3).normal(size=(8, 3, SIZE, SIZE)).astype(np.float32)
-    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"input": x}
-    )
+    before = session(model.SerializeToString()).run(None, {"input": x})
     assert cal.equalize_streams(model, "input", x) == 1  # b0_proj -> b1 (expand, Add) -> head
-    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"input": x}
-    )
+    after = session(model.SerializeToString()).run(None, {"input": x})
     for a, b in zip(before, after, strict=True):
         assert np.abs(a - b).max() < 1e-4
 

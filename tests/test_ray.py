@@ -27,6 +27,7 @@ from photosift.core.catalog import Catalog
 from photosift.core.config import Settings
 from photosift.core.errors import ClusterError, ModelError
 from photosift.run.ray_executor import KnownHashes, one_line_error
+from testkit import DATA, PHOTOS
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="the cluster extra (ray[data]) is not installed")
@@ -60,9 +61,9 @@ def test_a_workers_photosift_error_comes_back_as_its_own_line() -> None:
     )
 
 
-def test_worker_options_need_the_ray_engine(tmp_path: Path, data_dir: Path) -> None:
+def test_worker_options_need_the_ray_engine(tmp_path: Path) -> None:
     res = CliRunner().invoke(
-        app, ["classify", str(data_dir), "--db", str(tmp_path / "c.db"), "--cpus-per-worker", "2"]
+        app, ["classify", str(DATA), "--db", str(tmp_path / "c.db"), "--cpus-per-worker", "2"]
     )
     assert res.exit_code == 2 and "--engine ray" in res.output
 
@@ -81,16 +82,15 @@ def local_ray() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test photos, 16 crops of them (distinct content: enough batches that a kill lands mid-run), and one
     file that is not an image (it must come back as an error row)."""
     from PIL import Image
 
     lib = tmp_path_factory.mktemp("library")
-    for p in sorted(data_dir.iterdir()):
-        if p.suffix.lower() in (".jpg", ".png"):
-            shutil.copy2(p, lib / p.name)
-    jpegs = sorted(data_dir.glob("*.jpg"))
+    for p in PHOTOS:
+        shutil.copy2(p, lib / p.name)
+    jpegs = sorted(DATA.glob("*.jpg"))
     for i in range(16):
         with Image.open(jpegs[i % len(jpegs)]) as im:
             k = 1 + i // len(jpegs)
@@ -240,12 +240,12 @@ def _ray_servers() -> set[int]:
     return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in ("gcs_server", "raylet")}
 
 
-def _crops(folder: Path, data_dir: Path, n: int) -> Path:
+def _crops(folder: Path, n: int) -> Path:
     """n distinct photos (crops of the test photos: different content hashes)."""
     from PIL import Image
 
     folder.mkdir()
-    jpegs = sorted(data_dir.glob("*.jpg"))
+    jpegs = sorted(DATA.glob("*.jpg"))
     for i in range(n):
         with Image.open(jpegs[i % len(jpegs)]) as im:
             k = 1 + i // len(jpegs)
@@ -273,11 +273,11 @@ def _stored_rows(db: Path, proc: subprocess.Popen[str], rows: int, timeout: floa
 
 @needs_ray
 @pytest.mark.slow
-def test_cli_ctrl_c_stops_the_job_and_a_rerun_finishes(tmp_path: Path, data_dir: Path) -> None:
+def test_cli_ctrl_c_stops_the_job_and_a_rerun_finishes(tmp_path: Path) -> None:
     """The CLI starts and stops its own local instance. Ctrl-C in a terminal signals the whole process group,
     Ray's processes included: the run still stops cleanly, keeps its commits, and leaves no Ray process."""
     n = 60
-    corpus, db = _crops(tmp_path / "many", data_dir, n), tmp_path / "cli.db"
+    corpus, db = _crops(tmp_path / "many", n), tmp_path / "cli.db"
     before = _ray_servers()
     cmd = [sys.executable, "-m", "photosift", "classify", str(corpus), "--db", str(db), "--engine", "ray",
            "--workers", "1", "--cpus-per-worker", "0.5", "--batch-size", "2", "--no-people"]  # fmt: skip

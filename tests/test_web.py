@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -29,8 +28,8 @@ from photosift.core.catalog import Catalog, PhotoRecord
 from photosift.core.config import Settings
 from photosift.run.driver import ClassifyOptions, Pipeline
 from photosift.web import app as webapp
+from testkit import DATA, PHOTOS, ScanGate
 
-DATA = Path(__file__).parent / "data"
 TOKEN = "test-token-123"
 PORT = 8765
 BASE = f"http://127.0.0.1:{PORT}"
@@ -40,9 +39,8 @@ SECRET = "photosift-secret-marker-9f2c"
 def make_library(folder: Path) -> Path:
     """The test photos, one EXIF-rotated copy, and one file that is not an image."""
     folder.mkdir(parents=True, exist_ok=True)
-    for p in DATA.iterdir():
-        if p.suffix.lower() in {".jpg", ".png"}:
-            shutil.copy2(p, folder / p.name)
+    for p in PHOTOS:
+        shutil.copy2(p, folder / p.name)
     with Image.open(DATA / "chelsea.jpg") as im:
         exif = Image.Exif()
         exif[0x0112] = 6  # stored sideways: displays rotated 90° clockwise, so a landscape cat turns portrait
@@ -416,7 +414,7 @@ def test_an_unreadable_file_cannot_be_corrected(client: TestClient, library) -> 
 
 
 # -- scans -----------------------------------------------------------------------------------------------------
-def test_scan_builds_the_engine_lazily_runs_and_streams_progress(tmp_path: Path, data_dir: Path) -> None:
+def test_scan_builds_the_engine_lazily_runs_and_streams_progress(tmp_path: Path) -> None:
     db = tmp_path / "fresh.db"
     app = webapp.create_app(settings_for(db), token=TOKEN, port=PORT)
     folder = make_library(tmp_path / "new")
@@ -434,8 +432,6 @@ def test_scan_builds_the_engine_lazily_runs_and_streams_progress(tmp_path: Path,
             headers={"X-Photosift-Token": TOKEN, "Accept": "application/json"},
         )
         assert r.status_code == 202 and r.json()["active"]
-        busy = c.post("/scan/start", json={"folder": str(folder)}, headers={"X-Photosift-Token": TOKEN})
-        assert busy.status_code in (202, 409)  # 409 unless the tiny scan already finished
         with c.stream("GET", "/scan/events") as events:
             assert events.headers["content-type"].startswith("text/event-stream")
             states = [json.loads(line[5:]) for line in events.iter_lines() if line.startswith("data:")]
@@ -448,31 +444,43 @@ def test_scan_builds_the_engine_lazily_runs_and_streams_progress(tmp_path: Path,
         assert cat.status_counts() == {"ok": 11, "error": 1}
 
 
-def test_stop_cancels_a_running_scan(tmp_path: Path, engine) -> None:
-    started = threading.Event()
-    release = threading.Event()
-
-    def slow_factory(settings: Settings, catalog: Catalog) -> Pipeline:
-        pipe = Pipeline(engine, catalog, options=ClassifyOptions(batch_size=2, workers=1))
-        real_run = pipe.stages.engine.run
-
-        class Gate:  # holds the first batch until the test has pressed stop
-            card, model, provider = engine.card, engine.model, engine.provider
-
-            def run(self, batch: np.ndarray) -> Any:
-                started.set()
-                release.wait(120)
-                return real_run(batch)
-
-        pipe.stages.engine = Gate()  # type: ignore[assignment]
-        return pipe
-
+def test_one_scan_at_a_time(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-def]
+    """While a scan is held inside its first batch, a second start is refused (409 / the form's error page) and
+    leaves the running scan alone; once it has finished, the same start is accepted."""
+    gate = ScanGate()
     db = tmp_path / "c.db"
-    app = webapp.create_app(settings_for(db), token=TOKEN, port=PORT, pipeline_factory=slow_factory)
+    app = webapp.create_app(settings_for(db), token=TOKEN, port=PORT, pipeline_factory=gate.factory(engine))
+    folder, other = make_library(tmp_path / "lib"), make_library(tmp_path / "other")
+    as_json = {"X-Photosift-Token": TOKEN, "Accept": "application/json"}
+    with TestClient(app, base_url=BASE) as c:
+        assert c.post("/scan/start", data={"folder": str(folder)}, headers=as_json).status_code == 202
+        assert gate.entered.wait(60)
+        busy = c.post("/scan/start", data={"folder": str(other)}, headers=as_json)
+        assert busy.status_code == 409 and "already running" in busy.json()["detail"]
+        form = c.post("/scan/start", data={"folder": str(other), "token": TOKEN}, follow_redirects=False)
+        assert form.status_code == 303 and "already running" in c.get(form.headers["location"]).text
+        state = c.get("/api/scan").json()
+        assert state["active"] and state["folder"] == str(folder) and not gate.release.is_set()
+        gate.release.set()
+        deadline = time.monotonic() + 60
+        while (state := c.get("/api/scan").json())["active"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state["state"] == "done" and state["folder"] == str(folder)
+        again = c.post("/scan/start", data={"folder": str(other)}, headers=as_json)
+        assert again.status_code == 202 and again.json()["folder"] == str(other)
+        while (state := c.get("/api/scan").json())["active"] and time.monotonic() < deadline + 60:
+            time.sleep(0.05)
+        assert state["state"] == "done" and state["folder"] == str(other)
+
+
+def test_stop_cancels_a_running_scan(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-def]
+    gate = ScanGate()  # holds the first batch until the test has pressed stop
+    db = tmp_path / "c.db"
+    app = webapp.create_app(settings_for(db), token=TOKEN, port=PORT, pipeline_factory=gate.factory(engine))
     folder = make_library(tmp_path / "lib")
     with TestClient(app, base_url=BASE) as c:
         c.post("/scan/start", data={"folder": str(folder), "token": TOKEN})
-        assert started.wait(20)
+        assert gate.entered.wait(20)
         assert c.post("/scan/stop", data={}).status_code == 403
         r = c.post("/scan/stop", data={"token": TOKEN}, headers={"Accept": "application/json"})
         assert r.json()["stopping"] is True and r.json()["state"] == "stopping"
@@ -482,8 +490,8 @@ def test_stop_cancels_a_running_scan(tmp_path: Path, engine) -> None:
         reader = threading.Thread(target=lambda: answered.append(c.get("/").status_code))
         reader.start()
         reader.join(60)
-        assert answered == [200] and not release.is_set()
-        release.set()
+        assert answered == [200] and not gate.release.is_set()
+        gate.release.set()
         deadline = time.monotonic() + 20
         while (state := c.get("/api/scan").json())["active"] and time.monotonic() < deadline:
             time.sleep(0.05)

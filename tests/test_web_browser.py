@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(
         not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"
     ),
@@ -29,11 +29,11 @@ pytest.importorskip("fastapi")
 
 from photosift.core.catalog import Catalog  # noqa: E402
 from test_web import LiveServer, build_catalog, settings_for  # noqa: E402
+from testkit import DATA, ScanGate  # noqa: E402
 
 ARTIFACTS = Path(
     os.environ.get("PHOTOSIFT_ARTIFACTS") or Path(__file__).parents[1] / "artifacts" / "screenshots"
 )
-DATA = Path(__file__).parent / "data"
 
 
 def make_big_folder(folder: Path, n: int) -> Path:
@@ -51,31 +51,9 @@ def make_big_folder(folder: Path, n: int) -> Path:
     return folder
 
 
-# The gallery's scans run the real pipeline with one gate: the second batch of inference waits for this event, so
-# the scan the test stops is certainly running when Stop is clicked (no race against 240 photos).
-SCAN_GATE = threading.Event()
-
-
-def gated_pipeline(engine: Any) -> Any:
-    from photosift.run.driver import ClassifyOptions, Pipeline
-
-    def factory(settings: Any, catalog: Any) -> Any:
-        pipe = Pipeline(engine, catalog, options=ClassifyOptions(batch_size=4, workers=1))
-        calls = [0]
-
-        class Gate:
-            card, model, provider = engine.card, engine.model, engine.provider
-
-            def run(self, batch: Any) -> Any:
-                calls[0] += 1
-                if calls[0] == 2:
-                    SCAN_GATE.wait(120)
-                return engine.run(batch)
-
-        pipe.stages.engine = Gate()
-        return pipe
-
-    return factory
+# The gallery's scans run the real pipeline with one gate: the second batch of inference waits for it, so the
+# scan the test stops is certainly running when Stop is clicked (no race against 240 photos).
+SCAN_GATE = ScanGate(at=2)
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +61,9 @@ def gallery(engine, tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("browser")
     db, _ = build_catalog(engine, root)
     big = make_big_folder(root / "big", 240)
-    with LiveServer(settings_for(db), pipeline_factory=gated_pipeline(engine)) as live:
+    with LiveServer(settings_for(db), pipeline_factory=SCAN_GATE.factory(engine, batch_size=4)) as live:
         yield live, db, big
-    SCAN_GATE.set()
+    SCAN_GATE.release.set()
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +177,7 @@ def test_start_watch_and_stop_a_scan(gallery, page) -> None:
     shot(page, "7-scan-running")
     page.click("#scan-stop button")
     page.wait_for_function("() => document.getElementById('scan-box').dataset.state === 'stopping'")
-    SCAN_GATE.set()  # the held batch finishes; the scan stops after it
+    SCAN_GATE.release.set()  # the held batch finishes; the scan stops after it
     page.wait_for_function(
         "() => ['stopped', 'done'].includes(document.getElementById('scan-box').dataset.state)",
         timeout=60_000,

@@ -27,6 +27,7 @@ from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
 from photosift.web import app as webapp
 from test_catalog import foreign_database
 from test_web import BASE, PORT, TOKEN, LiveServer, settings_for
+from testkit import DATA
 
 LABELS = [f"label {i}" for i in range(20)]
 MODEL = "cd" * 32
@@ -51,11 +52,11 @@ def register(db: Path, files: list[str], errors: dict[str, str] | None = None) -
 
 
 @pytest.fixture()
-def library(tmp_path: Path, data_dir: Path) -> tuple[Path, Path]:
+def library(tmp_path: Path) -> tuple[Path, Path]:
     lib = tmp_path / "lib"
     lib.mkdir()
     for name in ("coffee.jpg", "chelsea.jpg", "flower.jpg"):
-        shutil.copy(data_dir / name, lib / name)
+        shutil.copy(DATA / name, lib / name)
     return lib, tmp_path / "c.db"
 
 
@@ -65,10 +66,10 @@ def client_for(db: Path, **kwargs: Any) -> TestClient:
 
 
 # -- item 1: any file name renders and its photo is served ------------------------------------------------------
-def test_non_utf8_names_render_and_serve(library, data_dir: Path) -> None:
+def test_non_utf8_names_render_and_serve(library) -> None:
     lib, db = library
     menu = os.fsdecode(os.path.join(os.fsencode(lib), b"m\xe9nu.jpg"))
-    shutil.copy(data_dir / "coffee.jpg", menu)
+    shutil.copy(DATA / "coffee.jpg", menu)
     broken = os.fsdecode(os.path.join(os.fsencode(lib), b"line\nbreak \xff.jpg"))
     Path(broken).write_bytes(b"junk")
     ids = register(db, [menu], {broken: "not a recognised image format"})
@@ -83,7 +84,7 @@ def test_non_utf8_names_render_and_serve(library, data_dir: Path) -> None:
 
 
 # -- item 8: only the file the catalog knows ------------------------------------------------------------------------
-def test_a_swapped_symlink_or_file_is_not_served_under_the_old_etag(library, data_dir: Path) -> None:
+def test_a_swapped_symlink_or_file_is_not_served_under_the_old_etag(library) -> None:
     lib, db = library
     link = lib / "link.jpg"
     link.symlink_to(lib / "coffee.jpg")
@@ -94,7 +95,7 @@ def test_a_swapped_symlink_or_file_is_not_served_under_the_old_etag(library, dat
         link.symlink_to(lib / "chelsea.jpg")  # the link now shows the cat
         r = c.get(f"/view/{ids[str(link)]}.jpg")
         assert r.status_code == 409 and "changed since it was scanned" in r.text
-        shutil.copy(data_dir / "rocket.jpg", lib / "chelsea.jpg")  # replaced in place
+        shutil.copy(DATA / "rocket.jpg", lib / "chelsea.jpg")  # replaced in place
         assert c.get(f"/thumb/{ids[str(lib / 'chelsea.jpg')]}.jpg").status_code == 409
 
 
@@ -124,6 +125,7 @@ def test_files_over_the_cap_are_refused(library, tmp_path: Path) -> None:
         assert r.status_code == 404 and "file too large" in r.text
 
 
+@pytest.mark.slow
 def test_a_slow_render_times_out_and_frees_its_slot(library) -> None:
     lib, db = library
     huge = lib / "huge.png"

@@ -20,8 +20,8 @@ from photosift.core import imaging
 from photosift.core.errors import ToolchainError
 from photosift.models.registry import resolve_model
 from photosift.toolchain import webcheck as wc
+from testkit import DATA, PHOTOS
 
-DATA = Path(__file__).parent / "data"
 needs_browser = [
     pytest.mark.browser,
     pytest.mark.slow,
@@ -127,9 +127,7 @@ def make_variations(out: Path) -> Path:
     EXIF-rotated copy, a mirrored crop, grayscale, rotated at low quality, a small PNG, a PNG cut-out, brighter,
     tilted, WebP and zoomed in: 130 photos, so one disagreement is 0.8%."""
     out.mkdir(parents=True)
-    for p in sorted(DATA.iterdir()):
-        if p.suffix.lower() not in {".jpg", ".png"}:
-            continue
+    for p in PHOTOS:
         shutil.copy2(p, out / p.name)
         im = Image.open(p).convert("RGB")
         w, h, s = im.width, im.height, p.stem

@@ -11,7 +11,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from photosift.bench.suite import _Meter, wait_quiet
+from photosift.bench.meter import Meter, wait_quiet
 from photosift.core.catalog import Catalog
 from photosift.models.registry import resolve_model
 from photosift.models.session import OrtEngine
@@ -51,7 +51,7 @@ def main() -> None:
                 opts = ClassifyOptions(batch_size=batch, workers=workers, queue_depth=depth)
                 pipe = Pipeline(engines[key], cat, options=opts)
                 wait_quiet(60)
-                m = _Meter()
+                m = Meter()
                 with m.measure():
                     s = pipe.run([str(args.folder)])
                 cat.close()

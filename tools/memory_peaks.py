@@ -4,7 +4,7 @@ docs/RELIABILITY.md; tests/test_memory.py asserts bounds on the same cases).
     PYTHONPATH=src .venv/bin/python tools/memory_peaks.py
     PYTHONPATH=src .venv/bin/python tools/memory_peaks.py --target-src OLD-CHECKOUT/src    # "before"
 
-Peak RSS is the kernel's VmHWM of the process (bench.suite.run_child_rusage); nothing is timed.
+Peak RSS is the kernel's VmHWM of the process (bench.meter.run_child_rusage); nothing is timed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from photosift.bench.corpus import big_png
-from photosift.bench.suite import photosift_command, run_child_rusage
+from photosift.bench.meter import photosift_command, run_child_rusage
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 

@@ -81,7 +81,7 @@ class TreeMeter:
 
     @contextmanager
     def measure(self) -> Iterator[TreeMeter]:
-        from photosift.bench.suite import _system_busy_s
+        from photosift.bench.meter import system_busy_s
 
         psutil = _psutil()
         self._sample(psutil)
@@ -94,7 +94,7 @@ class TreeMeter:
 
         sampler = threading.Thread(target=loop, daemon=True)
         sampler.start()
-        s0, w0 = _system_busy_s(), time.perf_counter()
+        s0, w0 = system_busy_s(), time.perf_counter()
         try:
             yield self
         finally:
@@ -103,7 +103,7 @@ class TreeMeter:
             self.wall_s = time.perf_counter() - w0
             self.cpu_s = self.cpu_now()
             if s0 and self.wall_s > 0:
-                self.other_cores = max(0.0, (_system_busy_s() - s0 - self.cpu_s) / self.wall_s)
+                self.other_cores = max(0.0, (system_busy_s() - s0 - self.cpu_s) / self.wall_s)
 
 
 def _pipeline_run(resolved: Any, folder: Path, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +161,8 @@ def compare_engines(
 ) -> dict[str, Any]:
     """Each round runs each engine on a third of ``folder`` and on all of it, the engines' order alternating;
     the overhead of ray compares the medians of the steady states."""
-    from photosift.bench.suite import corpus_files, wait_quiet
+    from photosift.bench.meter import wait_quiet
+    from photosift.bench.suite import corpus_files
     from photosift.run.ray_executor import connect
 
     base = dict(settings or {})

@@ -450,9 +450,37 @@ def disk_full(suite: Suite, files: int = 120, size: str = "256k") -> FaultResult
 
 
 # -- SIGKILL -------------------------------------------------------------------------------------------------------------
+def _catalog_signature(db: Path) -> tuple[tuple[int, int], ...]:
+    """Size and mtime of the catalog and its WAL: they change when a run commits."""
+    out = []
+    for path in (db, db.with_name(db.name + "-wal")):
+        try:
+            st = path.stat()
+            out.append((st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append((-1, -1))
+    return tuple(out)
+
+
+def _kill_during_writes(proc: subprocess.Popen[bytes], db: Path, delay: float, timeout: float) -> bool:
+    """SIGKILL `proc` `delay` seconds after it first writes to the catalog (so the kill lands among commits,
+    not during start-up, on a fast machine as on a slow one). False when the run ended before the kill."""
+    start, deadline = _catalog_signature(db), time.monotonic() + timeout
+    while _catalog_signature(db) == start:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    time.sleep(delay)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    return True
+
+
 def sigkill(suite: Suite, kills: int = 5, files: int = 120, seed: int = 0) -> FaultResult:
-    """Kill `photosift classify` at seeded random moments; committed rows must survive every kill. Before each
-    run a third of the photos get new content, so every run has work to be killed in."""
+    """Kill `photosift classify` at seeded random moments after its first commit; committed rows must survive
+    every kill. Before each run a third of the photos get new content, so every run has work to be killed in.
+    A run that finishes before its kill is retried with the random delay's range halved (fast machines)."""
     result = FaultResult("SIGKILL at random moments during classify")
     rng = random.Random(seed)
     lib = suite.folder("kill-lib")
@@ -461,14 +489,16 @@ def sigkill(suite: Suite, kills: int = 5, files: int = 120, seed: int = 0) -> Fa
     for leftover in suite.work.glob("kill.db*"):
         leftover.unlink()
     before: dict[bytes, tuple[str, str | None, bool]] = {}
-    for round_no in range(kills):
+    window, attempts = 2.0, 0
+    while result.tried < kills and attempts < 4 * kills:
+        attempts += 1
         for path in rng.sample(corpus, len(corpus) // 3):
-            path.write_bytes(with_comment(path.read_bytes(), b"round %d" % round_no))
+            path.write_bytes(with_comment(path.read_bytes(), b"round %d" % attempts))
         proc = suite.popen("classify", lib, "--db", db, "--batch-size", "4", "--workers", "1", "--no-people")
-        time.sleep(rng.uniform(0.05, 4.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
+        if _kill_during_writes(proc, db, rng.uniform(0.0, window), suite.timeout):
             result.tried += 1
+        else:
+            window /= 2
         out, err = proc.communicate()
         result.tracebacks += _tracebacks(out + err)
         if not db.is_file():

@@ -21,147 +21,31 @@ with nothing but necessary work. The ``scale`` suite measures memory over 10,000
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import subprocess
-import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
+from photosift.bench.meter import (
+    CORES,
+    SETTLE,
+    Stage,
+    measure_stage,
+    photosift_command,
+    run_child_rusage,
+    system_busy_s,
+    wait_quiet,
+)
+from photosift.bench.report import machine_info
+from photosift.bench.scale import cold_start, memory_at_scale, overview_at_scale, rescan_at_scale
 from photosift.core import imaging
 from photosift.core.errors import PhotosiftError
 
-CORES = os.cpu_count() or 1
 BATCH_SIZES = (1, 8, 16, 32)
-
-
-@dataclass
-class Stage:
-    name: str
-    photos: int
-    wall_s: float
-    cpu_s: float
-    peak_rss_mb: float
-    note: str = ""
-    other_cores: float = 0.0  # cores other processes kept busy during the stage
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def photos_per_s(self) -> float:
-        return self.photos / self.wall_s if self.wall_s > 0 else 0.0
-
-    @property
-    def ms_per_photo(self) -> float:
-        return 1000 * self.wall_s / self.photos if self.photos else 0.0
-
-    @property
-    def core_ms_per_photo(self) -> float:
-        return 1000 * self.cpu_s / self.photos if self.photos else 0.0
-
-    @property
-    def cpu_util(self) -> float:
-        return self.cpu_s / self.wall_s / CORES if self.wall_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.update(
-            photos_per_s=round(self.photos_per_s, 2),
-            ms_per_photo=round(self.ms_per_photo, 2),
-            core_ms_per_photo=round(self.core_ms_per_photo, 2),
-            cpu_util=round(self.cpu_util, 3),
-            wall_s=round(self.wall_s, 4),
-            cpu_s=round(self.cpu_s, 4),
-            peak_rss_mb=round(self.peak_rss_mb, 1),
-            other_cores=round(self.other_cores, 2),
-        )
-        return d
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:  # not Linux: psutil (the bench extra) or nothing
-        try:
-            import psutil
-
-            return float(psutil.Process().memory_info().rss) / 2**20
-        except ImportError:
-            return 0.0
-
-
-def _system_busy_s() -> float:
-    """CPU seconds all processes have used since boot (Linux /proc/stat), or 0 where unknown."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-class _Meter:
-    """Wall time, process CPU time (all threads), peak RSS (sampled every 5 ms) of a block, and how many
-    cores *other* processes used meanwhile (a benchmark on a busy machine says so instead of lying)."""
-
-    def __init__(self) -> None:
-        self.wall = self.cpu = self.peak = self.other_cores = 0.0
-        self._stop = threading.Event()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, _rss_mb())
-
-    @contextmanager
-    def measure(self) -> Iterator[_Meter]:
-        self.peak = _rss_mb()
-        sampler = threading.Thread(target=self._sample, daemon=True)
-        sampler.start()
-        w0, c0, s0 = time.perf_counter(), time.process_time(), _system_busy_s()
-        try:
-            yield self
-        finally:
-            self.wall = time.perf_counter() - w0
-            self.cpu = time.process_time() - c0
-            if s0 and self.wall > 0:
-                self.other_cores = max(0.0, (_system_busy_s() - s0 - self.cpu) / self.wall)
-            self._stop.set()
-            sampler.join()
-            self.peak = max(self.peak, _rss_mb())
-
-
-_SETTLE = {"max_wait_s": 0.0}
-
-
-def wait_quiet(max_wait_s: float, busy_cores: float = 0.25, window_s: float = 0.5) -> float:
-    """On a shared machine: wait (up to ``max_wait_s``) until other processes use < ``busy_cores``.
-
-    Returns the cores others used in the last window (0 where /proc/stat is unknown)."""
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        s0, c0 = _system_busy_s(), time.process_time()
-        time.sleep(window_s)
-        others = max(0.0, (_system_busy_s() - s0 - (time.process_time() - c0)) / window_s)
-        if others < busy_cores or time.monotonic() >= deadline:
-            return others
-
-
-def _stage(name: str, photos: int, fn: Callable[[], Any], note: str = "") -> Stage:
-    if _SETTLE["max_wait_s"] > 0:
-        wait_quiet(_SETTLE["max_wait_s"])
-    meter = _Meter()
-    with meter.measure():
-        fn()
-    return Stage(name, photos, meter.wall, meter.cpu, meter.peak, note, other_cores=meter.other_cores)
 
 
 # -- corpus ---------------------------------------------------------------------------------------------------
@@ -214,10 +98,10 @@ def _decode_stage(files: Sequence[Path], pre: imaging.Preprocess, threads: int) 
     from concurrent.futures import ThreadPoolExecutor
 
     if threads == 1:
-        stage = _stage("decode_1t", len(files), lambda: [_load_one(p, pre) for p in files])
+        stage = measure_stage("decode_1t", len(files), lambda: [_load_one(p, pre) for p in files])
     else:
         with ThreadPoolExecutor(threads) as pool:
-            stage = _stage(
+            stage = measure_stage(
                 f"decode_{threads}t", len(files), lambda: list(pool.map(lambda p: _load_one(p, pre), files))
             )
     stage.note = "read + sha256 + DCT-scaled decode + orient + resize + normalise"
@@ -236,7 +120,7 @@ def _infer_stages(engine: Any, tensors: np.ndarray, photos: int) -> list[Stage]:
             for b in batches:
                 engine.run(b)
 
-        stage = _stage(f"infer_b{bs}", len(batches) * bs, go)
+        stage = measure_stage(f"infer_b{bs}", len(batches) * bs, go)
         stage.note = f"ORT {engine.provider}, intra-op {engine.info.intra_op_threads}, ready tensors"
         stages.append(stage)
     return stages
@@ -264,7 +148,9 @@ def _torch_stages(tensors: np.ndarray, photos: int, arch: str) -> list[Stage]:
                 for x in xs:
                     module(x)
 
-            stage = _stage(f"torch_b{bs}", n, go, note=f"PyTorch {torch.__version__} eager, {CORES} threads")
+            stage = measure_stage(
+                f"torch_b{bs}", n, go, note=f"PyTorch {torch.__version__} eager, {CORES} threads"
+            )
             stages.append(stage)
     return stages
 
@@ -277,7 +163,7 @@ def _naive_stage(engine: Any, files: Sequence[Path], pre: imaging.Preprocess) ->
             x = _naive_tensor(p, pre)[None]
             engine.session.run([card.logits_name], {card.input_name: x})
 
-    return _stage("naive", len(files), go, note="full decode + resize + one session.run per photo")
+    return measure_stage("naive", len(files), go, note="full decode + resize + one session.run per photo")
 
 
 def _pipeline_stage(
@@ -295,7 +181,7 @@ def _pipeline_stage(
         catalog = Catalog(settings.db_path)
         pipeline = build_pipeline(settings, catalog)
         holder: dict[str, Any] = {}
-        stage = _stage(name, files, lambda: holder.setdefault("s", pipeline.run([str(folder)])))
+        stage = measure_stage(name, files, lambda: holder.setdefault("s", pipeline.run([str(folder)])))
         summary = holder["s"]
         catalog.close()
     o = pipeline.options
@@ -309,60 +195,6 @@ def _pipeline_stage(
     }
     stage.photos = summary.classified + summary.errors
     return stage
-
-
-# -- subprocess measurements ----------------------------------------------------------------------------------
-def photosift_command() -> list[str]:
-    exe = Path(sys.executable).with_name("photosift")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "photosift"]
-
-
-def _vm_hwm_mb(pid: int) -> float:
-    """Peak RSS of a live process from /proc (VmHWM is per address space, so it starts afresh at exec)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return 0.0
-
-
-def run_child_rusage(
-    args: Sequence[str], env: dict[str, str] | None = None
-) -> tuple[float, float, float, str]:
-    """(wall s, CPU s, peak RSS MB, stdout) of one child process (POSIX: os.wait4 for its CPU time).
-
-    Peak RSS is polled from /proc/PID/status (VmHWM) every 10 ms, not taken from ru_maxrss: Linux carries the
-    parent's high-water mark into a forked child's ru_maxrss across exec, so a 1.5 GB benchmark process would
-    report 1.5 GB for every child."""
-    full_env = {**os.environ, **(env or {})}
-    if not hasattr(os, "wait4"):
-        t0 = time.perf_counter()
-        done = subprocess.run(list(args), capture_output=True, check=False, env=full_env)
-        if done.returncode != 0:
-            raise PhotosiftError(
-                f"{' '.join(args)} failed ({done.returncode}): {done.stderr.decode()[-400:]}"
-            )
-        return time.perf_counter() - t0, 0.0, 0.0, done.stdout.decode()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(list(args), stdout=out, stderr=err, env=full_env)
-        peak = 0.0
-        while True:
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            peak = max(peak, _vm_hwm_mb(proc.pid))
-            time.sleep(0.01)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise PhotosiftError(f"{' '.join(args)} failed ({proc.returncode}): {err.read().decode()[-400:]}")
-        return wall, ru.ru_utime + ru.ru_stime, peak, out.read().decode()
 
 
 def _classify_cli_stage(
@@ -386,11 +218,11 @@ def _classify_cli_stage(
             for n in (small, large):
                 cmd = [*photosift_command(), "classify", f"{tmp}/c{n}", "--db", f"{tmp}/c{n}-{i}.db"]
                 cmd += ["--model", model, "--json"]
-                wait_quiet(_SETTLE["max_wait_s"])
-                s0 = _system_busy_s()
+                wait_quiet(SETTLE["max_wait_s"])
+                s0 = system_busy_s()
                 env = {} if people is None else {"PHOTOSIFT_PEOPLE": "true" if people else "false"}
                 wall, cpu, rss, _ = run_child_rusage(cmd, env)
-                others = max(0.0, (_system_busy_s() - s0 - cpu) / wall) if s0 else 0.0
+                others = max(0.0, (system_busy_s() - s0 - cpu) / wall) if s0 else 0.0
                 if n not in best or wall < best[n][0]:
                     best[n] = (wall, cpu, rss, others)
     (w1, c1, r1, o1), (w2, c2, r2, o2) = best[small], best[large]
@@ -404,209 +236,6 @@ def _classify_cli_stage(
         other_cores=max(o1, o2),
         extra={"wall_small_s": round(w1, 3), "wall_large_s": round(w2, 3), "small": small, "large": large},
     )
-
-
-# -- scale suite ------------------------------------------------------------------------------------------------
-def memory_at_scale(root: Path, count: int, model: str) -> dict[str, Any]:
-    from photosift.bench.corpus import make_many_small
-
-    folder = make_many_small(root / f"small{count}", count)
-    with tempfile.TemporaryDirectory(prefix="photosift-bench-mem-") as tmp:
-        cmd = [
-            *photosift_command(),
-            "classify",
-            str(folder),
-            "--db",
-            f"{tmp}/c.db",
-            "--model",
-            model,
-            "--json",
-        ]
-        wall, _, rss, out = run_child_rusage(cmd)
-    summary = json.loads(out)
-    return {
-        "photos": summary["classified"],
-        "errors": summary["errors"],
-        "image_size": "320x240 JPEG (distinct bytes, 16 distinct pictures)",
-        "wall_s": round(wall, 2),
-        "photos_per_s": round(summary["classified"] / wall, 1) if wall else 0.0,
-        "peak_rss_mb": round(rss, 1),
-        "target_peak_rss_mb": 500,
-    }
-
-
-def _prefilled_catalog(folder: Path, db: Path, resolved: Any) -> None:
-    """A catalog that already knows every file under ``folder`` (all "ok", 64 shared contents with results).
-
-    Built once and kept beside the folder: a no-change rescan writes nothing, so the next run reuses it."""
-    from photosift.core import scanner
-    from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
-    from photosift.core.photometa import PhotoMeta, mtime_iso
-
-    done = db.with_name(db.name + ".complete")
-    if done.is_file() and db.is_file():
-        return
-    db.unlink(missing_ok=True)
-    labels = resolved.card.labels
-    with Catalog(db) as catalog:
-        catalog.register_model(resolved.sha256, resolved.name, labels, str(resolved.path))
-        probs = np.full(len(labels), 1.0 / len(labels), dtype=np.float32)
-        hashes = [f"bench{i:04d}" for i in range(64)]  # copies share content: few results, many photos
-        catalog.write_batch(
-            [], [ResultRecord(h, probs, None, None, None) for h in hashes], resolved.sha256, labels
-        )
-        batch: list[PhotoRecord] = []
-        for i, e in enumerate(scanner.walk([folder])):
-            meta = PhotoMeta(8, 8, mtime_iso(e.mtime_ns), "mtime")  # as scanned: nothing left to fill in
-            batch.append(PhotoRecord(e.path, e.size, e.mtime_ns, hashes[i % len(hashes)], meta=meta))
-            if len(batch) >= 20_000:
-                catalog.write_batch(batch, [], resolved.sha256, labels)
-                batch.clear()
-        catalog.write_batch(batch, [], resolved.sha256, labels)
-    done.touch()
-
-
-def rescan_at_scale(root: Path, count: int, resolved: Any, target_s: float | None = None) -> dict[str, Any]:
-    """No-change rescan of ``count`` files: ``photosift classify`` as a subprocess over a pre-filled catalog.
-
-    Its wall time includes start-up (~0.8 s); its peak RSS is what a library of that size costs the process
-    (the snapshot of the catalog, the known contents, the walk)."""
-    from photosift.bench.corpus import make_many_tiny
-
-    folder = make_many_tiny(root / f"tiny{count}", count)
-    db = root / f"tiny{count}.db"
-    _prefilled_catalog(folder, db, resolved)
-    cmd = [
-        *photosift_command(),
-        "classify",
-        str(folder),
-        "--db",
-        str(db),
-        "--model",
-        str(resolved.path),
-        "--json",
-    ]
-    wait_quiet(_SETTLE["max_wait_s"])
-    s0 = _system_busy_s()
-    wall, cpu, rss, out = run_child_rusage(cmd)
-    summary = json.loads(out)
-    return {
-        "files": summary["seen"],
-        "unchanged": summary["unchanged"],
-        "classified": summary["classified"],
-        "wall_s": round(wall, 3),
-        "cpu_s": round(cpu, 3),
-        "peak_rss_mb": round(rss, 1),
-        "other_cores": round(max(0.0, (_system_busy_s() - s0 - cpu) / wall), 2) if s0 else 0.0,
-        "target_s": target_s if target_s is not None else round(5.0 * count / 100_000, 1),
-        "note": "`photosift classify` subprocess, tiny distinct files, page cache warm, catalog pre-filled",
-    }
-
-
-def _served_page_ms(db: Path, urls: Sequence[str], repeats: int) -> dict[str, Any]:
-    """Whole pages as a browser gets them: ``photosift serve`` in a subprocess, best of ``repeats`` GETs each
-    (the first GET of each page is not timed). Skipped, with the reason, where the web extra is missing."""
-    import socket
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [*photosift_command(), "serve", "--db", str(db), "--port", str(port)]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    out: dict[str, Any] = {}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/scan", timeout=5):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    reason = (server.stderr.read() if server.stderr else b"").decode()[-200:]
-                    return {"pages": f"skipped: photosift serve did not start ({reason.strip()})"}
-                time.sleep(0.2)
-        for url in urls:
-            times = []
-            for i in range(repeats + 1):
-                t0 = time.perf_counter()
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{url}", timeout=60) as resp:
-                    resp.read()
-                if i:
-                    times.append(time.perf_counter() - t0)
-            out[f"page {url}"] = round(1000 * min(times), 2)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    return {"pages_ms": out}
-
-
-def overview_at_scale(root: Path, count: int, repeats: int = 5) -> dict[str, Any]:
-    """The gallery's overview, a deep category page and a search on a ``count``-photo catalog (best of
-    ``repeats``): the catalog queries alone, and the whole page through the app when the web extra is here."""
-    from photosift.bench.corpus import make_scale_catalog
-    from photosift.core.catalog import Catalog
-
-    db = make_scale_catalog(root / f"catalog{count}.db", count)
-
-    def best(fn: Callable[[], Any]) -> float:
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return round(1000 * min(times), 2)
-
-    out: dict[str, Any] = {"photos": count, "target_ms": 100}
-    wait_quiet(_SETTLE["max_wait_s"])
-    s0, c0, w0 = _system_busy_s(), time.process_time(), time.perf_counter()
-    with Catalog(db) as cat:
-
-        def overview_queries() -> None:
-            for name in cat.counts():
-                if name == "None":
-                    cat.results(status="ok", uncategorized=True, limit=4)
-                else:
-                    cat.results(category=name, status="ok", limit=4)
-            cat.status_counts()
-
-        out["overview_queries_ms"] = best(overview_queries)
-        deep = count // 10 // 48 // 2  # a page half way through a category of ~count/10 photos
-        out["category_page_ms"] = best(
-            lambda: cat.results(category="animals", status="ok", limit=48, offset=48 * deep)
-        )
-        out["search_page_ms"] = best(lambda: cat.results(status="ok", text="dog", limit=48))
-        out["search_count_ms"] = best(lambda: cat.count_results(status="ok", text="dog"))
-    out |= _served_page_ms(db, ["/", f"/category/animals?page={deep + 1}"], repeats)
-    wall = time.perf_counter() - w0
-    out["other_cores"] = (
-        round(max(0.0, (_system_busy_s() - s0 - (time.process_time() - c0)) / wall), 2) if s0 else 0.0
-    )
-    return out
-
-
-def cold_start(sample: Path, model: str, repeats: int = 3) -> dict[str, Any]:
-    walls = []
-    with tempfile.TemporaryDirectory(prefix="photosift-bench-cold-") as tmp:
-        for i in range(repeats):
-            cmd = [
-                *photosift_command(),
-                "classify",
-                str(sample),
-                "--db",
-                f"{tmp}/c{i}.db",
-                "--model",
-                model,
-                "--json",
-            ]
-            walls.append(run_child_rusage(cmd)[0])
-    return {
-        "command": "photosift classify ONE.jpg --db NEW.db --json",
-        "walls_s": [round(w, 3) for w in walls],
-        "best_s": round(min(walls), 3),
-        "first_s": round(walls[0], 3),
-        "target_s": 0.8,
-    }
 
 
 # -- the report -----------------------------------------------------------------------------------------------
@@ -634,7 +263,7 @@ class BenchOptions:
 def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     from photosift.models.registry import resolve_model
 
-    _SETTLE["max_wait_s"] = opts.settle_s
+    SETTLE["max_wait_s"] = opts.settle_s
     resolved = resolve_model(opts.model)
     card = resolved.card
     pre = card.preprocess
@@ -778,7 +407,7 @@ def _people_stage(files: Sequence[Path], pre: imaging.Preprocess) -> Stage | Non
         return None
     images = [imaging.decode(p.read_bytes(), p, min_side=pre.resize_size) for p in files]
     detector.detect(images[0])  # sessions are created on first use
-    stage = _stage("people_1t", len(images), lambda: [detector.detect(im) for im in images])
+    stage = measure_stage("people_1t", len(images), lambda: [detector.detect(im) for im in images])
     stage.note = "face detection on the decoded (DCT-scaled) image, 1 thread"
     return stage
 
@@ -793,148 +422,6 @@ def _infer_stages_one(engine: Any, tensors: np.ndarray, photos: int, bs: int) ->
         for b in batches:
             engine.run(b)
 
-    stage = _stage(f"infer_b{bs}_intra1", len(batches) * bs, go)
+    stage = measure_stage(f"infer_b{bs}_intra1", len(batches) * bs, go)
     stage.note = "ORT intra-op 1: the inference core-ms of the limit"
     return [stage]
-
-
-def machine_info() -> dict[str, Any]:
-    import platform
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    import onnxruntime as ort
-    from PIL import __version__ as pil_version
-
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
-    return {
-        "cpu": cpu,
-        "cores": CORES,
-        "memory_gb": round(mem_gb, 1),
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "pillow": pil_version,
-        "platform": platform.platform(),
-    }
-
-
-def plot(report: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stages = [s for s in report["stages"] if s["photos"]]
-    names = [s["name"] for s in stages]
-    rates = [s["photos_per_s"] for s in stages]
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(names) + 1.5))
-    colors = [
-        "#d62728" if n == "naive" else "#2ca02c" if n in ("pipeline", "classify_cli") else "#1f77b4"
-        for n in names
-    ]
-    ax.barh(names, rates, color=colors)
-    ax.set_xscale("log")
-    limit = report["limit"]["photos_per_s"]
-    ax.axvline(limit, color="k", linestyle="--", label=f"limit {limit:.1f} photos/s")
-    for y, r in enumerate(rates):
-        ax.text(r, y, f" {r:.1f}", va="center", fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("photos/s (log scale)")
-    m = report["machine"]
-    ax.set_title(
-        f"photosift bench — {report['model']['name']} ({report['model']['precision']}), {m['cores']} cores, {m['cpu']}",
-        fontsize=9,
-    )
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
-def render(report: dict[str, Any]) -> Any:
-    """A rich renderable: the stage table and the headline numbers."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    t = Table(
-        title=f"photosift bench — {report['corpus']['files']} files, mean {report['corpus']['mean_mb']} MB, model {report['model']['name']}"
-    )
-    for col in (
-        "stage",
-        "photos",
-        "photos/s",
-        "ms/photo",
-        "core-ms/photo",
-        "CPU util",
-        "peak RSS MB",
-        "others",
-        "what",
-    ):
-        t.add_column(col, justify="left" if col in ("stage", "what") else "right")
-    for s in report["stages"]:
-        t.add_row(
-            s["name"],
-            str(s["photos"]),
-            f"{s['photos_per_s']:.1f}",
-            f"{s['ms_per_photo']:.1f}",
-            f"{s['core_ms_per_photo']:.1f}",
-            f"{s['cpu_util']:.0%}",
-            f"{s['peak_rss_mb']:.0f}",
-            f"{s['other_cores']:.2f}",
-            s["note"],
-        )
-    from photosift.bench import cluster
-
-    lines = summary_lines(report) + cluster.summary_lines(report)
-    for key in ("faces", "memory", "rescan", "rescan_big", "overview", "cold_start", "find"):
-        if key in report:
-            lines.append(f"{key}: {json.dumps(report[key])}")
-    return Group(t, *(Text(line) for line in lines))
-
-
-def summary_lines(
-    report: dict[str, Any],
-    strong: Callable[[str], str] = str,
-    code: Callable[[str], str] = str,
-) -> list[str]:
-    """The limit and the speed-ups in sentences; ``strong``/``code`` add Markdown where it is wanted."""
-    lim = report["limit"]
-    fraction = f"{lim['pipeline_fraction']:.1%}"
-    lines = [
-        f"Limit: {lim['cores']} cores / ({lim['decode_core_ms']} + {lim['infer_core_ms']}) core-ms = "
-        f"{strong(str(lim['photos_per_s']) + ' photos/s')}; pipeline at {strong(fraction)} "
-        f"of it, {strong(str(report['speedup_vs_naive']) + '×')} the naive loop.",
-        f"With face detection (+{lim['people_core_ms']} core-ms/photo) the limit is "
-        f"{lim['photos_per_s_with_people']} photos/s; the pipeline reaches {lim['pipeline_with_people_fraction']:.1%} of it.",
-    ]
-    for key in ("classify_cli", "classify_cli_no_people"):
-        if key in report:
-            c = report[key]
-            lines.append(
-                f"{code(key)} steady state: {strong(str(c['steady_photos_per_s']) + ' photos/s')} = "
-                f"{strong(str(c['speedup_vs_naive']) + '×')} naive, {c['fraction_of_limit']:.1%} of its limit."
-            )
-    return lines
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown tables (docs/BENCHMARKS.md is made from these)."""
-    lines = [
-        "| stage | photos | photos/s | ms/photo | core-ms/photo | CPU util | peak RSS MB | other procs (cores) | what |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for s in report["stages"]:
-        lines.append(
-            f"| {s['name']} | {s['photos']} | {s['photos_per_s']:.1f} | {s['ms_per_photo']:.1f} | "
-            f"{s['core_ms_per_photo']:.1f} | {s['cpu_util']:.0%} | {s['peak_rss_mb']:.0f} | {s['other_cores']:.2f} | {s['note']} |"
-        )
-    lines += ["", *summary_lines(report, strong=lambda text: f"**{text}**", code=lambda text: f"`{text}`")]
-    return "\n".join(lines)

@@ -90,6 +90,7 @@ def bench(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="With --engine ray: runs per engine.")] = 3,
 ) -> None:
     """Measure decode, inference, the pipeline and the naive loop on one corpus; report the limit."""
+    from photosift.bench import report as bench_report
     from photosift.bench import suite as b
     from photosift.bench.corpus import make_mixed_corpus, make_phone_corpus
 
@@ -114,8 +115,8 @@ def bench(
     with errors_to_exit():
         report = b.run_bench(opts, log=(lambda s: None) if as_json else (lambda s: err.print(f"· {s}")))
     if plot is not None:
-        b.plot(report, plot)
+        bench_report.plot(report, plot)
     if as_json:
         print(json.dumps(report, indent=2))
     else:
-        console().print(b.render(report))
+        console().print(bench_report.render(report))
