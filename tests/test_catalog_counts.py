@@ -102,12 +102,12 @@ def test_counts_follow_every_kind_of_write(tmp_path: Path) -> None:
 
 
 def test_an_older_catalog_gets_its_counts_on_upgrade(tmp_path: Path) -> None:
-    from photosift.core import catalog as catalog_module
+    from photosift.core import schema
 
     path = tmp_path / "old.db"
-    full = list(catalog_module.MIGRATIONS)
-    before = full.index(catalog_module._m4_category_index)
-    catalog_module.MIGRATIONS[:] = full[:before]  # as photosift wrote catalogs before the kept counts
+    full = list(schema.MIGRATIONS)
+    before = full.index(schema._m4_category_index)
+    schema.MIGRATIONS[:] = full[:before]  # as photosift wrote catalogs before the kept counts
     try:
         old = Catalog(path)
         old.register_model("a" * 64, "a", LABELS)
@@ -128,7 +128,7 @@ def test_an_older_catalog_gets_its_counts_on_upgrade(tmp_path: Path) -> None:
         expected = {str(c): int(n) for c, n in old.db.execute(before_personal)}
         old.close()
     finally:
-        catalog_module.MIGRATIONS[:] = full
+        schema.MIGRATIONS[:] = full
     with Catalog(path) as upgraded:
         assert upgraded.counts() == expected == {"food": 3, "None": 2, "people": 2}
 
