@@ -28,6 +28,7 @@ from photosift.core.catalog import Catalog, PhotoRecord
 from photosift.core.config import Settings
 from photosift.run.driver import ClassifyOptions, Pipeline
 from photosift.web import app as webapp
+from photosift.web import guard, server
 from testkit import DATA, PHOTOS, ScanGate
 
 TOKEN = "test-token-123"
@@ -81,11 +82,11 @@ class LiveServer:
     def __init__(self, settings: Settings, host: str = "127.0.0.1", **kwargs: Any) -> None:
         # The listening socket is made here and handed to uvicorn, as `photosift serve` does: no port is
         # chosen, released and bound again by someone else in between.
-        self.sock = webapp.listen(host, 0)
+        self.sock = server.listen(host, 0)
         self.port = int(self.sock.getsockname()[1])
         self.host = host
         self.app = webapp.create_app(settings, token=TOKEN, host=host, port=self.port, **kwargs)
-        self.server = webapp.make_server(self.app, host, self.port, log_level="warning")
+        self.server = server.make_server(self.app, host, self.port, log_level="warning")
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property
@@ -601,8 +602,8 @@ def test_server_binds_loopback_by_default(library) -> None:
     with LiveServer(settings_for(library[0])) as live:
         socks = [s for srv in live.server.servers for s in srv.sockets]
         assert socks and all(s.getsockname()[0] == "127.0.0.1" for s in socks)
-    assert webapp.is_loopback_host("127.0.0.1") and webapp.is_loopback_host("::1")
-    assert webapp.is_loopback_host("localhost") and not webapp.is_loopback_host("0.0.0.0")
+    assert guard.is_loopback_host("127.0.0.1") and guard.is_loopback_host("::1")
+    assert guard.is_loopback_host("localhost") and not guard.is_loopback_host("0.0.0.0")
 
 
 def test_serve_command_defaults_to_loopback_and_refuses_other_hosts(monkeypatch, tmp_path: Path) -> None:
@@ -616,7 +617,7 @@ def test_serve_command_defaults_to_loopback_and_refuses_other_hosts(monkeypatch,
         calls.append((host, port))
         sock.close()
 
-    monkeypatch.setattr(webapp, "run_server", fake_run)
+    monkeypatch.setattr(server, "run_server", fake_run)
     port = free_port()  # only recorded by fake_run, never bound
     quiet = CliRunner().invoke(cli, ["serve", "--db", str(tmp_path / "c.db"), "--port", str(port)])
     assert quiet.exit_code == 0 and calls[-1] == ("127.0.0.1", port) and "error" not in quiet.output

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import json
 import secrets
-import socket
 import threading
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 import anyio
@@ -49,7 +47,6 @@ from fastapi.responses import (
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from photosift import services
 from photosift.core import imaging
@@ -60,12 +57,12 @@ from photosift.core.errors import (
     CatalogReadOnly,
     ModelError,
     NothingToUndo,
-    PhotosiftError,
     UnreadableImage,
 )
 from photosift.core.scanner import printable
 from photosift.web import finding, media
 from photosift.web.finding import GET_HEAD
+from photosift.web.guard import GuardMiddleware, allowed_hosts
 from photosift.web.rederive import RederiveJob
 from photosift.web.scan import PipelineFactory, ScanError, ScanManager
 
@@ -77,86 +74,6 @@ RENDER_TIMEOUT_S = 60.0  # a read or decode that takes longer (a hung network mo
 RETRY_SLOW_AFTER_S = 60.0  # a photo that timed out is not tried again before this (its thread may still hang)
 TOKEN_HEADER = "x-photosift-token"
 UNCATEGORIZED = "uncategorized"
-
-
-def is_loopback_host(host: str) -> bool:
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def allowed_hosts(host: str, port: int) -> set[str]:
-    """The Host header values a browser sends for this server; anything else is DNS rebinding or a typo."""
-    names = {"127.0.0.1", "localhost", "[::1]"}
-    bound = host.strip("[]")
-    if bound not in ("0.0.0.0", "::", ""):
-        names.add(f"[{bound}]" if ":" in bound else bound)
-    hosts = {f"{n}:{port}".lower() for n in names}
-    if port == 80:
-        hosts |= {n.lower() for n in names}
-    return hosts
-
-
-def security_headers(img_src: str = "'self'", script_src: str = "'self'") -> list[tuple[bytes, bytes]]:
-    csp = (
-        f"default-src 'self'; img-src {img_src}; style-src 'self'; script-src {script_src}; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    )
-    return [
-        (b"x-content-type-options", b"nosniff"),
-        (b"x-frame-options", b"DENY"),
-        (b"referrer-policy", b"no-referrer"),
-        (b"content-security-policy", csp.encode()),
-    ]
-
-
-class GuardMiddleware:
-    """Rejects unexpected Host headers and adds security headers to every response (pure ASGI: no buffering)."""
-
-    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = security_headers()
-    # "Classify here" runs ONNX Runtime Web: compiling WebAssembly needs 'wasm-unsafe-eval' (not 'unsafe-eval'),
-    # the chosen photos are shown from blob: URLs, and WASM threads need SharedArrayBuffer, which only a
-    # cross-origin isolated page gets (COOP + COEP). Only that page and the runtime's own files get these.
-    ISOLATED_PREFIXES = ("/classify-here", "/static/ort/")
-    ISOLATED_HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
-        *security_headers("'self' blob:", "'self' 'wasm-unsafe-eval'"),
-        (b"cross-origin-opener-policy", b"same-origin"),
-        (b"cross-origin-embedder-policy", b"require-corp"),
-        (b"cross-origin-resource-policy", b"same-origin"),
-    ]
-
-    def __init__(self, app: ASGIApp, hosts: set[str]) -> None:
-        self.app = app
-        self.hosts = hosts
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
-        if host.lower() not in self.hosts:
-            body = b"unexpected Host header: open the gallery at the address photosift serve printed\n"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 400,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), *self.HEADERS],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-
-        extra = self.ISOLATED_HEADERS if scope["path"].startswith(self.ISOLATED_PREFIXES) else self.HEADERS
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 class CatalogMissing(CatalogError):
@@ -682,48 +599,4 @@ def create_app(
     return app
 
 
-def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info") -> Any:
-    """A uvicorn server for ``app`` (tests run it in a thread; :func:`run_server` in the foreground)."""
-    import uvicorn
-
-    # A short graceful-shutdown window: an open progress stream must not hold Ctrl-C hostage.
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=3
-    )
-    return uvicorn.Server(config)
-
-
-class ServeError(PhotosiftError):
-    """The gallery cannot listen where it was asked to (the port is taken, the address is not this machine's)."""
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` before the server starts, so a busy port is a one-line error."""
-    bare = host.strip("[]")
-    sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT, never a live one
-        sock.bind((bare, port))
-    except OSError as exc:
-        sock.close()
-        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    return sock
-
-
-def run_server(
-    settings: Settings, host: str = "127.0.0.1", port: int = 8765, sock: socket.socket | None = None
-) -> None:
-    """Serve the gallery until Ctrl-C on ``sock`` (default: :func:`listen`); the CLI prints the address."""
-    sock = sock or listen(host, port)
-    make_server(create_app(settings, host=host, port=port), host, port).run(sockets=[sock])
-
-
-__all__ = [
-    "ServeError",
-    "allowed_hosts",
-    "create_app",
-    "is_loopback_host",
-    "listen",
-    "make_server",
-    "run_server",
-]
+__all__ = ["create_app"]
