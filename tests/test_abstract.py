@@ -152,7 +152,7 @@ def test_classify_then_recategorize_agree(tmp_path: Path) -> None:
         "rocket.jpg": "vehicles",
     }
     with Catalog(db) as cat:
-        assert recategorize(cat, lambda _labels: load_rules(), tmp_path / "data").changed == 0
+        assert recategorize(cat, lambda _labels: load_rules()).changed == 0
         text = BUILTIN_RULES.read_text(encoding="utf-8")
         assert "\nabstract_threshold: 0.78\n" in text
         # The learned head reads the detector's score as one of its inputs, whatever the threshold; with the head
@@ -163,6 +163,6 @@ def test_classify_then_recategorize_agree(tmp_path: Path) -> None:
             )
         )
         assert off.abstract_threshold == 1.0 and not off.learned_head
-        report = recategorize(cat, lambda _labels: off, tmp_path / "data")
+        report = recategorize(cat, lambda _labels: off)
     assert report.changed == 1
     assert categories()["art.png"] != OTHER

@@ -1,4 +1,4 @@
-"""The kept categories and counts (migration 3's triggers) agree with the catalog's contents after any writes,
+"""The kept categories and counts (migrations 4 and 5's triggers) agree with the catalog's contents after any writes,
 and the overview's queries are index lookups, not scans."""
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from photosift.core.catalog import Catalog, PhotoRecord, ResultRecord
+from photosift.core.catalog import Catalog, PersonalDecision, PhotoRecord, ResultRecord
 
 LABELS = [f"class{i}" for i in range(10)]
 CATEGORIES = ["animals", "plants", "food", None]
 
-# What the counts were computed as before they were kept: the newest result per photo, then its correction.
+# What the counts were computed as before they were kept: the newest result per photo (the personal head's
+# category where it spoke, else the model's), then its correction.
 REFERENCE = """
-    SELECT COALESCE(c.category, r.category) AS cat, COUNT(*) FROM photos p
+    SELECT COALESCE(c.category, r.personal_category, r.category) AS cat, COUNT(*) FROM photos p
     JOIN results r ON r.content_hash = p.content_hash AND r.created_at =
         (SELECT MAX(created_at) FROM results r2 WHERE r2.content_hash = p.content_hash)
     LEFT JOIN corrections c ON c.content_hash = p.content_hash
@@ -48,7 +49,7 @@ def test_counts_follow_every_kind_of_write(tmp_path: Path) -> None:
     paths = [f"/lib/p{i}.jpg" for i in range(30)]
     for step in range(120):
         op = rng.choice(
-            ["batch", "batch", "correct", "uncorrect", "recategorize", "missing", "error", "hide"]
+            ["batch", "batch", "correct", "uncorrect", "recategorize", "personal", "missing", "error", "hide"]
         )
         if op == "batch":  # a run: some results (either model, newer each time) and photos pointing at them
             chosen = rng.sample(hashes, 3)
@@ -61,10 +62,19 @@ def test_counts_follow_every_kind_of_write(tmp_path: Path) -> None:
         elif op == "correct":
             cat.set_correction(rng.choice(hashes), rng.choice(["people", "food"]))
         elif op == "uncorrect":
-            cat.clear_correction(rng.choice(hashes))
+            cat.set_correction(rng.choice(hashes), None)
         elif op == "recategorize":
             h = rng.choice(hashes)
-            cat.update_categories([(h, m, rng.choice(["landscape", "other"]), 0.9, None) for m in models])
+            rows = cat.db.execute("SELECT rowid FROM results WHERE content_hash = ?", (h,)).fetchall()
+            cat.update_categories(
+                [(r[0], rng.choice(["landscape", "other"]), 0.9, None, None) for r in rows], "fp"
+            )
+        elif op == "personal":  # the personal head follows a correction near this content, or abstains again
+            h, m = rng.choice(hashes), rng.choice(models)
+            decision = (
+                PersonalDecision(rng.choice(["our cat", "food"]), 0.8, "h0") if rng.random() < 0.7 else None
+            )
+            cat.set_personal(m, [(h, decision)])
         elif op == "hide":
             ids = [r[0] for r in cat.db.execute("SELECT id FROM photos ORDER BY random() LIMIT 2")]
             cat.set_hidden(ids, rng.random() < 0.6)
@@ -92,25 +102,33 @@ def test_counts_follow_every_kind_of_write(tmp_path: Path) -> None:
 
 
 def test_an_older_catalog_gets_its_counts_on_upgrade(tmp_path: Path) -> None:
-    from photosift.core import catalog as catalog_module
+    from photosift.core import schema
 
     path = tmp_path / "old.db"
-    full = list(catalog_module.MIGRATIONS)
-    catalog_module.MIGRATIONS[:] = full[:-1]  # as photosift wrote catalogs before the kept counts
+    full = list(schema.MIGRATIONS)
+    before = full.index(schema._m4_category_index)
+    schema.MIGRATIONS[:] = full[:before]  # as photosift wrote catalogs before the kept counts
     try:
         old = Catalog(path)
         old.register_model("a" * 64, "a", LABELS)
-        old.write_batch(
-            [PhotoRecord(f"/p{i}.jpg", 1, 1, f"h{i % 3}") for i in range(7)],
-            [result(f"h{i}", c) for i, c in enumerate(["food", None, "plants"])],
-            "a" * 64,
-            LABELS,
-        )
-        old.set_correction("h2", "people")
-        expected = reference_counts(old)
+        # Rows as that photosift wrote them (today's write_batch also fills columns of later migrations).
+        for i, c in enumerate(["food", None, "plants"]):
+            old.db.execute(
+                "INSERT INTO results (content_hash, model_sha256, category, created_at) VALUES (?, ?, ?, 1)",
+                (f"h{i}", "a" * 64, c),
+            )
+        for i in range(7):
+            old.db.execute(
+                "INSERT INTO photos (path, size, mtime_ns, content_hash, status, updated_at) "
+                "VALUES (?, 1, 1, ?, 'ok', 1)",
+                (f"/p{i}.jpg", f"h{i % 3}"),
+            )
+        old.db.execute("INSERT INTO corrections VALUES ('h2', 'people', 1)")
+        before_personal = REFERENCE.replace("r.personal_category, ", "")  # that schema had no personal head
+        expected = {str(c): int(n) for c, n in old.db.execute(before_personal)}
         old.close()
     finally:
-        catalog_module.MIGRATIONS[:] = full
+        schema.MIGRATIONS[:] = full
     with Catalog(path) as upgraded:
         assert upgraded.counts() == expected == {"food": 3, "None": 2, "people": 2}
 

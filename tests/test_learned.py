@@ -11,6 +11,7 @@ import pytest
 from photosift.album import learned
 from photosift.album.decisions import AlbumClassifier
 from photosift.album.people import PeopleSignal
+from photosift.album.personal import PersonalHead
 from photosift.album.rules import BUILTIN_RULES, PEOPLE, Categorizer, load_rules, parse_rules
 from photosift.core.errors import RulesError
 from photosift.models.registry import registry
@@ -127,14 +128,17 @@ def test_head_file_round_trips(tmp_path: Path) -> None:
     json.dumps(again.meta)
 
 
-def test_the_personal_head_starts_from_the_learned_heads_distribution() -> None:
-    """AlbumClassifier.base: what the personal head is trained on and applied to; the learned head's where it
-    decides, the rules' otherwise (and for photos without embeddings)."""
+def test_the_model_decides_with_the_learned_head_and_the_personal_head_sits_on_top() -> None:
+    """AlbumClassifier.base is the model's decision (stored as the result's category): the learned head's where it
+    decides, the rules' otherwise (and for photos without embeddings). A correction of a photo that looks the
+    same makes the personal head speak; the model's decision is kept beside it."""
     faces = [PeopleSignal(3, 0.001, 0.002, 0.99)]
     with_head = AlbumClassifier(RULES, category_head=mass_head())
-    results, posterior = with_head.base(one_hot_probs(207), faces, np.ones((1, 8)))
-    assert results[0].category == PEOPLE and posterior[0].argmax() == CATS.index(PEOPLE)
-    rules_results, rules_posterior = AlbumClassifier(RULES).base(one_hot_probs(207), faces, np.ones((1, 8)))
-    assert rules_results[0].category == "animals" and rules_posterior[0].argmax() == CATS.index("animals")
-    no_embedding, _ = with_head.base(one_hot_probs(207), faces, None)
-    assert no_embedding[0].category == "animals"
+    assert with_head.base(one_hot_probs(207), faces, np.ones((1, 8)), None)[0].category == PEOPLE
+    assert (
+        AlbumClassifier(RULES).base(one_hot_probs(207), faces, np.ones((1, 8)), None)[0].category == "animals"
+    )
+    assert with_head.base(one_hot_probs(207), faces, None, None)[0].category == "animals"
+    with_head.head = PersonalHead(np.ones((1, 8)), ["our cat"], ["corrected"])
+    decided = with_head.categorize(one_hot_probs(207), faces, np.ones((1, 8)), ["another"])[0]
+    assert (decided.category, decided.shown) == (PEOPLE, "our cat")

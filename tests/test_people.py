@@ -137,7 +137,12 @@ def test_pipeline_looks_for_faces_after_the_classifier(tmp_path: Path) -> None:
     with Catalog(settings.db_path) as catalog:
         summary = build_pipeline(settings, catalog).run([str(photos)])
         assert summary.classified == 3
-        stored = {o.content_hash: o.people for batch in catalog.stored_outputs() for o in batch}
+        stored = {
+            h: people
+            for m in catalog.models()
+            for part in catalog.stored_chunks(m.sha256)
+            for h, people in zip(part.hashes, part.people, strict=True)
+        }
         by_name = {Path(r.path).name: r for r in catalog.results()}
         hashes = {n: catalog.content_hash_of(r.path) for n, r in by_name.items()}
     assert by_name["chelsea.jpg"].category == "animals"

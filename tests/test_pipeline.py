@@ -179,14 +179,21 @@ def test_an_old_catalog_is_upgraded_with_everything_kept(tmp_path: Path) -> None
         rows = {r.path.rsplit("/", 1)[-1]: r for r in cat.results()}
         assert rows["coffee.jpg"].corrected_category == "objects"
         assert {r.label for r in rows.values()} and all(len(r.top5) == 5 for r in rows.values())
-        stored = {o.content_hash: o for batch in cat.stored_outputs() for o in batch}
+        stored = {
+            h: (
+                part.topk_index[i],
+                part.topk_prob[i],
+                part.embeddings[i] if part.embeddings is not None else None,
+            )
+            for m in cat.models()
+            for part in cat.stored_chunks(m.sha256)
+            for i, h in enumerate(part.hashes)
+        }
     for content_hash, label_index, _top5, topk_prob, embedding, _category in before:
-        out = stored[content_hash]
-        assert out.topk_index is not None and int(out.topk_index[0]) == label_index
-        assert out.topk_prob is not None and out.topk_prob.tobytes() == topk_prob
-        assert out.embedding is not None and np.array_equal(
-            out.embedding, np.frombuffer(embedding, np.float16)
-        )
+        topk_index, topk_probs, vector = stored[content_hash]
+        assert topk_index is not None and int(topk_index[0]) == label_index
+        assert topk_probs is not None and topk_probs.tobytes() == topk_prob
+        assert vector is not None and np.array_equal(vector, np.frombuffer(embedding, np.float16))
     assert [(h, c) for h, c in corrections] == list(Catalog(old).corrections().items())
     assert Catalog(old).integrity_check() == "ok"
 

@@ -19,6 +19,8 @@ pytest.importorskip("uvicorn")
 
 from fastapi.testclient import TestClient
 
+from photosift import services
+from photosift.album.abstract import head_for_model
 from photosift.album.decisions import AlbumClassifier
 from photosift.album.people import PeopleDetector
 from photosift.album.rules import load_rules
@@ -26,6 +28,7 @@ from photosift.core.catalog import Catalog, PhotoRecord
 from photosift.core.config import Settings
 from photosift.run.driver import ClassifyOptions, Pipeline
 from photosift.web import app as webapp
+from photosift.web import guard, server
 from testkit import DATA, PHOTOS, ScanGate
 
 TOKEN = "test-token-123"
@@ -52,7 +55,7 @@ def build_catalog(engine: Any, root: Path) -> tuple[Path, Path]:
     photos = make_library(root / "photos")
     db = root / "catalog.db"
     with Catalog(db) as cat:
-        album = AlbumClassifier(load_rules())
+        album = AlbumClassifier(load_rules(), abstract=head_for_model(engine.model.sha256))
         detector = PeopleDetector()
         pipe = Pipeline(
             engine, cat, album, people=lambda: detector, options=ClassifyOptions(batch_size=8, workers=2)
@@ -79,11 +82,11 @@ class LiveServer:
     def __init__(self, settings: Settings, host: str = "127.0.0.1", **kwargs: Any) -> None:
         # The listening socket is made here and handed to uvicorn, as `photosift serve` does: no port is
         # chosen, released and bound again by someone else in between.
-        self.sock = webapp.listen(host, 0)
+        self.sock = server.listen(host, 0)
         self.port = int(self.sock.getsockname()[1])
         self.host = host
         self.app = webapp.create_app(settings, token=TOKEN, host=host, port=self.port, **kwargs)
-        self.server = webapp.make_server(self.app, host, self.port, log_level="warning")
+        self.server = server.make_server(self.app, host, self.port, log_level="warning")
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property
@@ -340,7 +343,7 @@ def test_correction_is_stored_like_the_cli(client: TestClient, library) -> None:
     r = client.post(
         f"/photo/{pid}/correct", data={"category": "people", "token": TOKEN}, follow_redirects=False
     )
-    assert r.status_code == 303 and r.headers["location"] == f"/photo/{pid}?saved=1"
+    assert r.status_code == 303 and r.headers["location"].startswith(f"/photo/{pid}?event=")
     assert "Saved." in client.get(r.headers["location"]).text
     with Catalog(db) as cat:
         cat.add_user_category("holidays")
@@ -353,8 +356,56 @@ def test_correction_is_stored_like_the_cli(client: TestClient, library) -> None:
     out = CliRunner().invoke(cli, ["results", "--db", str(db), "--format", "json"])
     row = next(it for it in json.loads(out.stdout) if it["path"].endswith("flower.jpg"))
     assert row["corrected_category"] == "holidays"
+    for _ in range(2):  # back to no correction, as the other tests expect
+        assert client.post(f"/photo/{pid}/undo", data={"token": TOKEN}).status_code == 200
+    with Catalog(db, readonly=True) as cat:
+        assert cat.photo(pid).corrected_category is None  # type: ignore[union-attr]
+
+
+def test_a_correction_names_the_photos_it_moved_and_can_be_undone(client: TestClient, library) -> None:
+    db = library[0]
+    pid, twin = photo_id(db, "chelsea.jpg"), photo_id(db, "rotated.jpg")  # the same cat, stored sideways
+    r = client.post(f"/photo/{pid}/correct", json={"category": "food"}, headers={"X-Photosift-Token": TOKEN})
+    assert r.status_code == 200
+    report = r.json()
+    assert [(m["id"], m["from"], m["to"]) for m in report["moved"]] == [(twin, "animals", "food")]
+    page = client.get(f"/photo/{pid}?event={report['event']}").text
+    assert "1 other photo moved" in page and f'href="/photo/{twin}">rotated.jpg</a>' in page
+    assert f'action="/photo/{pid}/undo"' in page and f'name="event" value="{report["event"]}"' in page
+    twin_page = client.get(f"/photo/{twin}").text  # the moved photo says why
+    assert "which you corrected" in twin_page and f'href="/photo/{pid}">chelsea.jpg</a>' in twin_page
+    # Undo is a state change: the page token, like every other form.
+    form = {"event": str(report["event"])}
+    assert client.post(f"/photo/{pid}/undo", data=form, follow_redirects=False).status_code == 403
+    r = client.post(f"/photo/{pid}/undo", data={**form, "token": TOKEN}, follow_redirects=False)
+    assert r.status_code == 303
+    page = client.get(r.headers["location"]).text
+    assert "Undone" in page and "rotated.jpg" in page and "Undo</button>" not in page
+    with Catalog(db, readonly=True) as cat:
+        assert cat.photo(pid).corrected_category is None  # type: ignore[union-attr]
+        assert cat.photo(twin).category == "animals"  # type: ignore[union-attr]
+    again = client.post(f"/photo/{pid}/undo", data={**form, "token": TOKEN})
+    assert again.status_code == 409 and "undone" in again.text
+
+
+def test_stale_categories_are_rederived_in_the_background(library, tmp_path: Path) -> None:
+    with Catalog(library[0]) as cat:
+        cat.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db = tmp_path / "catalog.db"
+    shutil.copy2(library[0], db)
     with Catalog(db) as cat:
-        cat.clear_correction(cat.content_hash_of(row["path"]))  # type: ignore[arg-type]
+        before = {r.path: r.category for r in cat.results()}
+        cat.db.execute("UPDATE results SET decided_by = 'rules of an older photosift'")
+    app = webapp.create_app(settings_for(db), token=TOKEN, port=PORT)
+    with TestClient(app, base_url=BASE) as c:  # starting the gallery starts the job
+        deadline = time.monotonic() + 60
+        while (state := c.get("/api/recategorize").json())["state"] in ("idle", "running"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.1)
+    assert state["state"] == "done" and state["done"] == state["total"] == len(before) - 1  # not broken.jpg
+    with Catalog(db) as cat:
+        assert services.stale_results(settings_for(db), cat) == 0
+        assert {r.path: r.category for r in cat.results()} == before
 
 
 def test_an_unreadable_file_cannot_be_corrected(client: TestClient, library) -> None:
@@ -551,8 +602,8 @@ def test_server_binds_loopback_by_default(library) -> None:
     with LiveServer(settings_for(library[0])) as live:
         socks = [s for srv in live.server.servers for s in srv.sockets]
         assert socks and all(s.getsockname()[0] == "127.0.0.1" for s in socks)
-    assert webapp.is_loopback_host("127.0.0.1") and webapp.is_loopback_host("::1")
-    assert webapp.is_loopback_host("localhost") and not webapp.is_loopback_host("0.0.0.0")
+    assert guard.is_loopback_host("127.0.0.1") and guard.is_loopback_host("::1")
+    assert guard.is_loopback_host("localhost") and not guard.is_loopback_host("0.0.0.0")
 
 
 def test_serve_command_defaults_to_loopback_and_refuses_other_hosts(monkeypatch, tmp_path: Path) -> None:
@@ -566,7 +617,7 @@ def test_serve_command_defaults_to_loopback_and_refuses_other_hosts(monkeypatch,
         calls.append((host, port))
         sock.close()
 
-    monkeypatch.setattr(webapp, "run_server", fake_run)
+    monkeypatch.setattr(server, "run_server", fake_run)
     port = free_port()  # only recorded by fake_run, never bound
     quiet = CliRunner().invoke(cli, ["serve", "--db", str(tmp_path / "c.db"), "--port", str(port)])
     assert quiet.exit_code == 0 and calls[-1] == ("127.0.0.1", port) and "error" not in quiet.output

@@ -1,4 +1,5 @@
-"""The gallery in Debian's Chromium, driven by Playwright: browse, open a photo, correct it, scan and stop.
+"""The gallery in Debian's Chromium, driven by Playwright: browse, open a photo, correct it and undo, scan and
+stop.
 
 A real uvicorn server runs in a thread over a catalog made by the real pipeline from tests/data. Each page is
 screenshotted into PHOTOSIFT_ARTIFACTS (default: <repo>/artifacts/screenshots, git-ignored).
@@ -129,9 +130,17 @@ def test_browse_open_and_correct(gallery, page) -> None:
     page.wait_for_selector(".notice")
     assert page.text_content(".cat-name").strip() == "people"
     assert page.locator(".tag", has_text="corrected").count() == 1
+    notice = page.inner_text(".notice")
+    assert "1 other photo moved" in notice and "animals → people" in notice  # the cat's rotated twin followed
     shot(page, "4-photo-corrected")
     with Catalog(db, readonly=True) as cat:
         assert cat.photo(photo_id).corrected_category == "people"  # type: ignore[union-attr]
+    page.click("form.undo button")  # a form POST with the page token, like Save
+    page.wait_for_selector(".notice >> text=Undone")
+    assert page.text_content(".cat-name").strip() == "animals" and page.locator("form.undo").count() == 0
+    shot(page, "4b-photo-undone")
+    with Catalog(db, readonly=True) as cat:
+        assert cat.photo(photo_id).corrected_category is None  # type: ignore[union-attr]
 
     page.fill("header form.search input", "espresso")
     page.keyboard.press("Enter")

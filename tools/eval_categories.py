@@ -3,7 +3,6 @@
     PYTHONPATH=src .venv/bin/python tools/eval_categories.py                       # album-dev, default rules
     PYTHONPATH=src .venv/bin/python tools/eval_categories.py --labels CSV --images DIR [--rules FILE]
     PYTHONPATH=src .venv/bin/python tools/eval_categories.py --topk 5,10,20,50      # recategorize-from-storage check
-    PYTHONPATH=src .venv/bin/python tools/eval_categories.py --personal 5           # 5 corrections per category
     PYTHONPATH=src .venv/bin/python tools/eval_categories.py --no-people            # classifier only
     PYTHONPATH=src .venv/bin/python tools/eval_categories.py --centre-crop          # cut-outs centre-cropped too
     PYTHONPATH=src .venv/bin/python tools/eval_categories.py --no-abstract          # without the abstract detector
@@ -11,6 +10,7 @@
 The labels CSV has columns ``file,category`` (``file`` relative to --images, or absolute). Each image is decoded
 once, as the pipeline does (DCT-scaled to a shorter side of at least 256 px); the model runs on the tensor and
 the face detector on the decoded image. Model outputs are cached next to nothing: pass --cache FILE.npz to reuse.
+The personal head's evaluation (simulated users correcting photos) is tools/personal_protocol.py.
 """
 
 from __future__ import annotations
@@ -97,10 +97,6 @@ def main() -> int:
         "--centre-crop", action="store_true", help="centre-crop cut-outs too (default: framed whole)"
     )
     ap.add_argument("--topk", default="", help="comma-separated k values to check against the full softmax")
-    ap.add_argument(
-        "--personal", type=int, default=0, help="corrections per category for the personal-head test"
-    )
-    ap.add_argument("--seeds", type=int, default=10, help="random draws of the corrected photos (--personal)")
     ap.add_argument("--errors", action="store_true", help="list the misclassified files")
     args = ap.parse_args()
 
@@ -142,25 +138,6 @@ def main() -> int:
         same = sum(a == b for a, b in zip(again, pred, strict=True))
         print(f"top-{k} stored as float16: same category as the full softmax for {same}/{len(pred)}")
 
-    if args.personal:
-        from photosift.album.personal import cross_validate
-
-        for protocol in ("random", "errors"):
-            res = cross_validate(
-                out["embedding"],
-                truth,
-                probs,
-                signals,
-                per_category=args.personal,
-                seeds=args.seeds,
-                protocol=protocol,
-            )
-            runs = res.pop("runs")
-            print(
-                f"\npersonal head, {args.personal} corrections per category ({protocol}), {args.seeds} draws, "
-                f"accuracy on the photos not corrected: {json.dumps(res)}"
-            )
-            print(f"  per draw: base {runs['base']}\n            combined {runs['combined']}")
     return 0
 
 

@@ -27,7 +27,9 @@ from photosift.core.errors import CatalogError, ModelError, PhotosiftError
 from photosift.core.scanner import path_text
 
 if TYPE_CHECKING:
-    from photosift.album.decisions import AlbumClassifier, CorrectionReport, RecategorizeReport, RulesFor
+    from photosift.album.corrections import CorrectionReport
+    from photosift.album.decisions import AlbumClassifier, RecategorizeReport, RulesFor
+    from photosift.album.decisions import Progress as RederiveProgress
     from photosift.album.people import PeopleDetector
     from photosift.find.library import Finder
     from photosift.find.query import Query
@@ -49,6 +51,11 @@ def rules_for(settings: Settings) -> RulesFor:
 
 def open_catalog(settings: Settings, *, readonly: bool = False, create: bool = True) -> Catalog:
     return Catalog(settings.db_path, readonly=readonly, create=create, busy_timeout=settings.busy_timeout_s)
+
+
+def index_dir(settings: Settings) -> Path:
+    """Where the embedding indexes that corrections query are cached (album.personal.EmbeddingIndex)."""
+    return settings.data_dir / "index"
 
 
 # -- classify ------------------------------------------------------------------------------------------------
@@ -84,7 +91,7 @@ def build_pipeline(settings: Settings, catalog: Catalog | None = None) -> Pipeli
     notes: list[str] = []
     if engine.card.task == "classify":
         rules = rules_for(settings)(engine.card.labels)
-        album = AlbumClassifier.load(rules, settings.data_dir, catalog.path, engine.model.sha256)
+        album = AlbumClassifier.load(rules, catalog, engine.model.sha256, index_dir(settings))
     people = None
     if settings.people and album is not None and album.needs_people:
         try:
@@ -237,51 +244,115 @@ def catalog_path_of(path: str | Path) -> str:
     return os.path.abspath(os.path.expanduser(str(path)))
 
 
+def _hash_of(cat: Catalog, where: str) -> str:
+    content_hash = cat.content_hash_of(where)
+    if content_hash is None:
+        raise NotInCatalog(f"{where}: not in the catalog (or unreadable); classify it first")
+    return content_hash
+
+
 def correct(
     settings: Settings, path: str | Path, category: str | None, *, create: bool = False
 ) -> CorrectionReport:
-    """Set (or with ``category=None`` clear) the album category of the photo at ``path``."""
-    from photosift.album.decisions import correct as apply
-
+    """Set (or with ``category=None`` clear) the album category of the photo at ``path``; the report says which
+    other photos the personal head moved."""
     where = catalog_path_of(path)
     with open_catalog(settings, create=False) as cat:
-        content_hash = cat.content_hash_of(where)
-        if content_hash is None:
-            raise NotInCatalog(f"{where}: not in the catalog (or unreadable); classify it first")
-        return apply(
-            cat, rules_for(settings), settings.data_dir, content_hash, category, create=create, path=where
-        )
+        return correct_hash(settings, cat, _hash_of(cat, where), category, create=create, path=where)
 
 
-def correct_hash(settings: Settings, catalog: Catalog, content_hash: str, category: str | None) -> None:
+def undo(settings: Settings, path: str | Path) -> CorrectionReport:
+    """Take back the latest correction of the photo at ``path`` and what it moved."""
+    where = catalog_path_of(path)
+    with open_catalog(settings, create=False) as cat:
+        return undo_hash(settings, cat, _hash_of(cat, where), path=where)
+
+
+def correct_hash(
+    settings: Settings,
+    catalog: Catalog,
+    content_hash: str,
+    category: str | None,
+    *,
+    create: bool = False,
+    path: str = "",
+) -> CorrectionReport:
     """A correction by content hash through an open catalog (the gallery's connection)."""
-    from photosift.album.decisions import correct as apply
+    from photosift.album.corrections import correct as apply
 
-    apply(catalog, rules_for(settings), settings.data_dir, content_hash, category)
+    return apply(
+        catalog,
+        rules_for(settings),
+        content_hash,
+        category,
+        create=create,
+        path=path,
+        index_dir=index_dir(settings),
+    )
+
+
+def undo_hash(
+    settings: Settings, catalog: Catalog, content_hash: str, *, event: int | None = None, path: str = ""
+) -> CorrectionReport:
+    """Undo by content hash (``event``: only if it is still the photo's latest correction)."""
+    from photosift.album.corrections import undo as take_back
+
+    return take_back(catalog, content_hash, event=event, path=path, index_dir=index_dir(settings))
 
 
 def correct_many(
     settings: Settings, catalog: Catalog, changes: Sequence[tuple[str, str | None]]
 ) -> dict[str, str | None]:
-    """Several corrections (content hash, category or None to clear) through an open catalog, as
-    :func:`correct_hash` does one: the personal head is retrained and categories re-derived once, after the
-    last. Returns each content's correction before, so the caller can undo."""
-    from photosift.album.decisions import correct as apply
+    """Several corrections (content hash, category or None to clear) through an open catalog in one transaction,
+    the photos near all of them re-decided once. Returns each content's correction before, so the caller can
+    restore them."""
+    from photosift.album.corrections import correct_many as apply
 
     before = catalog.corrections()
     previous = {h: before.get(h) for h, _ in changes}
-    for n, (content_hash, category) in enumerate(changes, 1):
-        last = n == len(changes)
-        apply(catalog, rules_for(settings), settings.data_dir, content_hash, category, retrain=last)
+    apply(catalog, rules_for(settings), changes, index_dir=index_dir(settings))
     return previous
 
 
-def recategorize(settings: Settings) -> RecategorizeReport:
-    """Re-derive every stored category from stored outputs (after editing the rules); no inference."""
+def recategorize(
+    settings: Settings,
+    *,
+    only_stale: bool = False,
+    exact_only: bool = False,
+    on_progress: RederiveProgress | None = None,
+    cancel: threading.Event | None = None,
+    catalog: Catalog | None = None,
+) -> RecategorizeReport:
+    """Re-derive stored categories from stored outputs (``only_stale``: those decided under other rules or
+    heads than those in force now; ``exact_only``: of models whose own classifier gives the full softmax back);
+    no inference. ``catalog``: an open one (the gallery's job has its own)."""
     from photosift.album.decisions import recategorize as rederive
 
-    with open_catalog(settings, create=False) as cat:
-        return rederive(cat, rules_for(settings), settings.data_dir)
+    if catalog is None:
+        with open_catalog(settings, create=False) as cat:
+            return recategorize(
+                settings,
+                only_stale=only_stale,
+                exact_only=exact_only,
+                on_progress=on_progress,
+                cancel=cancel,
+                catalog=cat,
+            )
+    return rederive(
+        catalog,
+        rules_for(settings),
+        only_stale=only_stale,
+        exact_only=exact_only,
+        on_progress=on_progress,
+        cancel=cancel,
+    )
+
+
+def stale_results(settings: Settings, catalog: Catalog, *, exact_only: bool = False) -> int:
+    """How many stored categories were decided under other rules or heads than those in force now."""
+    from photosift.album.decisions import stale_results as count
+
+    return count(catalog, rules_for(settings), exact_only=exact_only)
 
 
 class NotInCatalog(CatalogError):
@@ -607,6 +678,7 @@ __all__ = [
     "duplicates",
     "eval_categorize",
     "imagenet_concepts",
+    "index_dir",
     "known_categories",
     "page_classifier",
     "photo_by_path",
@@ -619,5 +691,8 @@ __all__ = [
     "set_hidden",
     "shared_people_detector",
     "similar",
+    "stale_results",
+    "undo",
+    "undo_hash",
     "warm_finding",
 ]

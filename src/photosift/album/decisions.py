@@ -1,24 +1,30 @@
-"""Album categories end to end: rules, the personal head, corrections and re-derivation from the catalog.
+"""Album categories end to end: the rules, the learned head, the personal head, and re-derivation from storage.
 
-Order of authority for a photo's category (see personal.py for why):
+Order of authority for the category a photo shows:
 
-1. the user's correction (stored per content hash in the catalog, applied at query time, never overridden);
-2. the personal head trained from those corrections, when confident;
+1. the user's correction (stored per content hash, applied at query time, never overridden);
+2. the personal head (personal.py): the category of the nearest corrected photo, only within its similarity
+   gate — so it speaks for near-duplicates of corrected photos and abstains everywhere else;
 3. the learned category head (learned.py) where the rules in force switch it on (``learned_head: on``, as the
    shipped rules do) and it fits the model;
-4. the rules (categories.py) over the model's full softmax, with the abstract-art detector (abstract.py, on the
-   embedding; ``abstract_threshold`` in the rules) and the face signal for people.
+4. the rules (rules.py) over the model's full softmax, with the abstract-art detector (abstract.py, on the
+   embedding) and the face signal for people.
 
-Categories are stored at classify time; :func:`recategorize` re-derives them from what the catalog stored
-(the float16 embedding, through the base model's own classifier weights, gives the full softmax back; top-k
-probabilities are the fallback for models whose classifier cannot be read), so changing the rules or the
-corrections never re-runs the model.
+3 and 4 are the model's decision, stored in ``results.category`` with a fingerprint of everything that made it
+(:attr:`AlbumClassifier.fingerprint`: the rules, the abstract-art detector, the learned head, the personal head's
+rule); a result decided under another fingerprint is stale, and :func:`recategorize` re-derives the stale ones
+(or all) from stored outputs in vectorised chunks — the float16 embedding, through the base model's own
+classifier weights, gives the full softmax back; top-k probabilities are the fallback for models whose
+classifier cannot be read — so changing the rules never re-runs the model. 2 is stored beside it
+(``personal_*``) and changes only near a correction (corrections.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,85 +34,143 @@ import numpy as np
 from photosift.album import learned
 from photosift.album.abstract import AbstractHead, head_for_model
 from photosift.album.people import PeopleSignal
-from photosift.album.personal import PersonalHead, base_head, combine, load_head, train_head
+from photosift.album.personal import PersonalHead, base_head
 from photosift.album.rules import PEOPLE, Categorizer, CategoryResult, Rules
-from photosift.core.catalog import Catalog, StoredOutput
-from photosift.core.errors import CatalogError, ModelError, UnknownCategory
+from photosift.core.catalog import Catalog, PersonalDecision, StoredChunk
+from photosift.core.errors import ModelError
 from photosift.models.tasks import softmax
 
-MIN_CORRECTIONS = 3  # fewer corrections than this teach the head nothing it can generalise
+RulesFor = Callable[[Sequence[str]], Rules]
+"""A classifier's labels -> the rules that decide its categories (``rules.rules_for_model`` with the user's
+settings bound)."""
 
 
-def head_path(data_dir: Path, catalog_path: Path, model_sha256: str) -> Path:
-    """One head per catalog (it learns that catalog's corrections) and per base model (each model has its own
-    embedding space), kept in the data dir."""
-    catalog_key = hashlib.sha256(str(Path(catalog_path).resolve()).encode()).hexdigest()[:12]
-    return data_dir / "personal" / f"{catalog_key}-{model_sha256[:16]}.onnx"
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A photo's category as the rules decided it (``category``, ``score``, ``fine``) and the personal head's
+    decision where it spoke; ``shown`` is what the photo shows without a correction."""
+
+    category: str
+    score: float
+    fine: str | None = None
+    personal: PersonalDecision | None = None
+
+    @property
+    def shown(self) -> str:
+        return self.personal.category if self.personal is not None else self.category
 
 
 class AlbumClassifier:
-    """rules -> learned head -> personal head; what the pipeline and recategorize call."""
+    """rules -> learned head -> personal head; what the pipeline and recategorize call. Holds arrays only (no
+    catalog), so an executor may ship it to other processes; the driver calls :meth:`before_run` and
+    :meth:`after_run`."""
 
     def __init__(
         self,
         rules: Rules,
         head: PersonalHead | None = None,
         abstract: AbstractHead | None = None,
+        model_sha256: str = "",
+        index_dir: Path | None = None,
         category_head: learned.CategoryHead | None = None,
     ) -> None:
         self.rules = rules
         self.categorizer = Categorizer(rules)
         self.head = head
         self.abstract = abstract
+        self.model_sha256 = model_sha256
+        self.index_dir = index_dir  # where corrections cache the embedding index (after_run uses it)
         # The learned head decides only where the rules ask for it and know its categories (a user's own rules
         # file leaves it off unless it says `learned_head: on`).
         fits = category_head is not None and rules.learned_head and category_head.fits(rules.categories)
         self.category_head = category_head if fits else None
 
     @classmethod
-    def load(cls, rules: Rules, data_dir: Path, catalog_path: Path, model_sha256: str) -> AlbumClassifier:
-        """The classifier for ``model_sha256``'s outputs in the catalog at ``catalog_path``: ``rules`` (for that
-        model's labels), the catalog's personal head, and the abstract-art detector where it fits the model."""
-        head = load_head(head_path(data_dir, catalog_path, model_sha256))
-        return cls(rules, head, head_for_model(model_sha256), learned.head_for_model(model_sha256))
+    def load(
+        cls, rules: Rules, catalog: Catalog, model_sha256: str, index_dir: Path | None = None
+    ) -> AlbumClassifier:
+        """The classifier for ``model_sha256``'s outputs in ``catalog``: ``rules`` (for that model's labels), the
+        personal head of that model's corrected photos, and the abstract-art detector where it fits the model."""
+        head = PersonalHead.from_catalog(catalog, model_sha256)
+        return cls(
+            rules,
+            head,
+            head_for_model(model_sha256),
+            model_sha256,
+            index_dir,
+            learned.head_for_model(model_sha256),
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything that decides a category, hashed: stored with each result; another one means stale."""
+        parts = [self.rules.fingerprint, PersonalHead.fingerprint()]
+        for weights in (
+            (self.abstract.weight, np.array([self.abstract.bias])) if self.abstract is not None else None,
+            (self.category_head.weight, self.category_head.bias) if self.category_head is not None else None,
+        ):
+            blob = b"".join(np.asarray(w, np.float32).tobytes() for w in weights) if weights else b"none"
+            parts.append(hashlib.sha256(blob).hexdigest()[:12])
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     @property
     def needs_people(self) -> bool:
         """Whether face signals can change a decision (the rules have a people category)."""
         return PEOPLE in self.rules.categories
 
-    def abstract_scores(self, embeddings: np.ndarray | None) -> np.ndarray | None:
-        """The abstract-art detector's probabilities, or None (no detector for this model, or it is off)."""
-        if self.abstract is None or embeddings is None or self.rules.abstract_threshold >= 1.0:
+    def detector_scores(self, embeddings: np.ndarray | None) -> np.ndarray | None:
+        """The abstract-art detector's probabilities, or None (no detector for this model, or no embeddings)."""
+        if self.abstract is None or embeddings is None:
             return None
         return self.abstract.scores(embeddings)
-
-    def base(
-        self,
-        probs: np.ndarray,
-        people: Sequence[Any | None] | None = None,
-        embeddings: np.ndarray | None = None,
-    ) -> tuple[list[CategoryResult], np.ndarray]:
-        """The decision below the personal head — the learned head where it decides, else the rules — and its
-        distribution over ``rules.categories``, which the personal head starts from (training and applying)."""
-        if self.category_head is not None and embeddings is not None:
-            # The head reads the detector's probability whatever the rules' threshold: it is one of its inputs.
-            abstract = self.abstract.scores(embeddings) if self.abstract is not None else None
-            return learned.decide(self.category_head, self.categorizer, probs, people, embeddings, abstract)
-        results = self.categorizer.categorize(probs, people, self.abstract_scores(embeddings))
-        return results, self.categorizer.posterior(probs, people, results)
 
     def categorize(
         self,
         probs: np.ndarray,
         people: Sequence[Any | None] | None = None,
         embeddings: np.ndarray | None = None,
+        hashes: Sequence[str] | None = None,
+    ) -> list[Decision]:
+        base = self.base(probs, people, embeddings, self.detector_scores(embeddings))
+        personal: list[PersonalDecision | None] = [None] * len(base)
+        if self.head is not None and len(self.head) and embeddings is not None:
+            personal = self.head.decide(embeddings, hashes)
+        return [Decision(r.category, r.score, r.fine, p) for r, p in zip(base, personal, strict=True)]
+
+    def base(
+        self,
+        probs: np.ndarray,
+        people: Sequence[Any | None] | None,
+        embeddings: np.ndarray | None,
+        detector: np.ndarray | None,
     ) -> list[CategoryResult]:
-        results, posterior = self.base(probs, people, embeddings)
-        if self.head is None or embeddings is None:
-            return results
-        predictions = self.head.predict(np.asarray(embeddings, dtype=np.float32), posterior)
-        return [combine(r, p) for r, p in zip(results, predictions, strict=True)]
+        """The model's decision — the learned head's where it decides (rows with embeddings), else the rules' —
+        from the softmax, faces, embeddings and the abstract-art detector's probabilities (``detector``)."""
+        if self.category_head is not None and embeddings is not None:
+            # The head reads the detector's probability whatever the rules' threshold: it is one of its inputs.
+            return learned.decide(self.category_head, self.categorizer, probs, people, embeddings, detector)[
+                0
+            ]
+        thresholded = detector if self.rules.abstract_threshold < 1.0 else None
+        return self.categorizer.categorize(probs, people, thresholded)
+
+    # -- run hooks (the pipeline's driver calls them around a run) -------------------------------------------------
+    def before_run(self, catalog: Catalog, model_sha256: str) -> None:
+        """Take in corrections made since the head was loaded (the gallery keeps its pipeline between scans)."""
+        self.model_sha256 = model_sha256
+        if self.head is None or self.head.version != catalog.corrections_version():
+            self.head = PersonalHead.from_catalog(catalog, model_sha256)
+
+    def after_run(self, catalog: Catalog, model_sha256: str) -> None:
+        """Corrections made during the run (in the gallery, or another terminal) found the photos near them
+        that were stored by then; photos this run stored afterwards were decided by the older head. Re-decide
+        those near each such correction, then take the corrections in."""
+        from photosift.album.corrections import refresh_near
+
+        changed = catalog.changed_since(self.head.version if self.head is not None else 0)
+        if changed:
+            refresh_near(catalog, changed, self.index_dir, models=[model_sha256])
+        self.before_run(catalog, model_sha256)
 
 
 def known_categories(rules: Sequence[Rules], catalog: Catalog) -> list[str]:
@@ -116,42 +180,40 @@ def known_categories(rules: Sequence[Rules], catalog: Catalog) -> list[str]:
     return list(dict.fromkeys([*names, *catalog.user_categories()]))
 
 
-class _Softmaxer:
-    """Full softmax from a stored output: embedding @ W.T + b with the base model's classifier, else top-k."""
+class _FullSoftmax:
+    """Full softmax of stored outputs in batches: embeddings @ W.T + b with the base model's classifier (one
+    matrix product per chunk), else the stored top-k probabilities."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self._heads: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+        self._weights: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
 
-    def _weights(self, model_sha: str) -> tuple[np.ndarray, np.ndarray] | None:
-        if model_sha not in self._heads:
+    def weights(self, model_sha: str) -> tuple[np.ndarray, np.ndarray] | None:
+        if model_sha not in self._weights:
             path = self.catalog.model_path(model_sha)
             try:
-                self._heads[model_sha] = base_head(Path(path)) if path and Path(path).is_file() else None
+                self._weights[model_sha] = base_head(Path(path)) if path and Path(path).is_file() else None
             except (ModelError, ImportError, OSError):
-                self._heads[model_sha] = None
-        return self._heads[model_sha]
+                self._weights[model_sha] = None
+        return self._weights[model_sha]
 
-    def probs(self, rows: Sequence[StoredOutput], num_classes: int) -> np.ndarray:
-        out = np.zeros((len(rows), num_classes), dtype=np.float32)
-        for i, row in enumerate(rows):
-            weights = self._weights(row.model_sha256)
-            if weights is not None and row.embedding is not None:
-                w, b = weights
-                out[i] = softmax((row.embedding.astype(np.float32) @ w.T + b)[None])[0]
-            elif row.topk_index is not None and row.topk_prob is not None:
-                out[i, row.topk_index.astype(np.int64)] = row.topk_prob.astype(np.float32)
+    def probs(
+        self, model_sha: str, chunk: StoredChunk, embeddings: np.ndarray | None, num_classes: int
+    ) -> np.ndarray:
+        """(n, C) probabilities of a chunk; ``embeddings``: the chunk's as float32."""
+        out = np.zeros((len(chunk.hashes), num_classes), dtype=np.float32)
+        weights = self.weights(model_sha)
+        from_embedding = chunk.has_embedding if weights is not None else np.zeros(len(chunk.hashes), bool)
+        if from_embedding.any():
+            assert weights is not None and embeddings is not None
+            w, b = weights
+            rows = embeddings if from_embedding.all() else embeddings[from_embedding]
+            out[from_embedding] = softmax(rows @ w.T + b)
+        for i in np.nonzero(~from_embedding)[0]:
+            index, prob = chunk.topk_index[i], chunk.topk_prob[i]
+            if index is not None and prob is not None:
+                out[i, index.astype(np.int64)] = prob.astype(np.float32)
         return out
-
-
-def _people(rows: Sequence[StoredOutput]) -> list[PeopleSignal | None]:
-    return [PeopleSignal.from_dict(r.people) if r.people else None for r in rows]
-
-
-def _embeddings(rows: Sequence[StoredOutput]) -> np.ndarray | None:
-    if any(r.embedding is None for r in rows):
-        return None
-    return np.stack([r.embedding for r in rows]).astype(np.float32)  # type: ignore[misc]
 
 
 @dataclass
@@ -159,132 +221,169 @@ class RecategorizeReport:
     photos: int = 0
     changed: int = 0
     categories: dict[str, int] = field(default_factory=dict)
+    cancelled: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"results": self.photos, "changed": self.changed, "categories": self.categories}
+        return {
+            "results": self.photos,
+            "changed": self.changed,
+            "categories": self.categories,
+            "cancelled": self.cancelled,
+        }
 
 
-RulesFor = Callable[[Sequence[str]], Rules]
-"""A classifier's labels -> the rules that decide its categories (``rules.rules_for_model`` with the user's
-settings bound)."""
+def classifiers(
+    catalog: Catalog, rules_for: RulesFor, index_dir: Path | None = None, exact_only: bool = False
+) -> list[AlbumClassifier]:
+    """The album classifier of every classifier model with results in ``catalog``, newest first.
+    ``exact_only``: only models whose classifier weights can be read (their stored embeddings give the full
+    softmax back, so re-deriving gives what classify would; otherwise only the stored top-100 is at hand)."""
+    softmax_of = _FullSoftmax(catalog)
+    return [
+        AlbumClassifier.load(rules_for(m.labels), catalog, m.sha256, index_dir)
+        for m in catalog.models()
+        if m.task == "classify" and (not exact_only or softmax_of.weights(m.sha256) is not None)
+    ]
 
 
-def recategorize(catalog: Catalog, rules_for: RulesFor, data_dir: Path) -> RecategorizeReport:
-    """Re-derive every stored classification's category from stored outputs (no inference)."""
+def stale_results(catalog: Catalog, rules_for: RulesFor, exact_only: bool = False) -> int:
+    """How many classified results were decided under other rules or heads than those in force."""
+    albums = classifiers(catalog, rules_for, exact_only=exact_only)
+    return sum(catalog.stale_count(a.model_sha256, a.fingerprint) for a in albums)
+
+
+Progress = Callable[[int, int], None]
+"""(results done, results to do)."""
+
+
+def recategorize(
+    catalog: Catalog,
+    rules_for: RulesFor,
+    *,
+    only_stale: bool = False,
+    exact_only: bool = False,
+    on_progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    chunk: int = 4096,
+) -> RecategorizeReport:
+    """Re-derive the categories of stored classifications (``only_stale``: those not decided by the rules and
+    heads in force; ``exact_only``: of models whose classifier weights can be read) in chunks of ``chunk``
+    results, each chunk one matrix product and one transaction; no inference. A cancel stops between chunks;
+    what was done is kept."""
     report = RecategorizeReport()
-    softmaxer = _Softmaxer(catalog)
-    labels = {m.sha256: m.labels for m in catalog.models() if m.task == "classify"}
-    classifiers: dict[str, AlbumClassifier] = {}
-    old = {
-        (h, m): c
-        for h, m, c in catalog.db.execute("SELECT content_hash, model_sha256, category FROM results")
-    }
-    updates: list[tuple[str, str, str, float, str | None]] = []
-    for rows in catalog.stored_outputs():
-        by_model: dict[str, list[StoredOutput]] = {}
-        for row in rows:
-            by_model.setdefault(row.model_sha256, []).append(row)
-        for model_sha, group in by_model.items():
-            if model_sha not in labels:
-                continue  # an embedding model: no classes, no category
-            if model_sha not in classifiers:
-                classifiers[model_sha] = AlbumClassifier.load(
-                    rules_for(labels[model_sha]), data_dir, catalog.path, model_sha
+    softmax_of = _FullSoftmax(catalog)
+    albums = classifiers(catalog, rules_for, exact_only=exact_only)
+    todo = sum(catalog.stale_count(a.model_sha256, a.fingerprint if only_stale else None) for a in albums)
+    if on_progress:
+        on_progress(0, todo)
+    for album in albums:
+        fingerprint = album.fingerprint
+        stale_for = fingerprint if only_stale else None
+        for part in _read_ahead(catalog, album.model_sha256, stale_for, chunk):
+            if cancel is not None and cancel.is_set():
+                report.cancelled = True
+                return report
+            decisions, embeddings = _rules_for_chunk(album, softmax_of, part)
+            with catalog.atomic():
+                # Under the write lock: a correction made since the head was loaded is taken in, so this chunk
+                # never writes back what that correction's neighbours were before it.
+                if album.head is None or album.head.version != catalog.corrections_version():
+                    album.head = PersonalHead.from_catalog(catalog, album.model_sha256)
+                decisions = _with_personal(album.head, decisions, embeddings, part)
+                catalog.update_categories(
+                    (
+                        (rowid, d.category, d.score, d.fine, d.personal)
+                        for rowid, d in zip(part.rowids, decisions, strict=True)
+                    ),
+                    fingerprint,
                 )
-            album = classifiers[model_sha]
-            probs = softmaxer.probs(group, album.rules.num_classes)
-            results = album.categorize(probs, _people(group), _embeddings(group))
-            for row, res in zip(group, results, strict=True):
-                updates.append((row.content_hash, model_sha, res.category, float(res.score), res.fine))
-                report.changed += int(old.get((row.content_hash, model_sha)) != res.category)
-                report.categories[res.category] = report.categories.get(res.category, 0) + 1
-    catalog.update_categories(updates)
-    report.photos = len(updates)
+            for old, d in zip(part.shown, decisions, strict=True):
+                report.changed += int(old != d.shown)
+                report.categories[d.shown] = report.categories.get(d.shown, 0) + 1
+            report.photos += len(part.hashes)
+            if on_progress:
+                on_progress(report.photos, todo)
     return report
 
 
-@dataclass
-class TrainReport:
-    corrections: int
-    trained: bool
-    path: Path | None
-    reason: str = ""
+def _read_ahead(
+    catalog: Catalog, model_sha256: str, stale_for: str | None, chunk: int
+) -> Iterator[StoredChunk]:
+    """The stored chunks, read one ahead by a thread with a connection of its own: SQLite reads (a third of the
+    time) overlap the matrix products. Stopping early stops the reader."""
+    ready: queue.Queue[StoredChunk | BaseException | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def hand_over(item: StoredChunk | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            with Catalog(catalog.path, readonly=True) as own:
+                for part in own.stored_chunks(model_sha256, stale_for=stale_for, batch=chunk):
+                    if not hand_over(part):
+                        return
+            hand_over(None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            hand_over(exc)
+
+    reader = threading.Thread(target=read, name="photosift-recategorize-read", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
-def train_personal_head(catalog: Catalog, rules: Rules, data_dir: Path, model_sha256: str) -> TrainReport:
-    """Fit the personal head on every corrected photo that has an embedding from ``model_sha256``."""
-    corrections = catalog.corrections()
-    target = head_path(data_dir, catalog.path, model_sha256)
-    rows = [r for batch in catalog.stored_outputs(model_sha256, hashes=corrections) for r in batch]
-    rows = [r for r in rows if r.embedding is not None]
-    if len(rows) < MIN_CORRECTIONS:
-        target.unlink(missing_ok=True)
-        return TrainReport(len(rows), False, None, f"needs at least {MIN_CORRECTIONS} corrected photos")
-    album = AlbumClassifier(
-        rules, abstract=head_for_model(model_sha256), category_head=learned.head_for_model(model_sha256)
-    )
-    probs = _Softmaxer(catalog).probs(rows, rules.num_classes)
-    embeddings = _embeddings(rows)
-    _, posterior = album.base(probs, _people(rows), embeddings)
-    # The head centres embeddings on the whole library's mean, not just the corrected photos'.
-    total, count = np.zeros(rows[0].embedding.shape[0]), 0  # type: ignore[union-attr]
-    for batch in catalog.stored_outputs(model_sha256):
-        for r in batch:
-            if r.embedding is not None:
-                total += r.embedding
-                count += 1
-    assert embeddings is not None
-    head = train_head(
-        embeddings,
-        [corrections[r.content_hash] for r in rows],
-        posterior,
-        list(rules.categories),
-        library_mean=total / count,
-        # Few corrections, strong pull towards "agree with the rules"; l2=0.01 was tuned at 50 corrections.
-        l2=max(0.01, 0.5 / len(rows)),
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    head.save(target)
-    return TrainReport(len(rows), True, target)
+def _rules_for_chunk(
+    album: AlbumClassifier, softmax_of: _FullSoftmax, part: StoredChunk
+) -> tuple[list[Decision], np.ndarray | None]:
+    """The model's decisions for a chunk (one matrix product for the softmax), and its float32 embeddings."""
+    embeddings = part.embeddings.astype(np.float32) if part.embeddings is not None else None
+    probs = softmax_of.probs(album.model_sha256, part, embeddings, album.rules.num_classes)
+    people = [PeopleSignal.from_dict(p) if p else None for p in part.people]
+    detector = album.detector_scores(part.embeddings)  # float16 as stored: what the detector reads
+    if embeddings is None or part.has_embedding.all():
+        base = album.base(probs, people, embeddings, detector)
+    else:  # rows without an embedding: the rules alone, as at classify time
+        base = [CategoryResult("", 0.0)] * len(part.hashes)
+        for rows, emb in (
+            (np.nonzero(part.has_embedding)[0], embeddings),
+            (np.nonzero(~part.has_embedding)[0], None),
+        ):
+            if rows.size:
+                decided = album.base(
+                    probs[rows],
+                    [people[i] for i in rows],
+                    emb[rows] if emb is not None else None,
+                    detector[rows] if detector is not None and emb is not None else None,
+                )
+                for i, r in zip(rows, decided, strict=True):
+                    base[i] = r
+    return [Decision(r.category, r.score, r.fine) for r in base], embeddings
 
 
-@dataclass
-class CorrectionReport:
-    path: str
-    category: str
-    train: TrainReport | None
-    recategorized: RecategorizeReport | None
-
-
-def correct(
-    catalog: Catalog,
-    rules_for: RulesFor,
-    data_dir: Path,
-    content_hash: str,
-    category: str | None,
-    *,
-    create: bool = False,
-    path: str = "",
-    retrain: bool = True,
-) -> CorrectionReport:
-    """Store (or with ``category=None`` clear) a correction, retrain the personal head, re-derive categories.
-
-    The personal head learns in the embedding space of the model with the newest results."""
-    latest = next((m for m in catalog.models() if m.task == "classify"), None)
-    if latest is None:
-        raise CatalogError(f"{catalog.path}: no classified photos yet")
-    rules = rules_for(latest.labels)
-    if category is not None:
-        if category not in [*rules.categories, *catalog.user_categories()]:
-            if not create:
-                rules.check_category(category, extra=catalog.user_categories())  # raises, with a suggestion
-            if not category.strip() or len(category) > 64 or category != category.strip():
-                raise UnknownCategory(f"invalid category name {category!r}")
-            catalog.add_user_category(category)
-        catalog.set_correction(content_hash, category)
-    else:
-        catalog.clear_correction(content_hash)
-    if not retrain:
-        return CorrectionReport(path, category or "", None, None)
-    train = train_personal_head(catalog, rules, data_dir, latest.sha256)
-    return CorrectionReport(path, category or "", train, recategorize(catalog, rules_for, data_dir))
+def _with_personal(
+    head: PersonalHead, decisions: list[Decision], embeddings: np.ndarray | None, part: StoredChunk
+) -> list[Decision]:
+    """The decisions with the personal head's added where it speaks (rows with embeddings only)."""
+    if not len(head) or embeddings is None:
+        return decisions
+    rows = np.nonzero(part.has_embedding)[0]
+    personal = head.decide(embeddings[rows], [part.hashes[i] for i in rows])
+    out = list(decisions)
+    for i, p in zip(rows, personal, strict=True):
+        if p is not None:
+            d = out[i]
+            out[i] = Decision(d.category, d.score, d.fine, p)
+    return out

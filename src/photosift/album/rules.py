@@ -501,6 +501,10 @@ class Categorizer:
         self._fine_onehot = np.zeros((r.num_classes, max(1, len(r.fine_labels))), dtype=np.float64)
         has_fine = r.class_fine >= 0
         self._fine_onehot[np.nonzero(has_fine)[0], r.class_fine[has_fine]] = 1.0
+        # The finer labels of each category, found once (per photo it cost more than the rest of the decision).
+        self._fine_groups = [
+            np.unique(r.class_fine[(r.class_category == c) & has_fine]) for c in range(len(r.categories))
+        ]
 
     # -- inputs ---------------------------------------------------------------------------------------------------
 
@@ -555,55 +559,48 @@ class Categorizer:
         dense = self.dense(probs)
         scores = self.scores(dense)
         fine_mass = dense @ self._fine_onehot
+        category_mass = dense @ self._onehot  # before the temperature, as the finer label compares it
         if people is not None and len(people) != len(scores):
             raise ValueError(f"{len(people)} people signals for {len(scores)} photos")
         if abstract is not None and len(abstract) != len(scores):
             raise ValueError(f"{len(abstract)} abstract scores for {len(scores)} photos")
+        # Everything that is a matrix operation is done for the whole batch; only the branching stays per photo
+        # (recategorize decides 100,000 photos in chunks of 4096).
+        n = len(scores)
+        if scores.shape[1]:
+            best = scores.argmax(axis=1)
+            best_score = scores[np.arange(n), best]
+        else:
+            best, best_score = np.full(n, self._other), np.zeros(n)
+        fine = self._fine_labels(best, category_mass, fine_mass)
+        people_score = scores[:, self._people].tolist() if self._people is not None else [0.0] * n
         out = []
-        for n, row in enumerate(scores):
+        for i, (b, score) in enumerate(zip(best.tolist(), best_score.tolist(), strict=True)):
             out.append(
                 self._decide(
-                    row,
-                    dense[n],
-                    fine_mass[n],
-                    people[n] if people is not None else None,
-                    float(abstract[n]) if abstract is not None else None,
+                    b,
+                    score,
+                    fine[i],
+                    people_score[i],
+                    people[i] if people is not None else None,
+                    float(abstract[i]) if abstract is not None else None,
                 )
             )
         return out
 
-    def posterior(
-        self,
-        probs: np.ndarray | TopK,
-        people: Sequence[Any | None] | None = None,
-        results: Sequence[CategoryResult] | None = None,
-        abstract: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """(N, K) category distribution consistent with :meth:`categorize`: the scores, with each photo's decided
-        category (people by faces, other by low confidence) raised to its result score, renormalised. This is
-        what the personal head starts from."""
-        post = self.scores(probs)
-        results = results if results is not None else self.categorize(probs, people, abstract)
-        for n, res in enumerate(results):
-            j = self.rules.categories.index(res.category)
-            post[n, j] = max(post[n, j], res.score)
-        total = post.sum(axis=1, keepdims=True)
-        out: np.ndarray = np.divide(post, total, out=np.zeros_like(post), where=total > 0)
-        return out
-
     def _decide(
         self,
-        row: np.ndarray,
-        p: np.ndarray,
-        fine_mass: np.ndarray,
+        best: int,
+        best_score: float,
+        fine: str | None,
+        people_score: float,
         signal: Any | None,
         abstract: float | None = None,
     ) -> CategoryResult:
+        """One photo: ``best`` category index and its score, its finer label, its people score."""
         r = self.rules
-        best = int(np.argmax(row)) if row.size else self._other
-        best_score = float(row[best]) if row.size else 0.0
         if best_score >= r.min_confidence and best != self._other:
-            result = CategoryResult(r.categories[best], best_score, self._fine(best, p, fine_mass))
+            result = CategoryResult(r.categories[best], best_score, fine)
         elif best == self._other:
             result = CategoryResult(OTHER, best_score)
         else:
@@ -629,29 +626,33 @@ class Categorizer:
         if face_area >= r.people.portrait_face_area or (
             face_area >= r.people.min_face_area and not confident_elsewhere
         ):
-            score = max(float(row[self._people]), float(getattr(signal, "person_score", 0.0) or 0.0))
+            score = max(people_score, float(getattr(signal, "person_score", 0.0) or 0.0))
             return CategoryResult(PEOPLE, score, "group" if faces >= 3 else None)
         return result
 
     def fine_label(self, category: str, probs: np.ndarray) -> str | None:
         """The finer label of ``category`` for one photo's full softmax ``probs`` (as :meth:`categorize` gives
         it when that category wins), or None."""
-        p = np.asarray(probs, dtype=np.float64)
-        return self._fine(self.rules.categories.index(category), p, p @ self._fine_onehot)
+        p = np.asarray(probs, dtype=np.float64).reshape(1, -1)
+        best = np.array([self.rules.categories.index(category)])
+        return self._fine_labels(best, p @ self._onehot, p @ self._fine_onehot)[0]
 
-    def _fine(self, cat: int, p: np.ndarray, fine_mass: np.ndarray) -> str | None:
-        """The finer label holding at least half of the category's mass, if any."""
-        r = self.rules
-        in_cat = r.class_category == cat
-        total = float(p[in_cat].sum())
-        if total <= 0:
-            return None
-        groups = np.unique(r.class_fine[in_cat])
-        groups = groups[groups >= 0]
-        if groups.size == 0:
-            return None
-        g = int(groups[np.argmax(fine_mass[groups])])
-        return r.fine_labels[g] if fine_mass[g] >= 0.5 * total else None
+    def _fine_labels(
+        self, best: np.ndarray, category_mass: np.ndarray, fine_mass: np.ndarray
+    ) -> list[str | None]:
+        """Per photo, the finer label of its best category that holds at least half of that category's mass, if
+        any: one pass per category over the photos whose best it is."""
+        out: list[str | None] = [None] * len(best)
+        for cat, groups in enumerate(self._fine_groups):
+            rows = np.nonzero(best == cat)[0]
+            if groups.size == 0 or rows.size == 0:
+                continue
+            top = groups[fine_mass[rows][:, groups].argmax(axis=1)]
+            total = category_mass[rows, cat]
+            held = (total > 0) & (fine_mass[rows, top] >= 0.5 * total)
+            for row, g in zip(rows[held].tolist(), top[held].tolist(), strict=True):
+                out[row] = self.rules.fine_labels[g]
+        return out
 
 
 def page_rules(rules: Rules) -> dict[str, Any]:

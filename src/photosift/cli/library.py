@@ -345,6 +345,9 @@ def _results_table(items: list[dict[str, Any]]) -> None:
     console().print(table)
 
 
+MOVED_LISTED = 10  # photos named after a correction; the rest are counted
+
+
 @app.command()
 def correct(
     path: Annotated[Path, typer.Argument(help="A photo in the catalog.")],
@@ -353,55 +356,113 @@ def correct(
         bool, typer.Option("--create", help="Create CATEGORY as a user category if it is new.")
     ] = False,
     clear: Annotated[bool, typer.Option("--clear", help="Remove the correction instead.")] = False,
+    undo: Annotated[
+        bool,
+        typer.Option("--undo", help="Take back the photo's latest correction and what it moved."),
+    ] = False,
     db: DbOpt = None,
     rules: RulesOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Set a photo's album category; it always wins, and teaches the personal head."""
+    """Set a photo's album category; it always wins, and photos that look almost the same follow it."""
     from photosift import services
+    from photosift.core.errors import NothingToUndo
 
-    if (category is None) == (not clear):
-        fail("give --category NAME or --clear", code=2)
+    if sum([category is not None, clear, undo]) != 1:
+        fail("give one of --category NAME, --clear or --undo", code=2)
     if create and category is not None:
         from photosift.album.rules import check_category_name
 
         with errors_to_exit():
             check_category_name(category)
+    config = settings(db, rules=rules)
     with errors_to_exit():
         try:
-            report = services.correct(settings(db, rules=rules), path, category, create=create)
-        except services.NotInCatalog as exc:
+            if undo:
+                report = services.undo(config, path)
+            else:
+                report = services.correct(config, path, category, create=create)
+        except (services.NotInCatalog, NothingToUndo) as exc:
             fail(str(exc), code=2)
         except UnknownCategory as exc:
             fail(f"{exc}; pass --create to make a new category", code=2)
-    out = console()
-    out.print(text(f"{report.path}: {'correction cleared' if clear else category}"))
-    if report.train is not None:
-        if report.train.trained:
-            out.print(f"personal head retrained on {report.train.corrections} corrections")
-        else:
-            out.print(text(f"personal head not trained: {report.train.reason}"))
-    if report.recategorized is not None:
-        out.print(
-            f"recategorized {report.recategorized.photos} results, {report.recategorized.changed} changed"
-        )
-
-
-@app.command()
-def recategorize(db: DbOpt = None, rules: RulesOpt = None, as_json: JsonOpt = False) -> None:
-    """Re-derive every photo's category from stored model outputs (after editing the rules); no inference."""
-    from photosift import services
-
-    with errors_to_exit():
-        report = services.recategorize(settings(db, rules=rules))
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
-    console().print(
-        text(
-            f"{report.photos} results recategorized, {report.changed} changed: "
-            + ", ".join(f"{c} {n}" for c, n in sorted(report.categories.items(), key=lambda kv: -kv[1]))
-        )
+    out = console()
+    was = f" (was {report.before})" if report.before and report.before != report.after else ""
+    if undo:
+        now = report.after or "no correction"
+        out.print(text(f"{report.path}: correction undone, back to {now}"))
+    elif clear:
+        out.print(text(f"{report.path}: correction cleared{was}"))
+    else:
+        out.print(text(f"{report.path}: {report.after}{was}"))
+    out.print(text(moved_line(report.moved)))
+
+
+def moved_line(moved: list[Any]) -> str:
+    """ "3 other photos moved: a.jpg animals→food, …" (the first MOVED_LISTED named), or that none did."""
+    if not moved:
+        return "no other photo moved"
+    named = ", ".join(
+        f"{Path(m.path).name} {m.before or 'none'}→{m.after or 'none'}" for m in moved[:MOVED_LISTED]
     )
+    more = f", and {len(moved) - MOVED_LISTED} more" if len(moved) > MOVED_LISTED else ""
+    noun = "photo" if len(moved) == 1 else "photos"
+    return f"{len(moved)} other {noun} moved: {named}{more}"
+
+
+@app.command()
+def recategorize(
+    db: DbOpt = None,
+    rules: RulesOpt = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Re-derive every result, not only those decided by other rules.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-derive categories from stored model outputs (after editing the rules); no inference."""
+    from photosift import services
+
+    show_progress = not as_json and sys.stderr.isatty()
+    with errors_to_exit(), _rederive_bar(show_progress) as on_progress, _stop_on_ctrl_c() as cancel:
+        report = services.recategorize(
+            settings(db, rules=rules), only_stale=not every, on_progress=on_progress, cancel=cancel
+        )
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        what = "results" if every else "stale results"
+        console().print(
+            text(
+                f"{report.photos} {what} recategorized, {report.changed} changed"
+                + (": " if report.categories else "")
+                + ", ".join(f"{c} {n}" for c, n in sorted(report.categories.items(), key=lambda kv: -kv[1]))
+            )
+        )
+    if report.cancelled:
+        raise typer.Exit(130)
+
+
+@contextmanager
+def _rederive_bar(enabled: bool) -> Iterator[Any]:
+    """A rich progress bar for re-derivation on a TTY; nothing otherwise."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]recategorizing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("recategorize", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total or None)
 
 
 @app.command()

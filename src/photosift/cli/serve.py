@@ -35,7 +35,8 @@ def serve(
 ) -> None:
     """Browse, search and correct the catalog, and run scans, in a local web gallery."""
     try:
-        from photosift.web.app import is_loopback_host, listen, run_server
+        from photosift.web.guard import is_loopback_host
+        from photosift.web.server import listen, run_server
     except ImportError as exc:
         fail(f"the web gallery needs the web extra: pip install 'photosift[web]' ({exc})")
     if not is_loopback_host(host):

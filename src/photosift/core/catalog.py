@@ -10,7 +10,8 @@ Design points:
   any moment loses at most the batch in flight and a rerun finishes the job with no duplicates.
 * **Corrections belong to the content** (by hash), so they survive renames, reclassification and model changes,
   and always win over the model.
-* **Migrations** are an ordered list of functions; the ``migrations`` table records which ran.
+* **Migrations** are an ordered list of functions (:mod:`photosift.core.schema`); the ``migrations`` table
+  records which ran. The values it stores and returns are :mod:`photosift.core.records`.
 * **Whose file it is.** A catalog is marked (``PRAGMA application_id`` and ``user_version``); a file that is
   neither empty nor ours (another program's database, a photo passed as ``--db``) is refused before anything
   is written to it, so it stays byte-identical. Catalogs from before the mark are recognised by their tables.
@@ -19,6 +20,9 @@ Design points:
   (:mod:`photosift.core.catalog_health`).
 * **Any path.** File names are stored losslessly, including bytes that are not UTF-8 (see :func:`to_db_path`);
   prefix ranges over the ``path`` index still find a folder's files.
+
+Corrections, their history and the personal head's decisions are :mod:`photosift.core.corrections`
+(:class:`~photosift.core.corrections.CorrectionsStore`, mixed into :class:`Catalog`).
 """
 
 from __future__ import annotations
@@ -29,17 +33,23 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from photosift.core.corrections import (
+    CorrectionsStore,
+    HistoryEvent,
+    PersonalDecision,
+    StoredChunk,
+)
 from photosift.core.errors import CatalogBusy, CatalogError, CatalogReadOnly
 from photosift.core.photometa import PhotoMeta
-from photosift.core.scanner import path_text
+from photosift.core.records import ModelInfo, PhotoRecord, PhotoState, ResultRecord, ResultRow
+from photosift.core.schema import MIGRATIONS
 
 TOPK_STORED = 100  # probabilities kept per photo so categories can be re-derived without the model
 APPLICATION_ID = 0x50534654  # "PSFT" in the SQLite header: this file is a photosift catalog
@@ -67,321 +77,6 @@ def from_db_path(stored: str) -> str:
     if "\x00" not in stored:
         return stored
     return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), stored)
-
-
-def _run_script(db: sqlite3.Connection, script: str) -> None:
-    # Not executescript(): it commits first, which would break the migration's transaction. A trigger's body
-    # holds semicolons, so pieces are joined until SQLite says the statement is complete.
-    pending = ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            if pending.strip(" \n;"):
-                db.execute(pending)
-            pending = ""
-    if pending.strip(" \n;"):
-        db.execute(pending)
-
-
-def _m1_initial(db: sqlite3.Connection) -> None:
-    _run_script(
-        db,
-        """
-        CREATE TABLE photos (
-            id INTEGER PRIMARY KEY,
-            path TEXT NOT NULL UNIQUE,
-            size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            content_hash TEXT,
-            status TEXT NOT NULL CHECK (status IN ('ok', 'error', 'missing')),
-            error TEXT,
-            updated_at REAL NOT NULL
-        );
-        CREATE INDEX photos_by_hash ON photos(content_hash);
-        CREATE TABLE models (
-            sha256 TEXT PRIMARY KEY,
-            name TEXT NOT NULL,
-            path TEXT,
-            labels TEXT NOT NULL
-        );
-        CREATE TABLE results (
-            content_hash TEXT NOT NULL,
-            model_sha256 TEXT NOT NULL REFERENCES models(sha256),
-            label_index INTEGER NOT NULL,
-            score REAL NOT NULL,
-            top5 TEXT NOT NULL,
-            topk_index BLOB NOT NULL,
-            topk_prob BLOB NOT NULL,
-            embedding BLOB,
-            category TEXT,
-            category_score REAL,
-            fine_label TEXT,
-            people TEXT,
-            created_at REAL NOT NULL,
-            PRIMARY KEY (content_hash, model_sha256)
-        );
-        CREATE TABLE corrections (
-            content_hash TEXT PRIMARY KEY,
-            category TEXT NOT NULL,
-            created_at REAL NOT NULL
-        );
-        CREATE TABLE user_categories (
-            name TEXT PRIMARY KEY,
-            created_at REAL NOT NULL
-        );
-        """,
-    )
-
-
-def _m2_model_tasks(db: sqlite3.Connection) -> None:
-    """Outputs of any task: classification columns may be NULL (an embed model has none), embeddings move to
-    their own table, and each model records its task and card."""
-    _run_script(
-        db,
-        """
-        CREATE TABLE results_v2 (
-            content_hash TEXT NOT NULL,
-            model_sha256 TEXT NOT NULL REFERENCES models(sha256),
-            label_index INTEGER,
-            score REAL,
-            top5 TEXT,
-            topk_index BLOB,
-            topk_prob BLOB,
-            category TEXT,
-            category_score REAL,
-            fine_label TEXT,
-            people TEXT,
-            created_at REAL NOT NULL,
-            PRIMARY KEY (content_hash, model_sha256)
-        );
-        INSERT INTO results_v2
-            SELECT content_hash, model_sha256, label_index, score, top5, topk_index, topk_prob, category,
-                   category_score, fine_label, people, created_at
-            FROM results;
-        CREATE TABLE embeddings (
-            content_hash TEXT NOT NULL,
-            model_sha256 TEXT NOT NULL REFERENCES models(sha256),
-            vector BLOB NOT NULL,
-            PRIMARY KEY (content_hash, model_sha256)
-        );
-        INSERT INTO embeddings SELECT content_hash, model_sha256, embedding FROM results
-            WHERE embedding IS NOT NULL;
-        DROP TABLE results;
-        ALTER TABLE results_v2 RENAME TO results;
-        CREATE INDEX results_by_model ON results(model_sha256, created_at);
-        ALTER TABLE models ADD COLUMN task TEXT NOT NULL DEFAULT 'classify';
-        ALTER TABLE models ADD COLUMN card TEXT
-        """,
-    )
-
-
-def _m3_photo_meta(db: sqlite3.Connection) -> None:
-    """What finding photos needs per file: displayed size, when it was taken (EXIF, or the file's mtime as a
-    marked guess), camera, GPS present, a perceptual hash, and whether the user hid it. NULL until a scan reads
-    the header: the next run fills them in without inference."""
-    _run_script(
-        db,
-        """
-        ALTER TABLE photos ADD COLUMN width INTEGER;
-        ALTER TABLE photos ADD COLUMN height INTEGER;
-        ALTER TABLE photos ADD COLUMN taken_at TEXT;
-        ALTER TABLE photos ADD COLUMN taken_source TEXT;
-        ALTER TABLE photos ADD COLUMN camera TEXT;
-        ALTER TABLE photos ADD COLUMN has_gps INTEGER;
-        ALTER TABLE photos ADD COLUMN phash INTEGER;
-        ALTER TABLE photos ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
-        CREATE INDEX photos_by_taken ON photos(taken_at)
-        """,
-    )
-
-
-# A photo's effective category: its correction, else the category of the newest result for its content.
-_EFFECTIVE = """COALESCE(
-    (SELECT category FROM corrections WHERE content_hash = {h}),
-    (SELECT category FROM results WHERE content_hash = {h} ORDER BY created_at DESC LIMIT 1))"""
-
-
-def _follow_content() -> str:
-    """Triggers that recompute the kept category of a content's photos when its results or correction change."""
-    events = [
-        ("results_category_on_insert", "AFTER INSERT ON results", "NEW"),
-        ("results_category_on_update", "AFTER UPDATE OF category, created_at ON results", "NEW"),
-        ("results_category_on_delete", "AFTER DELETE ON results", "OLD"),
-        ("corrections_on_insert", "AFTER INSERT ON corrections", "NEW"),
-        ("corrections_on_update", "AFTER UPDATE ON corrections", "NEW"),
-        ("corrections_on_delete", "AFTER DELETE ON corrections", "OLD"),
-    ]
-    return "".join(
-        f"CREATE TRIGGER {name} {event} BEGIN UPDATE photos SET category = "
-        f"{_EFFECTIVE.format(h=row + '.content_hash')} WHERE content_hash = {row}.content_hash; END;\n"
-        for name, event, row in events
-    )
-
-
-def _m4_category_index(db: sqlite3.Connection) -> None:
-    """Each photo's effective category kept on its row, and the number of photos per category kept in a table,
-    both by triggers on photos, results and corrections (so every writer keeps them true).
-
-    Why: the overview and the category pages asked "newest result per photo, then its correction" of every row
-    (a correlated subquery per photo: 0.6 s for the counts at 100,000 photos, more for a deep page). Now the
-    counts are one read of ``category_counts`` and a category's page is a range of ``photos_by_category``."""
-    _run_script(
-        db,
-        f"""
-        ALTER TABLE photos ADD COLUMN category TEXT;
-        CREATE INDEX results_newest ON results(content_hash, created_at);
-        UPDATE photos SET category = {_EFFECTIVE.format(h="photos.content_hash")}
-            WHERE content_hash IS NOT NULL;
-        CREATE INDEX photos_by_category ON photos(status, category, hidden, path);
-        CREATE TABLE category_counts (
-            category TEXT PRIMARY KEY,  -- '' for photos with no category
-            photos INTEGER NOT NULL,  -- readable photos with this effective category
-            hidden INTEGER NOT NULL  -- of which the user hid
-        );
-        INSERT INTO category_counts SELECT COALESCE(category, ''), COUNT(*), SUM(hidden != 0) FROM photos
-            WHERE status = 'ok' GROUP BY COALESCE(category, '');
-        CREATE TRIGGER photos_category_on_insert AFTER INSERT ON photos WHEN NEW.content_hash IS NOT NULL
-        BEGIN
-            UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")} WHERE id = NEW.id;
-        END;
-        CREATE TRIGGER photos_category_on_hash AFTER UPDATE OF content_hash ON photos
-        BEGIN
-            UPDATE photos SET category = {_EFFECTIVE.format(h="NEW.content_hash")} WHERE id = NEW.id;
-        END;
-{_follow_content()}
-        CREATE TRIGGER counts_on_insert AFTER INSERT ON photos WHEN NEW.status = 'ok' BEGIN
-            INSERT INTO category_counts VALUES (COALESCE(NEW.category, ''), 1, NEW.hidden != 0)
-                ON CONFLICT(category) DO UPDATE SET photos = photos + 1, hidden = hidden + excluded.hidden;
-        END;
-        CREATE TRIGGER counts_on_delete AFTER DELETE ON photos WHEN OLD.status = 'ok' BEGIN
-            UPDATE category_counts SET photos = photos - 1, hidden = hidden - (OLD.hidden != 0)
-                WHERE category = COALESCE(OLD.category, '');
-        END;
-        CREATE TRIGGER counts_on_update AFTER UPDATE OF status, category, hidden ON photos
-            WHEN OLD.status IS NOT NEW.status OR OLD.category IS NOT NEW.category OR OLD.hidden IS NOT NEW.hidden
-        BEGIN
-            UPDATE category_counts SET photos = photos - 1, hidden = hidden - (OLD.hidden != 0)
-                WHERE OLD.status = 'ok' AND category = COALESCE(OLD.category, '');
-            INSERT INTO category_counts SELECT COALESCE(NEW.category, ''), 1, NEW.hidden != 0
-                WHERE NEW.status = 'ok'
-                ON CONFLICT(category) DO UPDATE SET photos = photos + 1, hidden = hidden + excluded.hidden;
-        END
-        """,
-    )
-
-
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _m1_initial,
-    _m2_model_tasks,
-    _m3_photo_meta,
-    _m4_category_index,
-]
-
-
-@dataclass(frozen=True, slots=True)
-class PhotoState:
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    status: str
-    has_meta: bool = True  # date, size and hash read (False: the next run reads the header, no inference)
-
-
-@dataclass(slots=True)
-class PhotoRecord:
-    """One file's outcome in a batch."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    error: str | None = None
-    meta: PhotoMeta | None = None
-
-
-@dataclass(slots=True)
-class ResultRecord:
-    """A model's output for one photo: ``probs`` for a classifier, ``embedding`` when the model gives one."""
-
-    content_hash: str
-    probs: np.ndarray | None  # (C,) softmax (classify)
-    embedding: np.ndarray | None
-    category: str | None
-    category_score: float | None
-    fine_label: str | None = None
-    people: dict[str, Any] | None = None  # PeopleSignal.to_dict(): recategorize needs it
-
-
-@dataclass(slots=True)
-class StoredOutput:
-    content_hash: str
-    model_sha256: str
-    topk_index: np.ndarray | None  # uint16, best first (classify)
-    topk_prob: np.ndarray | None  # float16
-    embedding: np.ndarray | None  # float16
-    people: dict[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """A model that has results in this catalog."""
-
-    sha256: str
-    name: str
-    path: str | None
-    task: str
-    labels: tuple[str, ...]
-
-
-@dataclass
-class ResultRow:
-    """One photo as ``photosift results`` shows it."""
-
-    id: int
-    path: str
-    status: str
-    error: str | None
-    label: str | None
-    score: float | None
-    category: str | None
-    category_score: float | None
-    top5: list[dict[str, Any]]
-    model: str | None
-    corrected_category: str | None
-    size: int | None = None
-    width: int | None = None
-    height: int | None = None
-    taken_at: str | None = None  # ISO local time: EXIF DateTimeOriginal, or the file's mtime (taken_source)
-    taken_source: str | None = None  # "exif" | "mtime"
-    camera: str | None = None
-    has_gps: bool | None = None
-    hidden: bool = False
-    content_hash: str | None = None
-
-    @property
-    def effective_category(self) -> str | None:
-        return self.corrected_category or self.category
-
-    def to_dict(self) -> dict[str, Any]:
-        """For JSON and CSV: ``path`` is valid text; ``path_b64`` (None for any UTF-8 name) the exact bytes."""
-        shown, exact = path_text(self.path)
-        return {
-            "path": shown,
-            "path_b64": exact,
-            "status": self.status,
-            "error": self.error,
-            "label": self.label,
-            "score": self.score,
-            "category": self.category,
-            "category_score": self.category_score,
-            "top5": self.top5,
-            "model": self.model,
-            "corrected_category": self.corrected_category,
-            "taken_at": self.taken_at,
-            "taken_source": self.taken_source,
-            "camera": self.camera,
-            "has_gps": self.has_gps,
-        }
 
 
 def connect_readonly(path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
@@ -418,7 +113,7 @@ def _casefold(value: str | None) -> str | None:
     return value.casefold() if isinstance(value, str) else value
 
 
-class Catalog:
+class Catalog(CorrectionsStore):
     """A connection to one catalog file. Use one instance per thread."""
 
     def __init__(
@@ -434,6 +129,7 @@ class Catalog:
         ``verify=False`` skips the quick_check (a second connection to a file another one just checked)."""
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._depth = 0  # nesting of atomic() blocks on this connection
         exists = self.path.is_file()
         if (readonly or not create) and not exists:
             raise CatalogError(f"{self.path}: catalog not found (run `photosift classify` first)")
@@ -529,7 +225,7 @@ class Catalog:
         rows = [str(r[0]) for r in self.db.execute("PRAGMA quick_check(5)")]
         if rows != ["ok"]:
             raise CatalogError(
-                f"{self.path}: catalog is damaged ({rows[0][:160]}); nothing was written; "
+                f"{self.path}: catalog is damaged ({' '.join(rows[0].split())[:160]}); nothing was written; "
                 + DOCTOR_HINT.format(path=self.path)
             )
 
@@ -591,12 +287,21 @@ class Catalog:
     @contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
         """One transaction: everything inside is stored, or nothing is. SQLite errors (a lock held too long, a
-        full disk, a read-only file) become a one-line CatalogError; the connection stays usable."""
+        full disk, a read-only file) become a one-line CatalogError; the connection stays usable. Nested, it
+        joins the outer transaction (a correction stores itself, its history and the photos it moved together)."""
         with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.db
+                finally:
+                    self._depth -= 1
+                return
             try:
                 self.db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise self.error(exc) from None
+            self._depth = 1
             try:
                 yield self.db
                 self.db.execute("COMMIT")
@@ -608,6 +313,8 @@ class Catalog:
                 if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
                     raise self.error(exc) from None
                 raise
+            finally:
+                self._depth = 0
 
     def close(self) -> None:
         self.db.close()
@@ -698,8 +405,9 @@ class Catalog:
             for rec in results:
                 db.execute(
                     "INSERT OR REPLACE INTO results (content_hash, model_sha256, label_index, score, top5, "
-                    "topk_index, topk_prob, category, category_score, fine_label, people, "
-                    "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "topk_index, topk_prob, category, category_score, fine_label, people, created_at, "
+                    "decided_by, personal_category, personal_score, personal_source) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     _result_values(rec, model_sha256, labels, now),
                 )
                 if rec.embedding is not None:
@@ -746,7 +454,11 @@ class Catalog:
 
     # -- queries --------------------------------------------------------------------------------------------
     _RESULT_SELECT = """
-        SELECT p.id, p.path, p.status, p.error, r.label_index, r.score, r.top5, r.category, r.category_score,
+        SELECT p.id, p.path, p.status, p.error, r.label_index, r.score, r.top5,
+               COALESCE(r.personal_category, r.category) AS category,
+               CASE WHEN r.personal_category IS NULL THEN r.category_score ELSE r.personal_score END
+                   AS category_score,
+               r.category AS rules_category, r.personal_source,
                m.name AS model, c.category AS corrected, p.size, p.width, p.height, p.taken_at, p.taken_source,
                p.camera, p.has_gps, p.hidden, p.content_hash
         FROM photos p
@@ -780,7 +492,7 @@ class Catalog:
             effective = "p.category"
             where = ["p.status != 'missing'"]
         else:
-            effective = "COALESCE(c.category, r.category)"
+            effective = "COALESCE(c.category, r.personal_category, r.category)"
             where = ["p.status != 'missing'", "(p.status = 'error' OR r.content_hash IS NOT NULL)"]
         params: dict[str, Any] = {}
         if category is not None:
@@ -938,6 +650,8 @@ class Catalog:
             has_gps=None if r["has_gps"] is None else bool(r["has_gps"]),
             hidden=bool(r["hidden"]),
             content_hash=r["content_hash"],
+            rules_category=r["rules_category"],
+            personal_source=r["personal_source"],
         )
 
     def counts(self, include_hidden: bool = True) -> dict[str, int]:
@@ -959,77 +673,11 @@ class Catalog:
         ok = self.db.execute("SELECT COALESCE(SUM(photos), 0) FROM category_counts").fetchone()[0]
         return {s: n for s, n in {"ok": int(ok), **counts}.items() if n}
 
-    # -- corrections and categories ---------------------------------------------------------------------------
     def content_hash_of(self, path: str) -> str | None:
         row = self.db.execute(
             "SELECT content_hash FROM photos WHERE path = ?", (to_db_path(path),)
         ).fetchone()
         return row[0] if row else None
-
-    def set_correction(self, content_hash: str, category: str) -> None:
-        with self.atomic() as db:
-            db.execute(
-                "INSERT INTO corrections(content_hash, category, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(content_hash) DO UPDATE SET category = excluded.category, created_at = excluded.created_at",
-                (content_hash, category, time.time()),
-            )
-
-    def clear_correction(self, content_hash: str) -> None:
-        with self.atomic() as db:
-            db.execute("DELETE FROM corrections WHERE content_hash = ?", (content_hash,))
-
-    def corrections(self) -> dict[str, str]:
-        return {h: c for h, c in self.db.execute("SELECT content_hash, category FROM corrections")}
-
-    def user_categories(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT name FROM user_categories ORDER BY name")]
-
-    def add_user_category(self, name: str) -> None:
-        with self.atomic() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO user_categories(name, created_at) VALUES (?, ?)", (name, time.time())
-            )
-
-    def stored_outputs(
-        self, model_sha256: str | None = None, hashes: Iterable[str] | None = None, batch: int = 512
-    ) -> Iterator[list[StoredOutput]]:
-        """What the model said about each photo, in batches: enough to re-derive categories without it."""
-        sql = (
-            "SELECT r.content_hash, r.model_sha256, r.topk_index, r.topk_prob, e.vector, r.people FROM results r "
-            "LEFT JOIN embeddings e ON e.content_hash = r.content_hash AND e.model_sha256 = r.model_sha256"
-        )
-        where, params = [], []
-        if model_sha256 is not None:
-            where.append("r.model_sha256 = ?")
-            params.append(model_sha256)
-        if hashes is not None:
-            wanted = list(hashes)
-            where.append(f"r.content_hash IN ({','.join('?' * len(wanted))})")
-            params.extend(wanted)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        cur = self.db.execute(sql + " ORDER BY r.rowid", params)
-        while rows := cur.fetchmany(batch):
-            yield [
-                StoredOutput(
-                    h,
-                    m,
-                    np.frombuffer(i, dtype=np.uint16) if i is not None else None,
-                    np.frombuffer(p, dtype=np.float16) if p is not None else None,
-                    np.frombuffer(e, dtype=np.float16) if e is not None else None,
-                    json.loads(pe) if pe else None,
-                )
-                for h, m, i, p, e, pe in rows
-            ]
-
-    def update_categories(self, rows: Iterable[tuple[str, str, str, float, str | None]]) -> None:
-        """(content_hash, model_sha256, category, score, fine_label) -> results."""
-        with self.atomic() as db:
-            db.executemany(
-                "UPDATE results SET category = ?, category_score = ?, fine_label = ? "
-                "WHERE content_hash = ? AND model_sha256 = ?",
-                ((c, s, f, h, m) for h, m, c, s, f in rows),
-            )
 
     def integrity_check(self) -> str:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
@@ -1061,4 +709,23 @@ def _result_values(
         rec.fine_label,
         json.dumps(rec.people) if rec.people is not None else None,
         now,
+        rec.decided_by,
+        *(
+            (rec.personal.category, rec.personal.similarity, rec.personal.source)
+            if rec.personal is not None
+            else (None, None, None)
+        ),
     )
+
+
+__all__ = [
+    "Catalog",
+    "HistoryEvent",
+    "ModelInfo",
+    "PersonalDecision",
+    "PhotoRecord",
+    "PhotoState",
+    "ResultRecord",
+    "ResultRow",
+    "StoredChunk",
+]

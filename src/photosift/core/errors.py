@@ -38,6 +38,10 @@ class CatalogReadOnly(CatalogError):
     """The catalog (or its folder) cannot be written; it can still be read."""
 
 
+class NothingToUndo(CatalogError):
+    """A photo has no correction left to undo (or the one named was undone already)."""
+
+
 class CatalogBusy(CatalogError):
     """Another process holds the catalog's write lock for longer than the busy timeout."""
 

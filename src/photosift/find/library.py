@@ -39,7 +39,7 @@ class Photos:
     ids: np.ndarray  # int64
     paths: list[str]
     hashes: list[str]
-    category: list[str | None]  # effective: the correction, else the classifier's
+    category: list[str | None]  # effective: the correction, else the personal head's, else the rules'
     corrected: np.ndarray  # bool
     taken_at: np.ndarray  # str (ISO; "" when unknown)
     taken_source: list[str | None]
@@ -120,7 +120,7 @@ def _best_model(cat: Catalog, table: str, task: str | None) -> tuple[str, tuple[
 def load_photos(cat: Catalog, model_sha256: str | None) -> Photos:
     """Readable, present, visible photos with the category of ``model_sha256``'s result (or the correction)."""
     rows = cat.db.execute(
-        "SELECT p.id, p.path, p.content_hash, COALESCE(c.category, r.category), c.category IS NOT NULL, "
+        "SELECT p.id, p.path, p.content_hash, COALESCE(c.category, r.personal_category, r.category), c.category IS NOT NULL, "
         "p.taken_at, p.taken_source, p.size, p.width, p.height, p.phash FROM photos p "
         "LEFT JOIN results r ON r.content_hash = p.content_hash AND r.model_sha256 = ? "
         "LEFT JOIN corrections c ON c.content_hash = p.content_hash "

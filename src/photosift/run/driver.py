@@ -230,6 +230,9 @@ class Pipeline:
         roots = [os.path.abspath(os.path.expanduser(p)) for p in paths]
         if on_progress:
             on_progress(Progress("scan"))
+        categorizer = self.stages.categorizer
+        if categorizer is not None:
+            categorizer.before_run(self.catalog, self.model_sha)
         known = self.catalog.hashes_with_results(self.model_sha)
         work, summary.seen, summary.unchanged, missing = plan(
             scanner.walk(roots, opts.include_hidden),
@@ -262,6 +265,8 @@ class Pipeline:
             chunks.close()  # type: ignore[attr-defined]
             summary.cancelled = cancel.is_set()
             sink.close(cancelled=summary.cancelled)
+        if categorizer is not None:
+            categorizer.after_run(self.catalog, self.model_sha)
         summary.classify_elapsed = time.perf_counter() - classify_start
         summary.elapsed = time.perf_counter() - started
         if on_progress:

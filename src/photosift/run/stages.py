@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from photosift.core import imaging, photometa, scanner
-from photosift.core.catalog import PhotoRecord, ResultRecord
+from photosift.core.catalog import Catalog, PersonalDecision, PhotoRecord, ResultRecord
 from photosift.core.errors import UnreadableImage
 from photosift.models.card import ModelCard
 from photosift.models.tasks import TaskHandler, TaskOutputs, handler_for
@@ -49,20 +49,41 @@ class Engine(Protocol):
 
 
 class CategoryLike(Protocol):
+    """The rules' category (``category``, ``score``, ``fine``), the personal head's decision, what is shown."""
+
     @property
     def category(self) -> str: ...
     @property
     def score(self) -> float: ...
     @property
     def fine(self) -> str | None: ...
+    @property
+    def personal(self) -> PersonalDecision | None: ...
+    @property
+    def shown(self) -> str: ...
 
 
 class Categorizer(Protocol):
-    """Album categories from the softmax, the face signals and the embeddings (album.AlbumClassifier)."""
+    """Album categories from the softmax, the face signals and the embeddings (album.AlbumClassifier).
+
+    ``fingerprint`` is stored with each result (a result decided under another one is stale); the driver calls
+    ``before_run`` and ``after_run`` with its catalog and model (the classifier takes in corrections made
+    meanwhile)."""
+
+    @property
+    def fingerprint(self) -> str: ...
 
     def categorize(
-        self, probs: np.ndarray, people: Sequence[Any] | None = None, embeddings: np.ndarray | None = None
+        self,
+        probs: np.ndarray,
+        people: Sequence[Any] | None = None,
+        embeddings: np.ndarray | None = None,
+        hashes: Sequence[str] | None = None,
     ) -> Sequence[CategoryLike]: ...
+
+    def before_run(self, catalog: Catalog, model_sha256: str) -> None: ...
+
+    def after_run(self, catalog: Catalog, model_sha256: str) -> None: ...
 
 
 class PeopleDetector(Protocol):
@@ -173,12 +194,15 @@ class Stages:
     def postprocess(self, batch: Sequence[Loaded], outputs: TaskOutputs) -> list[Processed]:
         """Records for an inferred batch: album categories (classifiers) and the result rows."""
         cats: Sequence[CategoryLike | None] = [None] * len(batch)
+        decided_by = None
         if self.categorizer is not None and outputs.probs is not None:
-            cats = self.categorizer.categorize(outputs.probs, [i.people for i in batch], outputs.embeddings)
+            hashes = [i.content_hash or "" for i in batch]
+            people = [i.people for i in batch]
+            cats = self.categorizer.categorize(outputs.probs, people, outputs.embeddings, hashes)
             if self._look_for_faces(batch, cats):
-                cats = self.categorizer.categorize(
-                    outputs.probs, [i.people for i in batch], outputs.embeddings
-                )
+                people = [i.people for i in batch]
+                cats = self.categorizer.categorize(outputs.probs, people, outputs.embeddings, hashes)
+            decided_by = self.categorizer.fingerprint
         out = []
         for i, item in enumerate(batch):
             assert item.content_hash is not None
@@ -191,10 +215,12 @@ class Stages:
                 category_score=float(cat.score) if cat else None,
                 fine_label=cat.fine if cat else None,
                 people=item.people.to_dict() if hasattr(item.people, "to_dict") else None,
+                decided_by=decided_by,
+                personal=cat.personal if cat else None,
             )
             e = item.entry
             photo = PhotoRecord(e.path, e.size, e.mtime_ns, item.content_hash, meta=item.meta)
-            out.append(Processed(photo, result, cat.category if cat else None))
+            out.append(Processed(photo, result, cat.shown if cat else None))
         return out
 
     def _look_for_faces(self, batch: Sequence[Loaded], cats: Sequence[CategoryLike]) -> bool:

@@ -10,7 +10,7 @@ Security model (a local app that can read the whole photo library and start work
   directory listings.
 * Every request must carry one of the expected ``Host`` headers: a page on another site that re-points its
   DNS name at 127.0.0.1 (DNS rebinding) gets 400, so it cannot read the gallery.
-* State-changing requests (correct, start and stop a scan) must carry the per-launch token that the pages
+* State-changing requests (correct, undo, start and stop a scan) must carry the per-launch token that the pages
   embed; another site cannot read it, so it cannot forge them (no CSRF), and a stale tab after a restart
   gets a clear 403.
 * Errors are rendered as short pages or JSON; a traceback goes to the server log, never to the browser.
@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import json
 import secrets
-import socket
 import threading
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 import anyio
@@ -49,16 +47,23 @@ from fastapi.responses import (
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from photosift import services
 from photosift.core import imaging
 from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
-from photosift.core.errors import CatalogError, CatalogReadOnly, ModelError, PhotosiftError, UnreadableImage
+from photosift.core.errors import (
+    CatalogError,
+    CatalogReadOnly,
+    ModelError,
+    NothingToUndo,
+    UnreadableImage,
+)
 from photosift.core.scanner import printable
 from photosift.web import finding, media
 from photosift.web.finding import GET_HEAD
+from photosift.web.guard import GuardMiddleware, allowed_hosts
+from photosift.web.rederive import RederiveJob
 from photosift.web.scan import PipelineFactory, ScanError, ScanManager
 
 PAGE_SIZE = 48
@@ -69,86 +74,6 @@ RENDER_TIMEOUT_S = 60.0  # a read or decode that takes longer (a hung network mo
 RETRY_SLOW_AFTER_S = 60.0  # a photo that timed out is not tried again before this (its thread may still hang)
 TOKEN_HEADER = "x-photosift-token"
 UNCATEGORIZED = "uncategorized"
-
-
-def is_loopback_host(host: str) -> bool:
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def allowed_hosts(host: str, port: int) -> set[str]:
-    """The Host header values a browser sends for this server; anything else is DNS rebinding or a typo."""
-    names = {"127.0.0.1", "localhost", "[::1]"}
-    bound = host.strip("[]")
-    if bound not in ("0.0.0.0", "::", ""):
-        names.add(f"[{bound}]" if ":" in bound else bound)
-    hosts = {f"{n}:{port}".lower() for n in names}
-    if port == 80:
-        hosts |= {n.lower() for n in names}
-    return hosts
-
-
-def security_headers(img_src: str = "'self'", script_src: str = "'self'") -> list[tuple[bytes, bytes]]:
-    csp = (
-        f"default-src 'self'; img-src {img_src}; style-src 'self'; script-src {script_src}; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    )
-    return [
-        (b"x-content-type-options", b"nosniff"),
-        (b"x-frame-options", b"DENY"),
-        (b"referrer-policy", b"no-referrer"),
-        (b"content-security-policy", csp.encode()),
-    ]
-
-
-class GuardMiddleware:
-    """Rejects unexpected Host headers and adds security headers to every response (pure ASGI: no buffering)."""
-
-    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = security_headers()
-    # "Classify here" runs ONNX Runtime Web: compiling WebAssembly needs 'wasm-unsafe-eval' (not 'unsafe-eval'),
-    # the chosen photos are shown from blob: URLs, and WASM threads need SharedArrayBuffer, which only a
-    # cross-origin isolated page gets (COOP + COEP). Only that page and the runtime's own files get these.
-    ISOLATED_PREFIXES = ("/classify-here", "/static/ort/")
-    ISOLATED_HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
-        *security_headers("'self' blob:", "'self' 'wasm-unsafe-eval'"),
-        (b"cross-origin-opener-policy", b"same-origin"),
-        (b"cross-origin-embedder-policy", b"require-corp"),
-        (b"cross-origin-resource-policy", b"same-origin"),
-    ]
-
-    def __init__(self, app: ASGIApp, hosts: set[str]) -> None:
-        self.app = app
-        self.hosts = hosts
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
-        if host.lower() not in self.hosts:
-            body = b"unexpected Host header: open the gallery at the address photosift serve printed\n"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 400,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), *self.HEADERS],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-
-        extra = self.ISOLATED_HEADERS if scope["path"].startswith(self.ISOLATED_PREFIXES) else self.HEADERS
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 class CatalogMissing(CatalogError):
@@ -223,6 +148,7 @@ def create_app(
     max_file_bytes = settings.max_file_mb * imaging.MB
     slow: dict[str, float] = {}  # path -> when it may be tried again, after a render timed out
     scans = ScanManager(settings, pipeline_factory)
+    rederive = RederiveJob(settings)
     cache = media.RenderCache(render_cache_bytes)
     # Decodes get their own small limiter: a burst of thumbnails queues here instead of taking every
     # threadpool slot that page handlers need.
@@ -246,22 +172,27 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
+        rederive.start()  # categories decided by other rules or heads than these: re-derive them meanwhile
         # Build the finding arrays in the background: at 100,000 photos the first search or "more like this"
         # would otherwise wait seconds for them.
         threading.Thread(target=services.warm_finding, args=(settings,), daemon=True).start()
         yield
+        await anyio.to_thread.run_sync(rederive.shutdown)
         await anyio.to_thread.run_sync(scans.shutdown)
         pool.close()
 
     app = FastAPI(title="photosift", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.token = token
     app.state.scans = scans
+    app.state.rederive = rederive
     app.state.settings = settings
     app.add_middleware(GuardMiddleware, hosts=allowed_hosts(host, port))
     app.mount("/static", StaticFiles(directory=str(package / "static")), name="static")
 
     def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
-        ctx.update(token=token, scan=scans.snapshot(), db_path=str(settings.db_path))
+        ctx.update(
+            token=token, scan=scans.snapshot(), rederive=rederive.snapshot(), db_path=str(settings.db_path)
+        )
         return templates.TemplateResponse(request, name, ctx, status_code=status_code)
 
     def message(request: Request, status_code: int, title: str, text: str) -> Response:
@@ -410,13 +341,49 @@ def create_app(
         rows = cat.results(status="error", limit=PAGE_SIZE, offset=nav["offset"])
         return page(request, "errors.html", rows=rows, nav=nav, base="/errors")
 
+    def shown(report: dict[str, Any]) -> dict[str, Any]:
+        """A correction's report for JSON: paths as valid Unicode (a name's non-UTF-8 bytes as ``\\xNN``)."""
+        moved = [{**m, "path": printable(m["path"] or "")} for m in report["moved"]]
+        return {**report, "path": printable(report["path"]), "moved": moved}
+
+    def event_notice(cat: Catalog, row: ResultRow, raw: str | None) -> dict[str, Any] | None:
+        """The correction or undo ``raw`` (an event id from the redirect) of this photo, with the photos it moved
+        (links) and whether it can still be undone."""
+        if not raw or not raw.isdigit() or len(raw) > 18:
+            return None
+        content_hash = cat.content_hash_of(row.path)
+        event = cat.history_event(int(raw))
+        if event is None or content_hash is None or event.content_hash != content_hash:
+            return None
+        photos = cat.photos_of([str(m[0]) for m in event.moved])
+        moved = [
+            {"id": photos[h][0], "name": Path(photos[h][1]).name, "from": before, "to": after}
+            for h, before, after in event.moved
+            if h in photos
+        ]
+        target = cat.undo_target(content_hash)
+        undoable = target is not None and target.id == event.id
+        return {"event": event, "moved": moved, "undoable": undoable}
+
     @app.api_route("/photo/{photo_id}", response_class=HTMLResponse, methods=GET_HEAD)
     def photo(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
         cat = pool.get()
         row = photo_or_404(cat, photo_id)
-        saved = request.query_params.get("saved") == "1"
+        notice = event_notice(cat, row, request.query_params.get("event"))
+        follows = None
+        if row.personal_source and row.corrected_category is None:
+            found = cat.photos_of([row.personal_source]).get(row.personal_source)
+            follows = {"id": found[0], "name": Path(found[1]).name} if found else None
         nav = finding.photo_nav(settings, row, request)
-        return page(request, "photo.html", row=row, choices=known_categories(cat), saved=saved, **nav)
+        return page(
+            request,
+            "photo.html",
+            row=row,
+            choices=known_categories(cat),
+            notice=notice,
+            follows=follows,
+            **nav,
+        )
 
     @app.post("/photo/{photo_id}/correct")
     async def correct(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
@@ -424,7 +391,7 @@ def create_app(
         check_token(request, form)
         wanted = form.get("category", "").strip()
 
-        def store() -> str:
+        def store() -> dict[str, Any]:
             cat = pool.get()
             row = photo_or_404(cat, photo_id)
             if wanted not in known_categories(cat):
@@ -432,15 +399,45 @@ def create_app(
             content_hash = cat.content_hash_of(row.path)
             if row.status != "ok" or content_hash is None:
                 raise HTTPException(409, "this file could not be read, so it has no category to correct")
-            # Exactly what `photosift correct` does: the correction belongs to the content, not the path; the
-            # personal head is retrained and categories re-derived.
-            services.correct_hash(settings, cat, content_hash, wanted)
-            return content_hash
+            # Exactly what `photosift correct` does: the correction belongs to the content, not the path; only
+            # the photos near it are re-decided, and the report names those whose category changed.
+            return shown(services.correct_hash(settings, cat, content_hash, wanted, path=row.path).to_dict())
 
-        await anyio.to_thread.run_sync(store)
+        report = await anyio.to_thread.run_sync(store)
         if _wants_json(request):
-            return JSONResponse({"id": photo_id, "corrected_category": wanted})
-        return RedirectResponse(f"/photo/{photo_id}?saved=1", status_code=303)
+            return JSONResponse({"id": photo_id, **report})
+        return RedirectResponse(f"/photo/{photo_id}?event={report['event']}", status_code=303)
+
+    @app.post("/photo/{photo_id}/undo")
+    async def undo(request: Request, photo_id: int = PathParam(ge=0, le=MAX_PHOTO_ID)) -> Response:
+        form = await read_form(request)
+        check_token(request, form)
+        raw_event = form.get("event", "").strip()
+        if raw_event and (not raw_event.isdigit() or len(raw_event) > 18):
+            raise HTTPException(422, "invalid value for event")
+
+        def take_back() -> dict[str, Any]:
+            cat = pool.get()
+            row = photo_or_404(cat, photo_id)
+            content_hash = cat.content_hash_of(row.path)
+            if content_hash is None:
+                raise HTTPException(409, "this file could not be read, so it has no correction")
+            try:
+                report = services.undo_hash(
+                    settings, cat, content_hash, event=int(raw_event) if raw_event else None, path=row.path
+                )
+            except NothingToUndo as exc:
+                raise HTTPException(409, printable(str(exc))) from None
+            return shown(report.to_dict())
+
+        report = await anyio.to_thread.run_sync(take_back)
+        if _wants_json(request):
+            return JSONResponse({"id": photo_id, **report})
+        return RedirectResponse(f"/photo/{photo_id}?event={report['event']}", status_code=303)
+
+    @app.get("/api/recategorize")
+    def rederive_state() -> dict[str, Any]:
+        return rederive.snapshot().to_dict()
 
     # -- images ------------------------------------------------------------------------------------------------
     async def image(request: Request, photo_id: int, rendition: media.Rendition) -> Response:
@@ -602,48 +599,4 @@ def create_app(
     return app
 
 
-def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info") -> Any:
-    """A uvicorn server for ``app`` (tests run it in a thread; :func:`run_server` in the foreground)."""
-    import uvicorn
-
-    # A short graceful-shutdown window: an open progress stream must not hold Ctrl-C hostage.
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=3
-    )
-    return uvicorn.Server(config)
-
-
-class ServeError(PhotosiftError):
-    """The gallery cannot listen where it was asked to (the port is taken, the address is not this machine's)."""
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` before the server starts, so a busy port is a one-line error."""
-    bare = host.strip("[]")
-    sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT, never a live one
-        sock.bind((bare, port))
-    except OSError as exc:
-        sock.close()
-        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    return sock
-
-
-def run_server(
-    settings: Settings, host: str = "127.0.0.1", port: int = 8765, sock: socket.socket | None = None
-) -> None:
-    """Serve the gallery until Ctrl-C on ``sock`` (default: :func:`listen`); the CLI prints the address."""
-    sock = sock or listen(host, port)
-    make_server(create_app(settings, host=host, port=port), host, port).run(sockets=[sock])
-
-
-__all__ = [
-    "ServeError",
-    "allowed_hosts",
-    "create_app",
-    "is_loopback_host",
-    "listen",
-    "make_server",
-    "run_server",
-]
+__all__ = ["create_app"]

@@ -1,5 +1,5 @@
 // photosift gallery: score bars, the scan page's live progress (server-sent events), bulk corrections with
-// undo, and keyboard navigation on the photo page. No framework.
+// undo, keyboard navigation on the photo page, and the re-derivation banner. No framework.
 "use strict";
 
 const token = document.querySelector('meta[name="photosift-token"]')?.content || "";
@@ -77,6 +77,26 @@ function setupScan() {
   });
 
   if (box.dataset.active === "true") listen();
+}
+
+// While categories are re-derived in the background (other rules than the catalog's), keep the banner current.
+function setupRederive() {
+  const banner = document.getElementById("rederive");
+  if (!banner || banner.dataset.active !== "true") return;
+  const timer = setInterval(async () => {
+    const res = await fetch("/api/recategorize", { headers: { "Accept": "application/json" } }).catch(() => null);
+    if (!res || !res.ok) return;
+    const s = await res.json();
+    banner.querySelector("[data-rederive-done]").textContent = s.done;
+    banner.querySelector("[data-rederive-total]").textContent = s.total;
+    if (!s.active) {
+      clearInterval(timer);
+      banner.dataset.active = "false";
+      banner.textContent = s.state === "done"
+        ? "Categories updated to the current rules (" + s.message + "); reload to see them."
+        : "Updating categories stopped: " + s.message;
+    }
+  }, 1000);
 }
 
 async function postForm(url, body) {
@@ -184,4 +204,5 @@ document.addEventListener("DOMContentLoaded", () => {
   setupScan();
   setupBulk();
   setupKeys();
+  setupRederive();
 });
