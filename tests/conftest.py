@@ -70,10 +70,3 @@ def _isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PHOTOSIFT_DATA_DIR", str(tmp_path / "data-home"))
     monkeypatch.setenv("PHOTOSIFT_CONFIG_DIR", str(tmp_path / "config-home"))
     monkeypatch.delenv("PHOTOSIFT_DB", raising=False)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Torch exports are slow by nature; test_export.py is being rewritten elsewhere and does not mark them yet.
-    for item in items:
-        if item.path.name == "test_export.py":
-            item.add_marker(pytest.mark.slow)

@@ -20,6 +20,7 @@ from photosift.toolchain.builtins import BUILDABLE, build_model  # noqa: E402
 from photosift.toolchain.export import export, parity_images  # noqa: E402
 
 runner = CliRunner()
+pytestmark = pytest.mark.slow  # torch exports: tens of seconds each
 
 
 def _weights_available(name: str) -> bool:
