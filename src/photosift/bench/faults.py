@@ -7,7 +7,7 @@ content hash that is not the file's), and how many tracebacks reached a user. Th
 
 * ``odd_names``: names that are not UTF-8, newlines, brackets, NFC/NFD twins, 255-byte names, 3 KB paths.
 * ``special_files``: a 4 GB sparse .jpg, a FIFO, a /dev/zero symlink, a folder named .jpg, an unreadable file
-  (run as ``nobody`` when we are root, since root reads everything), an empty and a truncated JPEG.
+  (as root: run without the capabilities that let root read any file), an empty and a truncated JPEG.
 * ``swapped_files``: files swapped atomically (mtime kept, as ``rsync -t`` does) while a run reads them.
 * ``catalog_faults``: a damaged catalog (then ``doctor --recover``), another program's database, a JPEG as
   ``--db``, a read-only catalog, a catalog locked by another process.
@@ -183,12 +183,30 @@ def odd_names(suite: Suite) -> FaultResult:
 
 
 # -- special files -------------------------------------------------------------------------------------------------
+def _without_root_reads(env: dict[str, str]) -> list[str]:
+    """A command prefix under which root obeys file permissions (root reads any file otherwise): root without
+    CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH (it still reads its own checkout, wherever that is), else `nobody`
+    (which needs a checkout others may read); [] when neither works here."""
+    if shutil.which("setpriv") is None:
+        return []
+    for prefix in (
+        ["setpriv", "--bounding-set=-dac_override,-dac_read_search"],
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+    ):
+        probe = subprocess.run(
+            [*prefix, sys.executable, "-c", "import photosift"], capture_output=True, env=env
+        )
+        if probe.returncode == 0:
+            return prefix
+    return []
+
+
 def special_files(suite: Suite) -> FaultResult:
     result = FaultResult(
         "huge and special files (4 GB sparse, FIFO, /dev/zero link, folder .jpg, no permission)"
     )
-    # A world-writable folder outside the work dir (which may be private), so the run can be made as `nobody`:
-    # root reads any file, so only then does "permission denied" happen.
+    # A world-writable folder outside the work dir (which may be private), so that a run as `nobody` (the
+    # fallback of _without_root_reads) can write its catalog there.
     base = Path(tempfile.mkdtemp(prefix="photosift-faults-"))
     os.chmod(base, 0o777)
     lib = base / "lib"
@@ -209,10 +227,11 @@ def special_files(suite: Suite) -> FaultResult:
     env = {"PHOTOSIFT_DATA_DIR": str(base / "data"), "PHOTOSIFT_CONFIG_DIR": str(base / "config")}
     prefix: list[str] = []
     if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            result.notes.append("root without setpriv: the unreadable file is read anyway")
-        else:
-            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        prefix = _without_root_reads({**os.environ, **suite.env, **env})
+        if not prefix:
+            result.notes.append(
+                "root, and no way to drop the right to read any file: the unreadable file is read"
+            )
     res = subprocess.run(
         [*prefix, sys.executable, "-m", "photosift", "classify", str(lib), "--db", str(db), "--no-people"],
         capture_output=True,
