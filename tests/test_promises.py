@@ -190,3 +190,67 @@ def test_photosift_settings_from_the_environment(tmp_path: Path) -> None:
     del env["PHOTOSIFT_DB"]
     assert photosift("classify", str(lib), "--json").returncode == 0
     assert (tmp_path / "data-home" / "catalog.db").is_file()
+
+
+@pytest.mark.slow
+def test_a_read_only_catalog_can_be_read_and_is_never_written(tmp_path: Path) -> None:
+    """`results`, `search` and `duplicates` read a catalog that cannot be written (file and folder read-only);
+    `classify` refuses it with one line; the file stays byte-identical. As root, the commands run without the
+    capabilities that let root write anything (otherwise the modes would not bind)."""
+    import hashlib
+
+    from photosift.bench.faults import without_root_reads
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "c.db"
+    env = {**os.environ, "PHOTOSIFT_DATA_DIR": str(tmp_path / "data")}
+    made = subprocess.run(
+        [sys.executable, "-m", "photosift", "classify", str(DATA), "--db", str(db), "--no-people"],
+        capture_output=True,
+        env=env,
+    )
+    assert made.returncode == 0, made.stderr
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sqlite3; sqlite3.connect({str(db)!r}).execute('PRAGMA wal_checkpoint(TRUNCATE)')",
+        ],
+        check=True,
+    )
+    for leftover in folder.glob("c.db-*"):
+        leftover.unlink()
+    writable = subprocess.run(
+        [sys.executable, "-m", "photosift", "results", "--format", "json", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert writable.returncode == 0 and len(json.loads(writable.stdout)) >= 5, writable.stderr
+    for leftover in folder.glob("c.db-*"):
+        leftover.unlink()
+    db.chmod(0o444)
+    folder.chmod(0o555)
+    prefix = without_root_reads(env) if os.geteuid() == 0 else []
+    if os.geteuid() == 0 and not prefix:
+        pytest.skip("root, and no way to drop the right to write any file here")
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    try:
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            cmd = [*prefix, sys.executable, "-m", "photosift", *args, "--db", str(db)]
+            return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+        rows = run("results", "--format", "json")
+        assert rows.returncode == 0, rows.stderr
+        assert json.loads(rows.stdout) == json.loads(writable.stdout)
+        assert run("search", "cat").returncode == 0
+        assert run("duplicates").returncode == 0
+        refused = run("classify", str(DATA), "--no-people")
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 1 and len(lines) == 1 and "read-only" in lines[0], refused.stderr
+        assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+        assert sorted(p.name for p in folder.iterdir()) == ["c.db"]
+    finally:
+        folder.chmod(0o755)

@@ -222,7 +222,7 @@ def results(
 ) -> list[ResultRow]:
     """Result rows by path or date (``model``: a model's name or sha256 prefix; default: each photo's newest
     result; ``since``/``until``: an ISO date or its prefix, inclusive)."""
-    with open_catalog(settings, create=False) as cat:  # read-write: an older catalog gets its new columns
+    with Catalog.for_reading(settings.db_path, settings.busy_timeout_s) as cat:
         if category is not None:
             check_category(category, known_categories(settings, cat))
         model_sha = cat.find_model(model).sha256 if model is not None else None

@@ -183,7 +183,7 @@ def odd_names(suite: Suite) -> FaultResult:
 
 
 # -- special files -------------------------------------------------------------------------------------------------
-def _without_root_reads(env: dict[str, str]) -> list[str]:
+def without_root_reads(env: dict[str, str]) -> list[str]:
     """A command prefix under which root obeys file permissions (root reads any file otherwise): root without
     CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH (it still reads its own checkout, wherever that is), else `nobody`
     (which needs a checkout others may read); [] when neither works here."""
@@ -206,7 +206,7 @@ def special_files(suite: Suite) -> FaultResult:
         "huge and special files (4 GB sparse, FIFO, /dev/zero link, folder .jpg, no permission)"
     )
     # A world-writable folder outside the work dir (which may be private), so that a run as `nobody` (the
-    # fallback of _without_root_reads) can write its catalog there.
+    # fallback of without_root_reads) can write its catalog there.
     base = Path(tempfile.mkdtemp(prefix="photosift-faults-"))
     os.chmod(base, 0o777)
     lib = base / "lib"
@@ -227,7 +227,7 @@ def special_files(suite: Suite) -> FaultResult:
     env = {"PHOTOSIFT_DATA_DIR": str(base / "data"), "PHOTOSIFT_CONFIG_DIR": str(base / "config")}
     prefix: list[str] = []
     if os.geteuid() == 0:
-        prefix = _without_root_reads({**os.environ, **suite.env, **env})
+        prefix = without_root_reads({**os.environ, **suite.env, **env})
         if not prefix:
             result.notes.append(
                 "root, and no way to drop the right to read any file: the unreadable file is read"

@@ -316,6 +316,15 @@ class Catalog(CorrectionsStore):
             finally:
                 self._depth = 0
 
+    @classmethod
+    def for_reading(cls, path: Path, busy_timeout: float = BUSY_TIMEOUT_S, verify: bool = True) -> Catalog:
+        """An existing catalog to read: opened read-write where it can be, so an older one gets upgraded, and
+        read-only where the file or its folder cannot be written (a current catalog reads the same)."""
+        try:
+            return cls(path, create=False, verify=verify, busy_timeout=busy_timeout)
+        except CatalogReadOnly:
+            return cls(path, readonly=True, create=False, verify=verify, busy_timeout=busy_timeout)
+
     def close(self) -> None:
         self.db.close()
 

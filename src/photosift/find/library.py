@@ -210,7 +210,7 @@ class Finder:
     def catalog(self) -> Catalog:
         """Our own connection: its ``data_version`` moves whenever another connection commits."""
         if self._catalog is None:
-            self._catalog = Catalog(self.path, create=False)
+            self._catalog = Catalog.for_reading(self.path)
         return self._catalog
 
     def _refresh(self) -> None:

@@ -54,7 +54,6 @@ from photosift.core.catalog import Catalog, ResultRow
 from photosift.core.config import Settings
 from photosift.core.errors import (
     CatalogError,
-    CatalogReadOnly,
     ModelError,
     NothingToUndo,
     UnreadableImage,
@@ -98,10 +97,8 @@ class CatalogPool:
                 raise CatalogMissing(f"{self.path}: no catalog yet")
             with self._lock:  # the first connection checks the file (quick_check); later ones trust it
                 verify = self.checks == 0
-                try:
-                    cat = Catalog(self.path, verify=verify, busy_timeout=self.busy_timeout)
-                except CatalogReadOnly:  # read-only media: browse it; a correction says why it fails
-                    cat = Catalog(self.path, readonly=True, verify=verify, busy_timeout=self.busy_timeout)
+                # Read-only media: browse it; a correction says why it fails.
+                cat = Catalog.for_reading(self.path, self.busy_timeout, verify=verify)
                 self.checks = max(self.checks, 1)
                 self._all.append(cat)
             self._local.catalog = cat
