@@ -13,7 +13,8 @@ content hash that is not the file's), and how many tracebacks reached a user. Th
   ``--db``, a read-only catalog, a catalog locked by another process.
 * ``disk_full``: the catalog on a tiny tmpfs that fills mid-run, then more space and a rerun (needs a mount
   namespace: root, or unprivileged user namespaces; skipped with the reason otherwise).
-* ``sigkill``: SIGKILL at seeded random moments (start-up, scan, decode, commit), then a run to the end.
+* ``sigkill``: SIGKILL a seeded random delay after a run's first commit (scan, decode, commit), then a run to
+  the end.
 
 ``tools/fault_suite.py`` runs them at scale and prints the table of docs/RELIABILITY.md; tests/test_faults.py
 runs them small. ``target_env`` lets the suite run another checkout's photosift (the numbers before a fix).
@@ -486,8 +487,11 @@ def _kill_during_writes(proc: subprocess.Popen[bytes], db: Path, delay: float, t
     not during start-up, on a fast machine as on a slow one). False when the run ended before the kill."""
     start, deadline = _catalog_signature(db), time.monotonic() + timeout
     while _catalog_signature(db) == start:
-        if proc.poll() is not None or time.monotonic() > deadline:
+        if proc.poll() is not None:
             return False
+        if time.monotonic() > deadline:  # never wrote: kill it anyway rather than wait on it for good
+            proc.send_signal(signal.SIGKILL)
+            return True
         time.sleep(0.005)
     time.sleep(delay)
     if proc.poll() is not None:
