@@ -11,7 +11,14 @@ import pytest
 from PIL import Image, ImageOps
 
 from photosift.album.neighbours import EmbeddingIndex
-from photosift.album.personal import SIMILARITY, PersonalHead, base_head, simulate_users, unit
+from photosift.album.personal import (
+    SIMILARITY,
+    PersonalHead,
+    base_head,
+    cached_base_head,
+    simulate_users,
+    unit,
+)
 from photosift.album.rules import Categorizer
 from photosift.core.catalog import Catalog, ResultRecord
 from photosift.core.errors import ModelError
@@ -180,3 +187,24 @@ def test_base_head_rebuilds_logits_from_embeddings() -> None:
     rebuilt = softmax(emb.astype(np.float16).astype(np.float32) @ w.T + b)  # as stored in the catalog
     cat = Categorizer()
     assert [r.category for r in cat.categorize(rebuilt)] == [r.category for r in cat.categorize(probs)]
+
+
+def test_classifier_weights_are_cached_by_model_hash(tmp_path: Path) -> None:
+    """recategorize reads the weights from the cache after the first time (the onnx import costs 0.6 s), and a
+    damaged cache file is read from the model again and rewritten."""
+    model = lite0_engine().model
+    w, b = base_head(model.path)
+    cache = tmp_path / "index"
+    first = cached_base_head(model.path, model.sha256, cache)
+    (saved,) = cache.glob("classifier-*.npz")
+    assert model.sha256[:32] in saved.name
+    # The cache, not the model file, answers now: a model path that no longer exists still gives the weights.
+    again = cached_base_head(tmp_path / "gone.onnx", model.sha256, cache)
+    for got in (first, again):
+        np.testing.assert_array_equal(got[0], w)
+        np.testing.assert_array_equal(got[1], b)
+    saved.write_bytes(b"not an npz")
+    repaired = cached_base_head(model.path, model.sha256, cache)
+    np.testing.assert_array_equal(repaired[0], w)
+    with np.load(saved) as z:
+        np.testing.assert_array_equal(z["bias"], b)

@@ -54,7 +54,8 @@ def open_catalog(settings: Settings, *, readonly: bool = False, create: bool = T
 
 
 def index_dir(settings: Settings) -> Path:
-    """Where the embedding indexes that corrections query are cached (album.personal.EmbeddingIndex)."""
+    """Where arrays derived from the catalog are cached: the embedding indexes that corrections query
+    (album.neighbours.EmbeddingIndex) and the classifier weights recategorize reads (album.personal)."""
     return settings.data_dir / "index"
 
 
@@ -345,6 +346,7 @@ def recategorize(
         exact_only=exact_only,
         on_progress=on_progress,
         cancel=cancel,
+        cache_dir=index_dir(settings),
     )
 
 
@@ -352,7 +354,7 @@ def stale_results(settings: Settings, catalog: Catalog, *, exact_only: bool = Fa
     """How many stored categories were decided under other rules or heads than those in force now."""
     from photosift.album.decisions import stale_results as count
 
-    return count(catalog, rules_for(settings), exact_only=exact_only)
+    return count(catalog, rules_for(settings), exact_only=exact_only, cache_dir=index_dir(settings))
 
 
 class NotInCatalog(CatalogError):

@@ -41,7 +41,7 @@ class AbstractHead:
             e = e[None]
         if e.ndim != 2 or e.shape[1] != self.dim:
             return None
-        x = e.astype(np.float16).astype(np.float64)
+        x = (e if e.dtype == np.float16 else e.astype(np.float16)).astype(np.float64)
         # einsum computes each row on its own (no BLAS blocking across rows): the same number for a photo
         # whatever batch it arrives in (classify vs recategorize), 7x faster than a Python loop over np.dot.
         norm = np.sqrt(np.einsum("ij,ij->i", x, x))

@@ -34,7 +34,7 @@ import numpy as np
 from photosift.album import learned
 from photosift.album.abstract import AbstractHead, head_for_model
 from photosift.album.people import PeopleSignal
-from photosift.album.personal import PersonalHead, base_head
+from photosift.album.personal import PersonalHead, cached_base_head
 from photosift.album.rules import PEOPLE, Categorizer, CategoryResult, Rules
 from photosift.core.catalog import Catalog, PersonalDecision, StoredChunk
 from photosift.core.errors import ModelError
@@ -184,15 +184,20 @@ class _FullSoftmax:
     """Full softmax of stored outputs in batches: embeddings @ W.T + b with the base model's classifier (one
     matrix product per chunk), else the stored top-k probabilities."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, cache_dir: Path | None = None) -> None:
         self.catalog = catalog
+        self.cache_dir = cache_dir  # where the classifier weights read from model files are kept
         self._weights: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
 
     def weights(self, model_sha: str) -> tuple[np.ndarray, np.ndarray] | None:
         if model_sha not in self._weights:
             path = self.catalog.model_path(model_sha)
             try:
-                self._weights[model_sha] = base_head(Path(path)) if path and Path(path).is_file() else None
+                self._weights[model_sha] = (
+                    cached_base_head(Path(path), model_sha, self.cache_dir)
+                    if path and Path(path).is_file()
+                    else None
+                )
             except (ModelError, ImportError, OSError):
                 self._weights[model_sha] = None
         return self._weights[model_sha]
@@ -238,7 +243,7 @@ def classifiers(
     """The album classifier of every classifier model with results in ``catalog``, newest first.
     ``exact_only``: only models whose classifier weights can be read (their stored embeddings give the full
     softmax back, so re-deriving gives what classify would; otherwise only the stored top-100 is at hand)."""
-    softmax_of = _FullSoftmax(catalog)
+    softmax_of = _FullSoftmax(catalog, index_dir)
     return [
         AlbumClassifier.load(rules_for(m.labels), catalog, m.sha256, index_dir)
         for m in catalog.models()
@@ -246,9 +251,11 @@ def classifiers(
     ]
 
 
-def stale_results(catalog: Catalog, rules_for: RulesFor, exact_only: bool = False) -> int:
+def stale_results(
+    catalog: Catalog, rules_for: RulesFor, exact_only: bool = False, cache_dir: Path | None = None
+) -> int:
     """How many classified results were decided under other rules or heads than those in force."""
-    albums = classifiers(catalog, rules_for, exact_only=exact_only)
+    albums = classifiers(catalog, rules_for, cache_dir, exact_only=exact_only)
     return sum(catalog.stale_count(a.model_sha256, a.fingerprint) for a in albums)
 
 
@@ -265,14 +272,15 @@ def recategorize(
     on_progress: Progress | None = None,
     cancel: threading.Event | None = None,
     chunk: int = 4096,
+    cache_dir: Path | None = None,
 ) -> RecategorizeReport:
     """Re-derive the categories of stored classifications (``only_stale``: those not decided by the rules and
     heads in force; ``exact_only``: of models whose classifier weights can be read) in chunks of ``chunk``
     results, each chunk one matrix product and one transaction; no inference. A cancel stops between chunks;
-    what was done is kept."""
+    what was done is kept. ``cache_dir``: where derived arrays (the classifier weights) are kept."""
     report = RecategorizeReport()
-    softmax_of = _FullSoftmax(catalog)
-    albums = classifiers(catalog, rules_for, exact_only=exact_only)
+    softmax_of = _FullSoftmax(catalog, cache_dir)
+    albums = classifiers(catalog, rules_for, cache_dir, exact_only=exact_only)
     todo = sum(catalog.stale_count(a.model_sha256, a.fingerprint if only_stale else None) for a in albums)
     if on_progress:
         on_progress(0, todo)
@@ -353,12 +361,13 @@ def _rules_for_chunk(
     probs = softmax_of.probs(album.model_sha256, part, embeddings, album.rules.num_classes)
     people = [PeopleSignal.from_dict(p) if p else None for p in part.people]
     detector = album.detector_scores(part.embeddings)  # float16 as stored: what the detector reads
-    if embeddings is None or part.has_embedding.all():
-        base = album.base(probs, people, embeddings, detector)
+    stored = part.embeddings  # float16: the heads read these (float32 only for the matrix products)
+    if stored is None or part.has_embedding.all():
+        base = album.base(probs, people, stored, detector)
     else:  # rows without an embedding: the rules alone, as at classify time
         base = [CategoryResult("", 0.0)] * len(part.hashes)
         for rows, emb in (
-            (np.nonzero(part.has_embedding)[0], embeddings),
+            (np.nonzero(part.has_embedding)[0], stored),
             (np.nonzero(~part.has_embedding)[0], None),
         ):
             if rows.size:

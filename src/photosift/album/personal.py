@@ -24,6 +24,7 @@ which would move photos nobody corrected.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -151,6 +152,33 @@ def simulate_users(
             base = float(np.mean(rules_a[rest] == truth_a[rest]))
             out[t, k - 1] = 100.0 * (float(np.mean(shown == truth_a[rest])) - base)
     return out
+
+
+def cached_base_head(
+    model_path: Path, model_sha256: str, cache_dir: Path | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`base_head`, kept in ``cache_dir`` by the model's hash: reading it from the ONNX file needs the
+    ``onnx`` package, whose import alone costs 0.6 s, in every ``recategorize``."""
+    if cache_dir is None:
+        return base_head(model_path)
+    path = cache_dir / f"classifier-{model_sha256[:32]}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            weight, bias = np.asarray(z["weight"]), np.asarray(z["bias"])
+        if weight.dtype == np.float32 and bias.shape == (weight.shape[0],):
+            return weight, bias
+    except (OSError, KeyError, ValueError):
+        pass
+    weight, bias = base_head(model_path)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{threading.get_ident()}")
+        with open(tmp, "wb") as f:
+            np.savez(f, weight=weight, bias=bias)
+        tmp.replace(path)
+    except OSError:
+        pass  # a cache we cannot write costs the import next time, nothing else
+    return weight, bias
 
 
 def base_head(model_path: Path) -> tuple[np.ndarray, np.ndarray]:

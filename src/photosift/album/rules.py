@@ -630,12 +630,13 @@ class Categorizer:
             return CategoryResult(PEOPLE, score, "group" if faces >= 3 else None)
         return result
 
-    def fine_label(self, category: str, probs: np.ndarray) -> str | None:
-        """The finer label of ``category`` for one photo's full softmax ``probs`` (as :meth:`categorize` gives
-        it when that category wins), or None."""
-        p = np.asarray(probs, dtype=np.float64).reshape(1, -1)
-        best = np.array([self.rules.categories.index(category)])
-        return self._fine_labels(best, p @ self._onehot, p @ self._fine_onehot)[0]
+    def fine_labels(self, categories: Sequence[str], probs: np.ndarray) -> list[str | None]:
+        """The finer label of ``categories[i]`` for each photo's full softmax ``probs[i]`` (as :meth:`categorize`
+        gives it when that category wins), or None: the whole batch in two matrix products."""
+        p = np.asarray(probs, dtype=np.float64).reshape(len(categories), -1)
+        index = {c: i for i, c in enumerate(self.rules.categories)}
+        best = np.array([index[c] for c in categories], dtype=np.int64)
+        return self._fine_labels(best, p @ self._onehot, p @ self._fine_onehot)
 
     def _fine_labels(
         self, best: np.ndarray, category_mass: np.ndarray, fine_mass: np.ndarray
