@@ -134,6 +134,8 @@ def test_run_bench_with_scale_suite(tiny_corpus: Path, tmp_path: Path) -> None:
         memory_count=5,
         rescan_count=30,
         rescan_big=40,
+        correction_counts=(60,),
+        correction_repeats=2,
     )
     report = run_bench(opts)
     _check_report(report, 6)
@@ -148,6 +150,11 @@ def test_run_bench_with_scale_suite(tiny_corpus: Path, tmp_path: Path) -> None:
     assert report["memory"]["photos"] == 5
     assert report["memory"]["peak_rss_mb"] > 10
     assert report["cold_start"]["best_s"] > 0
+    (corrections,) = report["corrections"]  # corrections and re-derivation on a written catalog of 60 photos
+    assert corrections["photos"] == 60 and corrections["correct_s"] > 0 and corrections["undo_s"] > 0
+    assert corrections["cli_correct_s"] > 0 and corrections["recategorize_all_s"] > 0
+    # Written as classify decides, so re-deriving every category changes none of them.
+    assert corrections["recategorize_changed"] == 0
     find = report["find"]  # search, similar and duplicates on a written catalog of rescan_count photos
     assert find["catalog"]["photos"] == 30 and find["similar"]["queries"] > 0
     assert set(find["search"]["warm"]) >= {"dog", "june 2024"} and find["duplicates"]["ms"] > 0

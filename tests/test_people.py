@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -120,9 +121,11 @@ def test_work_image_is_what_the_detector_sees(detector: PeopleDetector) -> None:
     assert detector.work_image(im.convert("L")).shape == small.shape
 
 
-@pytest.mark.slow
-def test_pipeline_looks_for_faces_after_the_classifier(tmp_path: Path) -> None:
-    """The cat photo (animals, sure) is not searched: its signal is stored as not looked (NULL); the portraits are."""
+def classify_photos(
+    tmp_path: Path, names: tuple[str, ...], db_name: str = "c.db"
+) -> tuple[dict[str, str | None], dict[str, dict[str, float] | None]]:
+    """Classify these tests/data photos as ``photosift classify`` does; per name, the category and the stored
+    face signal (None: not looked)."""
     import shutil
 
     from photosift.core.catalog import Catalog
@@ -130,23 +133,84 @@ def test_pipeline_looks_for_faces_after_the_classifier(tmp_path: Path) -> None:
     from photosift.services import build_pipeline
 
     photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("astronaut.jpg", "grace_hopper.jpg", "chelsea.jpg"):
+    photos.mkdir(exist_ok=True)
+    for name in names:
         shutil.copy(DATA / name, photos / name)
-    settings = Settings(data_dir=tmp_path, db=tmp_path / "c.db")
+    settings = Settings(data_dir=tmp_path, db=tmp_path / db_name)
     with Catalog(settings.db_path) as catalog:
-        summary = build_pipeline(settings, catalog).run([str(photos)])
-        assert summary.classified == 3
+        assert build_pipeline(settings, catalog).run([str(photos)]).classified == len(names)
         stored = {
             h: people
             for m in catalog.models()
             for part in catalog.stored_chunks(m.sha256)
             for h, people in zip(part.hashes, part.people, strict=True)
         }
-        by_name = {Path(r.path).name: r for r in catalog.results()}
-        hashes = {n: catalog.content_hash_of(r.path) for n, r in by_name.items()}
-    assert by_name["chelsea.jpg"].category == "animals"
-    assert stored[hashes["chelsea.jpg"]] is None
+        rows = {Path(r.path).name: r for r in catalog.results()}
+        return (
+            {n: r.category for n, r in rows.items()},
+            {n: stored[catalog.content_hash_of(r.path)] for n, r in rows.items()},
+        )
+
+
+@pytest.mark.slow
+def test_pipeline_looks_for_faces_after_the_classifier(tmp_path: Path) -> None:
+    """The cat photo (animals, sure) is not searched: its signal is stored as not looked (NULL); the portraits are."""
+    categories, signals = classify_photos(tmp_path, ("astronaut.jpg", "grace_hopper.jpg", "chelsea.jpg"))
+    assert categories["chelsea.jpg"] == "animals"
+    assert signals["chelsea.jpg"] is None
     for name in ("astronaut.jpg", "grace_hopper.jpg"):
-        assert by_name[name].category == "people"
-        assert stored[hashes[name]]["faces"] == 1
+        assert categories[name] == "people"
+        assert signals[name] is not None and signals[name]["faces"] == 1
+
+
+def test_face_gate_fits_the_packaged_models_only() -> None:
+    from photosift.album.facegate import gate_for_model, load_gate
+    from photosift.models.registry import registry
+
+    shas = {e.sha256 for e in registry().values() if e.summary.get("arch") == "efficientnet-lite0"}
+    assert len(shas) >= 2  # fp32 and int8 share the embedding space the gate was trained in
+    assert all(gate_for_model(sha) is not None for sha in shas)
+    assert gate_for_model("0" * 64) is None and gate_for_model(None) is None
+    gate = load_gate()
+    assert gate is not None and 0.0 < gate.threshold < 0.5
+    assert gate.wanted(np.zeros((2, 7), "float32")) is None  # another embedding size
+
+
+@pytest.mark.slow
+def test_face_gate_skips_photos_without_face_evidence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the gate, the rocket and the coffee cup (no animal, no plant, no face) are not searched — stored as
+    not looked (NULL) — while the portraits are, and every category is what searching everything gives."""
+    from photosift.album import decisions
+
+    names = ("astronaut.jpg", "grace_hopper.jpg", "rocket.jpg", "coffee.jpg", "camera.png")
+    gated_categories, gated = classify_photos(tmp_path, names, "gated.db")
+    monkeypatch.setattr(decisions, "gate_for_model", lambda sha: None)
+    all_categories, everywhere = classify_photos(tmp_path, names, "everywhere.db")
+    assert gated["rocket.jpg"] is None and gated["coffee.jpg"] is None
+    assert (
+        everywhere["rocket.jpg"]
+        == everywhere["coffee.jpg"]
+        == {
+            "faces": 0,
+            "largest_face": 0.0,
+            "face_area": 0.0,
+            "person_score": 0.0,
+        }
+    )
+    for name in ("astronaut.jpg", "grace_hopper.jpg", "camera.png"):
+        signal = gated[name]
+        assert signal is not None and signal == everywhere[name] and signal["faces"] >= 1
+    assert gated_categories == all_categories
+
+
+def test_held_image_is_the_small_decode_or_the_work_image(detector: PeopleDetector) -> None:
+    """The pipeline holds a DCT-scaled JPEG as decoded (shrinking it costs time most photos never need), a big
+    image only at the work size; detecting either gives the same signal."""
+    im = decoded("grace_hopper.jpg")
+    assert detector.held_image(im) is im
+    big = im.resize((im.width * 4, im.height * 4))
+    held = detector.held_image(big)
+    assert isinstance(held, np.ndarray) and min(held.shape[:2]) == detector.work_size
+    assert detector.detect(held) == detector.detect(big)

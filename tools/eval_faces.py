@@ -9,8 +9,9 @@ Sets (each decoded as the pipeline decodes it: DCT-scaled to a shorter side of a
 * ``--album-dev``: the dev album (no people): false detections;
 * tests/data: astronaut, grace_hopper and camera have one face each, the rest none.
 
-For each photo the classifier runs first, so the gate (``PeopleDetector.wanted``: skip photos the rules file
-under animals or plants with confidence) is applied exactly as ``photosift classify`` applies it. "found" counts
+For each photo the classifier runs first, so the gates — ``PeopleDetector.wanted`` (skip photos the classifier
+files under animals or plants with confidence) and the face gate on the embedding (album/facegate.py; off with
+``--no-face-gate``) — are applied exactly as ``photosift classify`` applies them. "found" counts
 photos with at least one face; "decisive" those whose faces cover >= 0.3 % of the photo (the rules' smallest
 ``min_face_area``). ms/photo is CPU time of the detector on one thread, over every photo of the set (gated photos
 count as 0).
@@ -24,8 +25,12 @@ import json
 import time
 from pathlib import Path
 
+from photosift.album import learned
+from photosift.album.abstract import head_for_model
+from photosift.album.decisions import AlbumClassifier
+from photosift.album.facegate import gate_for_model
 from photosift.album.people import PeopleDetector
-from photosift.album.rules import Categorizer, load_rules
+from photosift.album.rules import load_rules
 from photosift.bench.corpus import ALBUM_DEV, REPOSITORY
 from photosift.core import imaging
 from photosift.models.registry import resolve_model
@@ -56,6 +61,9 @@ def main() -> int:
     ap.add_argument("--album-dev", type=Path, default=ALBUM_DEV)
     ap.add_argument("--model", default="efficientnet-lite0")
     ap.add_argument("--min-face", type=float, default=0.1)
+    ap.add_argument(
+        "--no-face-gate", action="store_true", help="the category gate only, as before the face gate"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -63,19 +71,27 @@ def main() -> int:
     resolved = resolve_model(args.model)
     card = resolved.card
     session = open_session(resolved.path)
-    categorizer = Categorizer(load_rules(None))
+    sha = resolved.sha256
+    album = AlbumClassifier(
+        load_rules(None),
+        abstract=head_for_model(sha),
+        category_head=learned.head_for_model(sha),
+        face_gate=None if args.no_face_gate else gate_for_model(sha),
+    )
     detector = PeopleDetector(min_face=args.min_face)
     stats: dict[str, dict[str, float]] = {}
     for name, path, people in rows:
         image = imaging.decode(imaging.read_bytes(path), path, min_side=card.preprocess.resize_size)
-        logits = session.run(
-            [card.logits_name], {card.input_name: imaging.to_tensor(image, card.preprocess)[None]}
+        logits, embedding = session.run(
+            [card.logits_name, "embedding"],
+            {card.input_name: imaging.to_tensor(image, card.preprocess)[None]},
         )
-        (first,) = categorizer.categorize(softmax(logits[0]))
+        (first,) = album.categorize(softmax(logits), None, embedding)
+        possible = album.might_show_faces(embedding)
         t0 = time.process_time()
         signal = detector.detect(image)
         cost = time.process_time() - t0
-        wanted = detector.wanted(first.category, first.score)
+        wanted = detector.wanted(first.category, first.score) and (possible is None or bool(possible[0]))
         key = f"{name} people={'yes' if people else 'no'}"
         s = stats.setdefault(
             key, {"photos": 0, "found": 0, "decisive": 0, "gated_found": 0, "gated_decisive": 0}

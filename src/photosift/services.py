@@ -621,6 +621,7 @@ def eval_categorize(
     from photosift.album import learned
     from photosift.album.abstract import head_for_model
     from photosift.album.decisions import AlbumClassifier
+    from photosift.album.facegate import gate_for_model
     from photosift.core import imaging
     from photosift.models.card import read_card
     from photosift.models.registry import sha256_file
@@ -635,7 +636,10 @@ def eval_categorize(
         card = read_card(model)
         sha = sha256_file(model)
         album = AlbumClassifier(
-            pick(card.labels), abstract=head_for_model(sha), category_head=learned.head_for_model(sha)
+            pick(card.labels),
+            abstract=head_for_model(sha),
+            category_head=learned.head_for_model(sha),
+            face_gate=gate_for_model(sha),
         )
         people: list[Any] | None = None
         if settings.people and album.needs_people:
@@ -645,9 +649,12 @@ def eval_categorize(
                 detector.append(PeopleDetector())
             # As the pipeline does it: faces only where the classifier's decision leaves them worth looking for.
             first = album.categorize(probs, None, embeddings)
+            possible = album.might_show_faces(embeddings)
             people = []
-            for f, cat in zip(files, first, strict=True):
-                if not detector[0].wanted(cat.category, cat.score):
+            for i, (f, cat) in enumerate(zip(files, first, strict=True)):
+                if not detector[0].wanted(cat.category, cat.score) or (
+                    possible is not None and not possible[i]
+                ):
                     people.append(None)
                     continue
                 if f not in faces:

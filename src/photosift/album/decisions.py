@@ -33,6 +33,7 @@ import numpy as np
 
 from photosift.album import learned
 from photosift.album.abstract import AbstractHead, head_for_model
+from photosift.album.facegate import FaceGate, gate_for_model
 from photosift.album.people import PeopleSignal
 from photosift.album.personal import PersonalHead, cached_base_head
 from photosift.album.rules import PEOPLE, Categorizer, CategoryResult, Rules
@@ -73,6 +74,7 @@ class AlbumClassifier:
         model_sha256: str = "",
         index_dir: Path | None = None,
         category_head: learned.CategoryHead | None = None,
+        face_gate: FaceGate | None = None,
     ) -> None:
         self.rules = rules
         self.categorizer = Categorizer(rules)
@@ -84,6 +86,7 @@ class AlbumClassifier:
         # file leaves it off unless it says `learned_head: on`).
         fits = category_head is not None and rules.learned_head and category_head.fits(rules.categories)
         self.category_head = category_head if fits else None
+        self.face_gate = face_gate  # which photos are worth searching for faces (facegate.py); None: all
 
     @classmethod
     def load(
@@ -99,6 +102,7 @@ class AlbumClassifier:
             model_sha256,
             index_dir,
             learned.head_for_model(model_sha256),
+            gate_for_model(model_sha256),
         )
 
     @property
@@ -117,6 +121,13 @@ class AlbumClassifier:
     def needs_people(self) -> bool:
         """Whether face signals can change a decision (the rules have a people category)."""
         return PEOPLE in self.rules.categories
+
+    def might_show_faces(self, embeddings: np.ndarray | None) -> np.ndarray | None:
+        """(N,) bool: the photos whose embedding leaves a face worth looking for (the face gate), or None: no
+        gate for this model (or no embeddings), look wherever the category allows."""
+        if self.face_gate is None or embeddings is None:
+            return None
+        return self.face_gate.wanted(embeddings)
 
     def detector_scores(self, embeddings: np.ndarray | None) -> np.ndarray | None:
         """The abstract-art detector's probabilities, or None (no detector for this model, or no embeddings)."""

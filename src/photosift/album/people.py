@@ -16,9 +16,9 @@ What it misses (measured and by construction): faces smaller than ``min_face`` o
 away, a person small in a landscape), people seen from behind or with the face covered (helmets, gas masks),
 strong profiles, faces rotated more than ~45° (a photo whose EXIF orientation is wrong), drawings and cartoons.
 
-Where it runs: the pipeline keeps each decoded photo shrunk to the work size (:meth:`PeopleDetector.work_image`)
-and detects after the classifier, only where its decision leaves faces worth looking for
-(:meth:`PeopleDetector.wanted`).
+Where it runs: the pipeline keeps each decoded photo (:meth:`PeopleDetector.held_image`) and detects after the
+classifier, only where its decision leaves faces worth looking for (:meth:`PeopleDetector.wanted`) and the
+embedding passes the face gate (facegate.py).
 
 Thread safety: one :class:`PeopleDetector` may be shared by many threads. ONNX Runtime sessions are safe to call
 concurrently and are created on first use under a lock; the OpenCV P-Nets are per thread. Everything runs on one
@@ -167,8 +167,8 @@ class PeopleDetector:
     def work_image(self, image: Image.Image | np.ndarray) -> np.ndarray:
         """``image`` as the detector sees it: RGB uint8 (H, W, 3), shorter side at most ``work_size``.
 
-        The pipeline keeps this (~260 KB) instead of the decoded image until the classifier has spoken
-        (:meth:`wanted`); the signal is in fractions of the image area, so it is the same either way.
+        :meth:`detect` searches this; the signal is in fractions of the image area, so it is the same for the
+        photo at any size.
         """
         if isinstance(image, np.ndarray):
             arr = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
@@ -187,6 +187,16 @@ class PeopleDetector:
         target = (max(1, round(w * scale)), max(1, round(h * scale)))
         arr = np.asarray(small)
         return arr if small.size == target else cv2.resize(arr, target, interpolation=cv2.INTER_LINEAR)
+
+    def held_image(self, image: Image.Image) -> Image.Image | np.ndarray:
+        """What the pipeline keeps of a decoded photo until the classifier and the face gate have spoken: the
+        photo itself while it is small — a JPEG decoded DCT-scaled for the classifier is (504, 378) for a 12 MP
+        photo, ~570 KB — else its :meth:`work_image`, so a big PNG is never held whole. Shrinking every photo
+        at load cost ~0.3 core-ms each, and most photos are never searched (facegate.py)."""
+        w, h = image.size
+        if min(w, h) <= 2 * self.work_size and w * h <= 6 * self.work_size**2:
+            return image
+        return self.work_image(image)
 
     def wanted(self, category: str, score: float) -> bool:
         """Whether to look for faces in a photo the classifier put in ``category`` with ``score``.

@@ -108,7 +108,7 @@ def render(report: dict[str, Any]) -> Any:
     from photosift.bench import cluster
 
     lines = summary_lines(report) + cluster.summary_lines(report)
-    for key in ("faces", "memory", "rescan", "rescan_big", "overview", "cold_start", "find"):
+    for key in ("faces", "memory", "rescan", "rescan_big", "overview", "corrections", "cold_start", "find"):
         if key in report:
             lines.append(f"{key}: {json.dumps(report[key])}")
     return Group(t, *(Text(line) for line in lines))

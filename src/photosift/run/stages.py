@@ -13,8 +13,10 @@ today, Ray actors on a cluster. Nothing here touches the catalog; the sink is th
   Runtime holds ~8.5 MB of activations per photo in a run of EfficientNet-Lite0), and applies the task's output
   handler.
 * :meth:`Stages.postprocess` turns a batch and its outputs into the records the sink commits; it runs the face
-  detector on the photos whose classifier result leaves faces worth looking for (``PeopleDetector.wanted``),
-  so a photo the classifier is sure shows an animal or a plant does not pay for face detection.
+  detector on the photos whose classifier result leaves faces worth looking for (``PeopleDetector.wanted``)
+  and whose embedding passes the face gate (``Categorizer.might_show_faces``, album/facegate.py), so a photo
+  the classifier is sure shows an animal or a plant, or one the gate finds no face evidence in, does not pay
+  for face detection.
 """
 
 from __future__ import annotations
@@ -81,13 +83,15 @@ class Categorizer(Protocol):
         hashes: Sequence[str] | None = None,
     ) -> Sequence[CategoryLike]: ...
 
+    def might_show_faces(self, embeddings: np.ndarray | None) -> np.ndarray | None: ...
+
     def before_run(self, catalog: Catalog, model_sha256: str) -> None: ...
 
     def after_run(self, catalog: Catalog, model_sha256: str) -> None: ...
 
 
 class PeopleDetector(Protocol):
-    def work_image(self, image: Any) -> Any: ...
+    def held_image(self, image: Any) -> Any: ...
     def wanted(self, category: str, score: float) -> bool: ...
     def detect(self, image: Any) -> Any: ...
 
@@ -96,7 +100,7 @@ class PeopleDetector(Protocol):
 class Loaded:
     """A work item after :meth:`Stages.load`: an error, known content (``reuse``), or a tensor to infer.
     ``entry`` carries the size and mtime of the file that was read (its fstat); ``face_image``: the decoded photo
-    at the face detector's work size, kept for :meth:`Stages.postprocess`; ``people``: its face signal once looked
+    as the face detector holds it (``PeopleDetector.held_image``), kept for :meth:`Stages.postprocess`; ``people``: its face signal once looked
     for (None: not looked)."""
 
     entry: scanner.FileEntry
@@ -176,7 +180,7 @@ class Stages:
                     )
                 image = imaging.decode(data, entry.path, min_side=self.pre.resize_size)
                 tensor = imaging.to_tensor(image, self.pre)
-                face_image = detector.work_image(image) if detector is not None else None
+                face_image = detector.held_image(image) if detector is not None else None
                 return Loaded(
                     entry, digest, tensor=tensor, face_image=face_image, meta=meta.with_phash(image)
                 )
@@ -199,7 +203,7 @@ class Stages:
             hashes = [i.content_hash or "" for i in batch]
             people = [i.people for i in batch]
             cats = self.categorizer.categorize(outputs.probs, people, outputs.embeddings, hashes)
-            if self._look_for_faces(batch, cats):
+            if self._look_for_faces(batch, cats, self.categorizer.might_show_faces(outputs.embeddings)):
                 people = [i.people for i in batch]
                 cats = self.categorizer.categorize(outputs.probs, people, outputs.embeddings, hashes)
             decided_by = self.categorizer.fingerprint
@@ -223,16 +227,20 @@ class Stages:
             out.append(Processed(photo, result, cat.shown if cat else None))
         return out
 
-    def _look_for_faces(self, batch: Sequence[Loaded], cats: Sequence[CategoryLike]) -> bool:
-        """Detect faces where the classifier's first decision leaves them worth it; True if any was looked at.
+    def _look_for_faces(
+        self, batch: Sequence[Loaded], cats: Sequence[CategoryLike], possible: np.ndarray | None
+    ) -> bool:
+        """Detect faces where the classifier's first decision and the face gate (``possible``: per photo, None
+        for no gate) leave them worth it; True if any was looked at.
 
         The work image is dropped either way: the batch is about to be stored."""
         detector = self._detector()
         looked = False
-        for item, cat in zip(batch, cats, strict=True):
+        for i, (item, cat) in enumerate(zip(batch, cats, strict=True)):
             if (
                 item.face_image is not None
                 and detector is not None
+                and (possible is None or bool(possible[i]))
                 and detector.wanted(cat.category, cat.score)
             ):
                 item.people = detector.detect(item.face_image)
