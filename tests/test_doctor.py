@@ -102,3 +102,25 @@ def test_a_missing_catalog(tmp_path: Path) -> None:
     res = run("doctor", "--db", str(tmp_path / "absent.db"))
     assert res.exit_code == 1 and "no such catalog" in res.output
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_damage_that_keeps_the_files_metadata_is_still_one_line(tmp_path: Path) -> None:
+    """The check at open is skipped for a file in the state its last writer recorded (Catalog.check_stamp); a
+    disk that corrupts pages without touching the file's size or mtime is then met by SQLite when the damaged
+    page is read: one line that names doctor, no traceback — and doctor finds it."""
+    import os
+
+    from test_catalog import damage
+
+    db = tmp_path / "c.db"
+    with Catalog(db) as cat:
+        fill(cat, [f"/library/{i:04d}.jpg" for i in range(400)])
+    st = db.stat()
+    damage(db)
+    os.utime(db, ns=(st.st_atime_ns, st.st_mtime_ns))
+    res = run("results", "--db", str(db))
+    assert res.exit_code == 1
+    line = error_line(res.output)
+    assert "photosift doctor" in line and "malformed" in line
+    res = run("doctor", "--db", str(db), "--json")
+    assert res.exit_code == 1 and json.loads(res.stdout)["problems"][0].startswith("damaged: ")
