@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from photosift.core import catalog as catalog_module
+from photosift.core import checkrecord
 from photosift.core.catalog import MIGRATIONS, Catalog, PhotoRecord, ResultRecord
 from photosift.core.errors import CatalogError
 from testkit import DATA
@@ -182,7 +183,7 @@ def test_a_catalog_closed_cleanly_is_not_checked_again_until_it_changes(
     db = tmp_path / "c.db"
     with Catalog(db) as cat:
         fill(cat, [f"/library/{i:04d}.jpg" for i in range(50)])
-    assert Path(f"{db}-checked").is_file()
+    assert checkrecord.record_path(db).is_file()
     checked = _count_checks(monkeypatch)
     with Catalog(db) as cat:  # unchanged since: no check; this writer's own writes are recorded at close
         cat.set_hidden([1], True)
@@ -228,7 +229,7 @@ def test_a_killed_writer_or_an_old_check_means_a_full_check(
     with Catalog(db):
         pass
     assert checked == [db]  # recorded again at the close above
-    monkeypatch.setattr(catalog_module, "CHECK_EVERY_S", 0.0)  # the last full check is too old
+    monkeypatch.setattr(checkrecord, "CHECK_EVERY_S", 0.0)  # the last full check is too old
     with Catalog(db):
         pass
     assert checked == [db, db]

@@ -105,7 +105,7 @@ def test_a_missing_catalog(tmp_path: Path) -> None:
 
 
 def test_damage_that_keeps_the_files_metadata_is_still_one_line(tmp_path: Path) -> None:
-    """The check at open is skipped for a file in the state its last writer recorded (Catalog.check_stamp); a
+    """The check at open is skipped for a file in the state its last writer recorded (core/checkrecord.py); a
     disk that corrupts pages without touching the file's size or mtime is then met by SQLite when the damaged
     page is read: one line that names doctor, no traceback — and doctor finds it."""
     import os

@@ -145,7 +145,7 @@ def measure(db: Path, data_dir: Path, repeats: int = 9, settle_s: float = 30.0) 
     picks = [photo_path(int(i)) for i in rng.choice(n, repeats + 1, replace=False)]
     out: dict[str, Any] = {"photos": n}
     # Opening the catalog: as its last writer left it (no check), and its full check (PRAGMA quick_check, linear
-    # in the file's size), which an open pays after another program changed the file (Catalog.check_stamp).
+    # in the file's size), which an open pays after another program changed the file (core/checkrecord.py).
     out["catalog_open_s"] = round(min(timer(lambda: Catalog(db).close())[0] for _ in range(3)), 3)
     with Catalog(db) as cat:
         out["catalog_full_check_s"] = round(timer(cat._check_damage)[0], 3)

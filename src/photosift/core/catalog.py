@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from photosift.core import checkrecord
 from photosift.core.corrections import (
     CorrectionsStore,
     HistoryEvent,
@@ -113,9 +114,6 @@ def _casefold(value: str | None) -> str | None:
     return value.casefold() if isinstance(value, str) else value
 
 
-CHECK_EVERY_S = 7 * 24 * 3600.0  # a catalog is checked in full at least this often, even when unchanged
-
-
 class Catalog(CorrectionsStore):
     """A connection to one catalog file. Use one instance per thread."""
 
@@ -182,12 +180,13 @@ class Catalog(CorrectionsStore):
         try:
             legacy = self._check_ours()
             if verify:
-                self._checked_at = self._checked_already()
+                # The full check, unless the file is as its last writer recorded it (core/checkrecord.py).
+                self._checked_at = checkrecord.checked_at(self.path)
                 if self._checked_at is None:
                     self._check_damage()
                     self._checked_at = time.time()
                     if not readonly:
-                        self._stamp()
+                        checkrecord.record(self.path, self._checked_at)
             version = self.schema_version()
             if version > len(MIGRATIONS):
                 raise CatalogError(
@@ -230,61 +229,6 @@ class Catalog(CorrectionsStore):
         raise CatalogError(
             f"{self.path}: not a photosift catalog ({what}); nothing was changed (choose another --db)"
         )
-
-    # -- the damage check at open -------------------------------------------------------------------------
-    # PRAGMA quick_check reads every page: 0.43 s for a 100,000-photo catalog with embeddings (612 MB), ~4 s at a
-    # million, at every command. So a writer that checked the file (or found it checked) and closes it cleanly
-    # records the file's state beside it (<catalog>-checked: device, inode, size and mtime of the file and its
-    # WAL, and when it was last checked in full), and the next open checks again only when the file is not in
-    # that state — another program wrote it, a process was killed mid-write, it was copied or restored — or the
-    # full check is older than CHECK_EVERY_S. Damage that changes no file metadata (a failing disk) is still
-    # met by SQLite's own checks when a damaged page is read (a one-line "catalog is damaged" error, never a
-    # write into it), and by the next weekly check; `photosift doctor` always checks everything.
-
-    def _file_state(self) -> list[int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        state = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
-        try:
-            wal = os.stat(f"{self.path}-wal")
-        except FileNotFoundError:
-            return [*state, 0, 0]
-        except OSError:
-            return None
-        # An empty WAL is no WAL (opening a connection creates one); what a writer left in it counts.
-        return [*state, *([wal.st_size, wal.st_mtime_ns] if wal.st_size else [0, 0])]
-
-    @property
-    def check_stamp(self) -> Path:
-        """Where the state of the file at its last check is recorded (see above)."""
-        return self.path.with_name(self.path.name + "-checked")
-
-    def _checked_already(self) -> float | None:
-        """When the file, in the state it is in now, was last checked in full; None: check it now."""
-        try:
-            stamp = json.loads(self.check_stamp.read_text())
-            at = float(stamp["at"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        current = self._file_state()
-        if current is None or stamp.get("state") != current or not 0 <= time.time() - at < CHECK_EVERY_S:
-            return None
-        return at
-
-    def _stamp(self) -> None:
-        """Record the file's state now as checked at ``self._checked_at`` (a file we cannot write: no record,
-        the next open checks in full)."""
-        state = self._file_state()
-        if state is None or self._checked_at is None:
-            return
-        tmp = self.check_stamp.with_name(f"{self.check_stamp.name}.{os.getpid()}.{threading.get_ident()}")
-        try:
-            tmp.write_text(json.dumps({"state": state, "at": self._checked_at}))
-            tmp.replace(self.check_stamp)
-        except OSError:
-            tmp.unlink(missing_ok=True)
 
     def _check_damage(self) -> None:
         rows = [str(r[0]) for r in self.db.execute("PRAGMA quick_check(5)")]
@@ -393,7 +337,8 @@ class Catalog(CorrectionsStore):
     def close(self) -> None:
         self.db.close()
         if self._checked_at is not None and not self.readonly:
-            self._stamp()  # what this connection wrote was written by SQLite: the file is as checked
+            # What this connection wrote, SQLite wrote: the file is as checked.
+            checkrecord.record(self.path, self._checked_at)
             self._checked_at = None
 
     def __enter__(self) -> Catalog:
