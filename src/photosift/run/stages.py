@@ -203,7 +203,7 @@ class Stages:
             hashes = [i.content_hash or "" for i in batch]
             people = [i.people for i in batch]
             cats = self.categorizer.categorize(outputs.probs, people, outputs.embeddings, hashes)
-            if self._look_for_faces(batch, cats, self.categorizer.might_show_faces(outputs.embeddings)):
+            if self._look_for_faces(batch, cats, outputs.embeddings):
                 people = [i.people for i in batch]
                 cats = self.categorizer.categorize(outputs.probs, people, outputs.embeddings, hashes)
             decided_by = self.categorizer.fingerprint
@@ -228,17 +228,23 @@ class Stages:
         return out
 
     def _look_for_faces(
-        self, batch: Sequence[Loaded], cats: Sequence[CategoryLike], possible: np.ndarray | None
+        self, batch: Sequence[Loaded], cats: Sequence[CategoryLike], embeddings: np.ndarray | None
     ) -> bool:
-        """Detect faces where the classifier's first decision and the face gate (``possible``: per photo, None
-        for no gate) leave them worth it; True if any was looked at.
+        """Detect faces where the classifier's first decision and the face gate on the ``embeddings`` leave them
+        worth it; True if any was looked at.
 
-        The work image is dropped either way: the batch is about to be stored."""
+        The held image is dropped either way: the batch is about to be stored."""
         detector = self._detector()
+        held = [item.face_image is not None for item in batch]
+        possible = (
+            self.categorizer.might_show_faces(embeddings)
+            if detector is not None and self.categorizer is not None and any(held)
+            else None
+        )
         looked = False
         for i, (item, cat) in enumerate(zip(batch, cats, strict=True)):
             if (
-                item.face_image is not None
+                held[i]
                 and detector is not None
                 and (possible is None or bool(possible[i]))
                 and detector.wanted(cat.category, cat.score)
