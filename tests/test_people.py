@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -111,6 +112,10 @@ def test_gate_skips_confident_animals_and_plants_only(detector: PeopleDetector) 
     assert detector.wanted("animals", 0.45)  # not sure it is an animal: look
     assert detector.wanted("objects", 1.0)  # a uniform or a tripod can have a face above it
     assert PeopleDetector(skip_categories=()).wanted("animals", 1.0)
+    # A batch: the category gate and the face gate (per photo; None: no gate for the model) must both agree.
+    decided = [SimpleNamespace(category=c, score=0.9) for c in ("animals", "objects", "objects")]
+    assert detector.to_search(decided, None) == [False, True, True]
+    assert detector.to_search(decided, np.array([True, True, False])) == [False, True, False]
 
 
 def test_work_image_is_what_the_detector_sees(detector: PeopleDetector) -> None:

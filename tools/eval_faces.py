@@ -9,9 +9,9 @@ Sets (each decoded as the pipeline decodes it: DCT-scaled to a shorter side of a
 * ``--album-dev``: the dev album (no people): false detections;
 * tests/data: astronaut, grace_hopper and camera have one face each, the rest none.
 
-For each photo the classifier runs first, so the gates — ``PeopleDetector.wanted`` (skip photos the classifier
-files under animals or plants with confidence) and the face gate on the embedding (album/facegate.py; off with
-``--no-face-gate``) — are applied exactly as ``photosift classify`` applies them. "found" counts
+For each photo the classifier runs first, so the gates (``PeopleDetector.to_search``: the category gate, which
+skips photos the classifier files under animals or plants with confidence, and the face gate on the embedding,
+album/facegate.py, off with ``--no-face-gate``) are applied exactly as ``photosift classify`` applies them. "found" counts
 photos with at least one face; "decisive" those whose faces cover >= 0.3 % of the photo (the rules' smallest
 ``min_face_area``). ms/photo is CPU time of the detector on one thread, over every photo of the set (gated photos
 count as 0).
@@ -91,7 +91,7 @@ def main() -> int:
         t0 = time.process_time()
         signal = detector.detect(image)
         cost = time.process_time() - t0
-        wanted = detector.wanted(first.category, first.score) and (possible is None or bool(possible[0]))
+        (wanted,) = detector.to_search([first], possible)
         key = f"{name} people={'yes' if people else 'no'}"
         s = stats.setdefault(
             key, {"photos": 0, "found": 0, "decisive": 0, "gated_found": 0, "gated_decisive": 0}

@@ -28,7 +28,7 @@ thread per call because the parallelism comes from the pipeline's threads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -207,6 +207,15 @@ class PeopleDetector:
         sure of keeps its animal or plant category (its stored signal says "not looked", ``people`` NULL).
         """
         return not (category in self.skip_categories and score >= self.skip_confidence)
+
+    def to_search(self, decided: Sequence[Any], possible: np.ndarray | None) -> list[bool]:
+        """Which photos of a batch to search for faces: those the classifier's first decision (each with a
+        ``category`` and a ``score``) leaves faces worth looking for in (:meth:`wanted`) and the face gate lets
+        through (``possible``: per photo, from facegate.py; None: no gate for this model)."""
+        return [
+            self.wanted(d.category, d.score) and (possible is None or bool(possible[i]))
+            for i, d in enumerate(decided)
+        ]
 
     def detect(self, image: Image.Image | np.ndarray) -> PeopleSignal:
         """Faces in ``image`` (an upright image of any size, PIL or (H, W, 3) uint8) as a :class:`PeopleSignal`."""

@@ -13,8 +13,8 @@ today, Ray actors on a cluster. Nothing here touches the catalog; the sink is th
   Runtime holds ~8.5 MB of activations per photo in a run of EfficientNet-Lite0), and applies the task's output
   handler.
 * :meth:`Stages.postprocess` turns a batch and its outputs into the records the sink commits; it runs the face
-  detector on the photos whose classifier result leaves faces worth looking for (``PeopleDetector.wanted``)
-  and whose embedding passes the face gate (``Categorizer.might_show_faces``, album/facegate.py), so a photo
+  detector on the photos whose classifier result leaves faces worth looking for and whose embedding passes the
+  face gate (``PeopleDetector.to_search`` over ``Categorizer.might_show_faces``, album/facegate.py), so a photo
   the classifier is sure shows an animal or a plant, or one the gate finds no face evidence in, does not pay
   for face detection.
 """
@@ -92,7 +92,7 @@ class Categorizer(Protocol):
 
 class PeopleDetector(Protocol):
     def held_image(self, image: Any) -> Any: ...
-    def wanted(self, category: str, score: float) -> bool: ...
+    def to_search(self, decided: Sequence[Any], possible: np.ndarray | None) -> list[bool]: ...
     def detect(self, image: Any) -> Any: ...
 
 
@@ -235,23 +235,17 @@ class Stages:
 
         The held image is dropped either way: the batch is about to be stored."""
         detector = self._detector()
-        held = [item.face_image is not None for item in batch]
-        possible = (
-            self.categorizer.might_show_faces(embeddings)
-            if detector is not None and self.categorizer is not None and any(held)
-            else None
-        )
-        looked = False
-        for i, (item, cat) in enumerate(zip(batch, cats, strict=True)):
-            if (
-                held[i]
-                and detector is not None
-                and (possible is None or bool(possible[i]))
-                and detector.wanted(cat.category, cat.score)
-            ):
-                item.people = detector.detect(item.face_image)
-                looked = True
+        held = [item.face_image for item in batch]
+        for item in batch:
             item.face_image = None
+        if detector is None or self.categorizer is None or all(h is None for h in held):
+            return False
+        looked = False
+        search = detector.to_search(cats, self.categorizer.might_show_faces(embeddings))
+        for item, image, wanted in zip(batch, held, search, strict=True):
+            if wanted and image is not None:
+                item.people = detector.detect(image)
+                looked = True
         return looked
 
     def run_batch(self, batch: Sequence[Loaded]) -> list[Processed]:

@@ -437,12 +437,10 @@ def eval_categorize(
                 detector.append(PeopleDetector())
             # As the pipeline does it: faces only where the classifier's decision leaves them worth looking for.
             first = album.categorize(probs, None, embeddings)
-            possible = album.might_show_faces(embeddings)
+            search = detector[0].to_search(first, album.might_show_faces(embeddings))
             people = []
-            for i, (f, cat) in enumerate(zip(files, first, strict=True)):
-                if not detector[0].wanted(cat.category, cat.score) or (
-                    possible is not None and not possible[i]
-                ):
+            for f, wanted in zip(files, search, strict=True):
+                if not wanted:
                     people.append(None)
                     continue
                 if f not in faces:
