@@ -20,6 +20,7 @@ import hashlib
 import re
 import threading
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from photosift.album.personal import SIMILARITY, unit
 from photosift.core.catalog import Catalog
+from photosift.core.files import write_replacing
 
 MAX_SEGMENTS = 12  # more than this after many scans: merged into one
 
@@ -157,10 +159,7 @@ def _save(cache_dir: Path, stem: str, segments: list[Segment]) -> None:
             if (cache_dir / f"{name}.npy").is_file():
                 continue
             for suffix, array in ((".hashes.npy", seg.hashes), (".npy", np.asarray(seg.matrix))):
-                tmp = cache_dir / f"{name}{suffix}.tmp{threading.get_ident()}"
-                with open(tmp, "wb") as f:
-                    np.save(f, array)
-                tmp.replace(cache_dir / f"{name}{suffix}")
+                write_replacing(cache_dir / f"{name}{suffix}", partial(np.save, arr=array))
         for old in cache_dir.glob(f"{stem}-*.npy"):
             if old.name not in keep:
                 old.unlink(missing_ok=True)

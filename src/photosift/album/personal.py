@@ -24,7 +24,6 @@ which would move photos nobody corrected.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 
 from photosift.core.catalog import Catalog, PersonalDecision
 from photosift.core.errors import ModelError
+from photosift.core.files import write_replacing
 
 SIMILARITY = 0.65
 HEAD_VERSION = "nearest-correction-1"  # part of the fingerprint: a new decision rule makes stored ones stale
@@ -172,10 +172,7 @@ def cached_base_head(
     weight, bias = base_head(model_path)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{threading.get_ident()}")
-        with open(tmp, "wb") as f:
-            np.savez(f, weight=weight, bias=bias)
-        tmp.replace(path)
+        write_replacing(path, lambda f: np.savez(f, weight=weight, bias=bias))
     except OSError:
         pass  # a cache we cannot write costs the import next time, nothing else
     return weight, bias

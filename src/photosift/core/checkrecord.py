@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
+from contextlib import suppress
 from pathlib import Path
+
+from photosift.core.files import write_replacing
 
 CHECK_EVERY_S = 7 * 24 * 3600.0  # a catalog is checked in full at least this often, even when unchanged
 
@@ -64,10 +66,7 @@ def record(catalog: Path, at: float) -> None:
     state = file_state(catalog)
     if state is None:
         return
-    target = record_path(catalog)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}")
-    try:
-        tmp.write_text(json.dumps({"state": state, "at": at}))
-        tmp.replace(target)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    with suppress(OSError):
+        write_replacing(
+            record_path(catalog), lambda f: f.write(json.dumps({"state": state, "at": at}).encode())
+        )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from photosift.core.errors import ModelError
+from photosift.core.files import write_replacing
 from photosift.models.card import ModelCard, read_card
 
 _PACKAGE_DIR = Path(str(resources.files("photosift.models")))
@@ -128,9 +129,7 @@ def register_built_model(data_dir: Path, name: str, path: Path, card: ModelCard)
     # A model built here lies in built_dir (its name is enough); a trained one lies where the user wrote it.
     where = path.name if path.resolve().parent == built_dir.resolve() else str(path.resolve())
     raw["models"][name] = {"file": where, "sha256": sha, "card": card_summary(card)}
-    tmp = index.with_suffix(".tmp")
-    tmp.write_text(json.dumps(raw, indent=2) + "\n")
-    tmp.replace(index)
+    write_replacing(index, lambda f: f.write((json.dumps(raw, indent=2) + "\n").encode()))
     return RegistryEntry(name, path, sha, "built", card_summary(card))
 
 
