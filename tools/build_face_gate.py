@@ -68,10 +68,11 @@ def unit16(embeddings: np.ndarray) -> np.ndarray:
     return out
 
 
-def fit(x: np.ndarray, y: np.ndarray) -> Any:
+def regression() -> Any:
+    """The probe, unfitted: what cross-validation scores and what is shipped."""
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=C, class_weight="balanced", max_iter=5000).fit(x * SCALE, y)
+    return LogisticRegression(C=C, class_weight="balanced", max_iter=5000)
 
 
 def categories(
@@ -115,10 +116,8 @@ def main() -> int:
         f"training photos {len(y)}, with a face {int(y.sum())}, packages {len(set(groups))}", file=sys.stderr
     )
 
-    from sklearn.linear_model import LogisticRegression
-
     oof = cross_val_predict(
-        LogisticRegression(C=C, class_weight="balanced", max_iter=5000),
+        regression(),
         x * SCALE,
         y,
         cv=GroupKFold(5),
@@ -126,7 +125,7 @@ def main() -> int:
         method="decision_function",
     )
     threshold = float(np.floor(np.min(oof[y]) * 100) / 100)  # in logits, rounded down
-    model = fit(x, y)
+    model = regression().fit(x * SCALE, y)
     weight = (model.coef_[0] * SCALE).astype(np.float32)
     bias = float(model.intercept_[0])
     report: dict[str, Any] = {
